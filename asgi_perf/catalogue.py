@@ -1,0 +1,396 @@
+"""The one catalogue of every metric asgi-perf exports.
+
+Every component asks the :class:`~asgi_perf.PerfRegistry` for its metrics by these names, so names,
+help texts, label sets and default buckets are defined once and the docs' metric reference and the
+tests read the same table. Names are unprefixed; ``PerfRegistry(namespace="x")`` prefixes them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+#: Latency buckets (seconds): fine below 100 ms where healthy services live, coarse up to 10 s.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+#: Body size buckets (bytes).
+SIZE_BUCKETS: tuple[float, ...] = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+#: Item-count buckets for batches.
+COUNT_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+#: Per-request query-count buckets.
+QUERY_COUNT_BUCKETS: tuple[float, ...] = (0, 1, 2, 5, 10, 20, 50, 100)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its unprefixed name, type, help text, label names and default buckets.
+
+    For counters ``name`` carries the conventional ``_total`` suffix, as exposed.
+    """
+
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+    component: str = "core"
+
+
+def _specs(*specs: MetricSpec) -> Mapping[str, MetricSpec]:
+    return MappingProxyType({spec.name: spec for spec in specs})
+
+
+CATALOGUE: Mapping[str, MetricSpec] = _specs(
+    # -- HTTP ------------------------------------------------------------------------------------
+    MetricSpec(
+        "http_requests_total",
+        "counter",
+        "HTTP requests completed, by method, route template and status.",
+        ("method", "route", "status"),
+        component="http",
+    ),
+    MetricSpec(
+        "http_request_duration_seconds",
+        "histogram",
+        "Time from request start to the last response body byte (background tasks excluded).",
+        ("method", "route", "status"),
+        LATENCY_BUCKETS,
+        component="http",
+    ),
+    MetricSpec(
+        "http_request_ttfb_seconds",
+        "histogram",
+        "Time from request start to the response start message (status line and headers).",
+        ("method", "route"),
+        LATENCY_BUCKETS,
+        component="http",
+    ),
+    MetricSpec(
+        "http_requests_in_progress",
+        "gauge",
+        "HTTP requests being handled now.",
+        ("method",),
+        component="http",
+    ),
+    MetricSpec(
+        "http_request_size_bytes",
+        "histogram",
+        "Request body bytes actually received by the application.",
+        ("method", "route"),
+        SIZE_BUCKETS,
+        component="http",
+    ),
+    MetricSpec(
+        "http_response_size_bytes",
+        "histogram",
+        "Response body bytes actually sent (streamed bytes, not only Content-Length).",
+        ("method", "route"),
+        SIZE_BUCKETS,
+        component="http",
+    ),
+    MetricSpec(
+        "http_exceptions_total",
+        "counter",
+        "Unhandled exceptions raised by the application, by exception type.",
+        ("method", "route", "exception"),
+        component="http",
+    ),
+    # -- Socket.IO -------------------------------------------------------------------------------
+    MetricSpec(
+        "socketio_connections",
+        "gauge",
+        "Connected Socket.IO clients now, read from the server's own state at scrape time.",
+        ("namespace", "transport"),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_connects_total",
+        "counter",
+        "Socket.IO connection attempts by outcome (accepted, rejected).",
+        ("namespace", "outcome"),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_disconnects_total",
+        "counter",
+        "Socket.IO disconnections by reason.",
+        ("namespace", "reason"),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_events_received_total",
+        "counter",
+        "Socket.IO events received from clients.",
+        ("namespace", "event"),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_events_emitted_total",
+        "counter",
+        "Socket.IO events emitted by the server.",
+        ("namespace", "event"),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_received_bytes_total",
+        "counter",
+        "Bytes of Socket.IO packets received, as encoded on the wire.",
+        ("namespace",),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_sent_bytes_total",
+        "counter",
+        "Bytes of Socket.IO packets sent, as encoded on the wire.",
+        ("namespace",),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_handler_duration_seconds",
+        "histogram",
+        "Time spent in Socket.IO event handlers.",
+        ("namespace", "event"),
+        LATENCY_BUCKETS,
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_queue_depth_max",
+        "gauge",
+        "Largest engine.io outgoing queue among connected sockets (a slow consumer shows here).",
+        (),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_queue_depth_sum",
+        "gauge",
+        "Sum of engine.io outgoing queue lengths over connected sockets.",
+        (),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_batches_total",
+        "counter",
+        "Batches sent by the batcher, by event and flush reason.",
+        ("event", "flush_reason"),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_batch_items",
+        "histogram",
+        "Items per batch sent.",
+        (),
+        COUNT_BUCKETS,
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_batch_wait_seconds",
+        "histogram",
+        "Time the oldest item of a batch waited before the batch was sent.",
+        (),
+        LATENCY_BUCKETS,
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_batch_pending",
+        "gauge",
+        "Items buffered in the batcher, not yet sent.",
+        (),
+        component="socketio",
+    ),
+    MetricSpec(
+        "socketio_batch_dropped_total",
+        "counter",
+        "Items the batcher dropped under its overflow policy, by reason.",
+        ("reason",),
+        component="socketio",
+    ),
+    # -- SQLAlchemy ------------------------------------------------------------------------------
+    MetricSpec(
+        "db_query_duration_seconds",
+        "histogram",
+        "Database statement execution time, by engine, operation and outcome (ok|error|cancelled).",
+        ("engine", "operation", "outcome"),
+        LATENCY_BUCKETS,
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_slow_queries_total",
+        "counter",
+        "Statements slower than the engine's slow-query threshold.",
+        ("engine", "operation"),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_query_errors_total",
+        "counter",
+        "Failed statements, by error class.",
+        ("engine", "error"),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_rows_total",
+        "counter",
+        "Parameter sets executed by executemany / insertmanyvalues cursor executions.",
+        ("engine", "operation"),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_pool_size",
+        "gauge",
+        "Configured connection pool size, read at scrape time.",
+        ("engine",),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_pool_checked_out",
+        "gauge",
+        "Connections checked out of the pool now.",
+        ("engine",),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_pool_checked_in",
+        "gauge",
+        "Idle connections in the pool now.",
+        ("engine",),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_pool_overflow",
+        "gauge",
+        "Overflow connections open beyond the pool size now (never negative).",
+        ("engine",),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_pool_checkout_seconds",
+        "histogram",
+        "Time waiting to check a connection out of the pool.",
+        ("engine",),
+        LATENCY_BUCKETS,
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_pool_checkout_timeouts_total",
+        "counter",
+        "Pool checkouts that timed out (QueuePool limit reached).",
+        ("engine",),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_connections_created_total",
+        "counter",
+        "New DBAPI connections opened by the pool.",
+        ("engine",),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_connections_invalidated_total",
+        "counter",
+        "Pooled connections invalidated.",
+        ("engine",),
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_queries_per_request",
+        "histogram",
+        "Statements executed while handling one HTTP request.",
+        ("engine",),
+        QUERY_COUNT_BUCKETS,
+        component="sqlalchemy",
+    ),
+    MetricSpec(
+        "db_time_per_request_seconds",
+        "histogram",
+        "Total statement time spent while handling one HTTP request.",
+        ("engine",),
+        LATENCY_BUCKETS,
+        component="sqlalchemy",
+    ),
+    # -- Cache -----------------------------------------------------------------------------------
+    MetricSpec(
+        "cache_requests_total",
+        "counter",
+        "Cache lookups by result (hit, miss); the reader computes hit / (hit + miss).",
+        ("cache", "result"),
+        component="cache",
+    ),
+    MetricSpec(
+        "cache_evictions_total",
+        "counter",
+        "Entries removed, by reason (capacity, expired, explicit).",
+        ("cache", "reason"),
+        component="cache",
+    ),
+    MetricSpec(
+        "cache_entries",
+        "gauge",
+        "Entries in the cache now, read at scrape time.",
+        ("cache",),
+        component="cache",
+    ),
+    MetricSpec(
+        "cache_maxsize",
+        "gauge",
+        "Configured cache capacity.",
+        ("cache",),
+        component="cache",
+    ),
+    MetricSpec(
+        "cache_load_duration_seconds",
+        "histogram",
+        "Time spent loading a missing value (the decorated function's run).",
+        ("cache",),
+        LATENCY_BUCKETS,
+        component="cache",
+    ),
+    MetricSpec(
+        "cache_load_errors_total",
+        "counter",
+        "Loads that raised.",
+        ("cache",),
+        component="cache",
+    ),
+    MetricSpec(
+        "cache_coalesced_total",
+        "counter",
+        "Calls that waited for another caller's in-flight load instead of loading again.",
+        ("cache",),
+        component="cache",
+    ),
+    MetricSpec(
+        "cache_rejected_total",
+        "counter",
+        "Values not stored because they are larger than the cache's maxsize.",
+        ("cache",),
+        component="cache",
+    ),
+    # -- Self ------------------------------------------------------------------------------------
+    MetricSpec(
+        "asgi_perf_instrumentation_errors_total",
+        "counter",
+        "Errors inside asgi-perf's own instrumentation (swallowed; the app was unaffected).",
+        ("component",),
+    ),
+    MetricSpec(
+        "asgi_perf_series_overflow_total",
+        "counter",
+        "Observations folded into the overflow series because a metric reached its series cap.",
+        ("metric",),
+    ),
+)
+
+__all__ = [
+    "CATALOGUE",
+    "COUNT_BUCKETS",
+    "LATENCY_BUCKETS",
+    "QUERY_COUNT_BUCKETS",
+    "SIZE_BUCKETS",
+    "Kind",
+    "MetricSpec",
+]

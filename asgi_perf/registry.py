@@ -1,0 +1,241 @@
+"""PerfRegistry: the one registry every asgi-perf component reports into."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, cast
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
+
+from ._labels import OVERFLOW, SeriesCap
+from .catalogue import CATALOGUE, MetricSpec
+
+logger = logging.getLogger("asgi_perf")
+
+T = TypeVar("T")
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+DEFAULT_MAX_SERIES = 2000
+_NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: How often one component may log an instrumentation error (seconds).
+ERROR_LOG_INTERVAL = 60.0
+
+ERR_NAMESPACE = "namespace must match [a-zA-Z_][a-zA-Z0-9_]* (or be empty), got {!r}"
+ERR_MAX_SERIES = "max_series_per_metric must be an int >= 1, got {!r}"
+ERR_UNKNOWN_METRIC = "unknown metric {!r}: every metric must be declared in asgi_perf.catalogue"
+ERR_KIND = "metric {!r} is a {}, not a {}"
+ERR_BUCKETS = "metric {!r} was already created with buckets {}; got {}"
+
+
+class RequestHook(Protocol):
+    """Per-request extension point of the HTTP middleware (used by the SQLAlchemy integration).
+
+    ``request_started()`` runs in the request's task before the app, so a ``ContextVar`` it sets is
+    visible to the app; its return value is handed to ``request_finished()`` after the app returns.
+    Both must be cheap; exceptions are caught and counted, never raised into the app.
+    """
+
+    def request_started(self) -> Any: ...
+
+    def request_finished(self, state: Any) -> None: ...
+
+
+class BoundedMetric:
+    """A prometheus_client metric with cached, capped label children.
+
+    ``labels(*values)`` returns the cached child for the tuple (prometheus_client's own ``labels()``
+    takes a lock and re-stringifies every value per call). Past the registry's series cap, new label
+    tuples share one child whose values are all ``__overflow__``.
+    """
+
+    __slots__ = ("_children", "metric", "spec")
+
+    def __init__(self, metric: Any, spec: MetricSpec, limit: int, on_overflow: Callable[[], None]):
+        self.metric = metric
+        self.spec = spec
+        self._children: SeriesCap[Any] = SeriesCap(
+            lambda key: metric.labels(*key),
+            limit=limit,
+            overflow_key=(OVERFLOW,) * len(spec.labels),
+            on_overflow=on_overflow,
+        )
+
+    def labels(self, *values: str) -> Any:
+        """The child for these label values (positional, in the catalogue's label order)."""
+        if not self.spec.labels:
+            return self.metric
+        return self._children.get(values)
+
+    def series(self) -> int:
+        """How many label children exist (for cardinality checks)."""
+        return len(self._children)
+
+
+class PerfRegistry:
+    """Owns one ``prometheus_client.CollectorRegistry`` and every asgi-perf metric in it.
+
+    :param registry: the Prometheus registry to report into; a fresh one by default (pass
+        ``prometheus_client.REGISTRY`` to share the process-global one).
+    :param namespace: optional prefix for every metric name (``myapp`` -> ``myapp_http_...``).
+    :param max_series_per_metric: hard cap on label combinations per metric; the excess is folded
+        into an ``__overflow__`` series and counted in ``asgi_perf_series_overflow_total``.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        namespace: str = "",
+        max_series_per_metric: int = DEFAULT_MAX_SERIES,
+    ) -> None:
+        if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
+            raise ValueError(ERR_NAMESPACE.format(namespace))
+        if (
+            not isinstance(max_series_per_metric, int)
+            or isinstance(max_series_per_metric, bool)
+            or max_series_per_metric < 1
+        ):
+            raise ValueError(ERR_MAX_SERIES.format(max_series_per_metric))
+        self.prometheus: CollectorRegistry = (
+            registry if registry is not None else CollectorRegistry()
+        )
+        self.namespace = namespace
+        self.max_series_per_metric = max_series_per_metric
+        self.started_at = time.time()
+        self._lock = threading.RLock()
+        self._metrics: dict[str, BoundedMetric] = {}
+        self._components: dict[str, Any] = {}
+        self._last_error_log: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        #: Hooks the HTTP middleware calls around every recorded request (see RequestHook).
+        self.request_hooks: list[RequestHook] = []
+        # Self-metrics exist from the start so a dashboard can alert on them before they move.
+        self._errors = self.counter("asgi_perf_instrumentation_errors_total")
+        self._overflows = self.counter("asgi_perf_series_overflow_total")
+
+    # -- names and specs -------------------------------------------------------------------------
+    def metric_name(self, name: str) -> str:
+        """The exposed name of a catalogue metric (namespace applied)."""
+        return f"{self.namespace}_{name}" if self.namespace else name
+
+    def spec(self, name: str) -> MetricSpec:
+        """The catalogue entry for ``name``; ``ValueError`` for a name not in the catalogue."""
+        try:
+            return CATALOGUE[name]
+        except KeyError:
+            raise ValueError(ERR_UNKNOWN_METRIC.format(name)) from None
+
+    # -- native metrics --------------------------------------------------------------------------
+    def counter(self, name: str) -> BoundedMetric:
+        """The registry's counter ``name`` (created on first use, then shared)."""
+        return self._metric(name, "counter", None)
+
+    def gauge(self, name: str) -> BoundedMetric:
+        """The registry's gauge ``name`` (created on first use, then shared)."""
+        return self._metric(name, "gauge", None)
+
+    def histogram(self, name: str, buckets: Sequence[float] | None = None) -> BoundedMetric:
+        """The registry's histogram ``name``; ``buckets`` default to the catalogue's."""
+        return self._metric(name, "histogram", buckets)
+
+    def _metric(self, name: str, kind: str, buckets: Sequence[float] | None) -> BoundedMetric:
+        spec = self.spec(name)
+        if spec.kind != kind:
+            raise ValueError(ERR_KIND.format(name, spec.kind, kind))
+        want = tuple(float(b) for b in buckets) if buckets is not None else None
+        with self._lock:
+            existing = self._metrics.get(name)
+            if existing is not None:
+                have = existing.spec.buckets
+                if want is not None and have is not None and want != tuple(map(float, have)):
+                    raise ValueError(ERR_BUCKETS.format(name, have, want))
+                return existing
+            full = self.metric_name(name)
+            labels = list(spec.labels)
+            metric: Any
+            if kind == "counter":
+                metric = Counter(
+                    full.removesuffix("_total"), spec.help, labels, registry=self.prometheus
+                )
+            elif kind == "gauge":
+                metric = Gauge(full, spec.help, labels, registry=self.prometheus)
+            else:
+                use = want if want is not None else spec.buckets
+                metric = Histogram(
+                    full, spec.help, labels, registry=self.prometheus, buckets=use or ()
+                )
+                if want is not None:
+                    spec = MetricSpec(
+                        spec.name, spec.kind, spec.help, spec.labels, want, spec.component
+                    )
+            bounded = BoundedMetric(metric, spec, self.max_series_per_metric, self._overflow(name))
+            self._metrics[name] = bounded
+            return bounded
+
+    def _overflow(self, name: str) -> Callable[[], None]:
+        def count() -> None:
+            self.count_overflow(name)
+
+        return count
+
+    # -- collectors and shared component state ---------------------------------------------------
+    def register(self, collector: Collector) -> None:
+        """Register a scrape-time collector in the Prometheus registry."""
+        self.prometheus.register(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        """Remove a collector registered with :meth:`register`."""
+        self.prometheus.unregister(collector)
+
+    def component(self, key: str, factory: Callable[[], T]) -> T:
+        """Get-or-create the one shared state object ``key`` for this registry.
+
+        Components (the HTTP accumulator, the slow-query log, ...) live here rather than in module
+        globals, so two middlewares on one registry share one set of series.
+        """
+        with self._lock:
+            try:
+                return cast("T", self._components[key])
+            except KeyError:
+                value = self._components[key] = factory()
+                return value
+
+    def find_component(self, key: str) -> Any:
+        """The shared state ``key`` if a component created it, else ``None``."""
+        return self._components.get(key)
+
+    # -- self-observation ------------------------------------------------------------------------
+    def count_overflow(self, name: str) -> None:
+        """Count one observation folded into ``name``'s overflow series."""
+        self._overflows.metric.labels(name).inc()
+
+    def report_error(self, component: str, exc: BaseException) -> None:
+        """Record an error inside instrumentation: counted always, logged at most once a minute.
+
+        Never raises: this is what the fail-open paths call.
+        """
+        try:
+            self._errors.labels(component).inc()
+            now = time.monotonic()
+            last = self._last_error_log.get(component)
+            if last is not None and now - last < ERROR_LOG_INTERVAL:
+                self._suppressed[component] = self._suppressed.get(component, 0) + 1
+                return
+            self._last_error_log[component] = now
+            suppressed = self._suppressed.pop(component, 0)
+            logger.warning(
+                "asgi-perf instrumentation error in %s (the application was not affected; "
+                "%d similar errors suppressed since the last report): %s: %s",
+                component,
+                suppressed,
+                type(exc).__name__,
+                exc,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        except Exception:  # noqa: BLE001, S110 - the error path itself must never raise
+            pass

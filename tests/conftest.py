@@ -1,0 +1,74 @@
+"""Shared fixtures: an asyncio anyio backend, service gating, a real uvicorn server, promtool."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from asgi_perf import PerfRegistry
+
+from ._server import ServerFactory, serve_app
+
+REQUIRE_SERVICES = os.environ.get("ASGI_PERF_REQUIRE_SERVICES") == "1"
+
+
+def need_service(name: str, reason: str) -> None:
+    """Skip (on a laptop) or fail (in CI, ``ASGI_PERF_REQUIRE_SERVICES=1``) for a missing service."""
+    message = f"{name} is not available: {reason}"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} (ASGI_PERF_REQUIRE_SERVICES=1: services are required here)")
+    pytest.skip(message)
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def registry() -> PerfRegistry:
+    """A fresh registry per test: no state shared between tests."""
+    return PerfRegistry()
+
+
+@pytest.fixture
+def promtool() -> str:
+    """Path to Prometheus' promtool (Debian package ``prometheus``)."""
+    path = shutil.which("promtool")
+    if path is None:
+        need_service("promtool", "install the Debian package 'prometheus'")
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    """libpq-style DSN of the local PostgreSQL server (database ``test``, trust auth)."""
+    if not port_open("127.0.0.1", 5432):
+        need_service("PostgreSQL", "nothing listens on 127.0.0.1:5432")
+    return os.environ.get("ASGI_PERF_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """URL of the local Redis server."""
+    if not port_open("127.0.0.1", 6379):
+        need_service("Redis", "nothing listens on 127.0.0.1:6379")
+    return os.environ.get("ASGI_PERF_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def server() -> Iterator[ServerFactory]:
+    """Start ``module:attr`` apps under a real uvicorn subprocess on 127.0.0.1; yields a factory."""
+    with serve_app() as factory:
+        yield factory
