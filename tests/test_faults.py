@@ -34,7 +34,7 @@ def boom(*args: Any, **kwargs: Any) -> Any:
 
 
 FAULTS = [
-    (RouteResolver, "__call__"),
+    (RouteResolver, "resolve"),
     (HttpStats, "record"),
     (MW, "_finish"),
 ]
