@@ -110,6 +110,7 @@ class WebhookNotifier:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                     response.read()
             except urllib.error.HTTPError as exc:
+                exc.close()  # it holds the response's socket
                 if exc.code < 500 and exc.code != 429:
                     logger.warning("webhook %s refused alert: HTTP %d", self.url, exc.code)
                     return False  # a 4xx will not get better by retrying
