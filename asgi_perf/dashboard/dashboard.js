@@ -1,6 +1,6 @@
 // asgi-perf live dashboard: polls ./summary, ./history and ./alerts (relative to this page) and
 // renders them with plain DOM calls. No framework, no CDN, no build step. Every value is written
-// with textContent, never innerHTML: route names and SQL text come from the application.
+// with textContent, never as markup: route names and SQL text come from the application.
 "use strict";
 (function () {
   const params = new URLSearchParams(location.search);
