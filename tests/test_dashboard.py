@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from asgi_perf import PerfRegistry, instrument, metrics_app
 from asgi_perf._ops_http import ERR_QUERY, dashboard_html, dumps
+from asgi_perf._types import Message
 from asgi_perf.monitor import Monitor
 from asgi_perf.testing import scrape
 
@@ -54,16 +55,25 @@ async def test_history_query_and_errors(registry: PerfRegistry) -> None:
 
     async def get(query: str) -> Any:
         scope_app = app
-        sent: list[dict[str, Any]] = []
+        sent: list[Message] = []
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b""}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             sent.append(message)
 
-        await scope_app({"type": "http", "method": "GET", "path": "/metrics/history",
-                         "query_string": query.encode(), "headers": []}, receive, send)  # fmt: skip
+        await scope_app(
+            {
+                "type": "http",
+                "method": "GET",
+                "path": "/metrics/history",
+                "query_string": query.encode(),
+                "headers": [],
+            },
+            receive,
+            send,
+        )
         return sent[0]["status"], json.loads(sent[1]["body"])
 
     status, limited = await get("limit=1")
@@ -86,8 +96,9 @@ async def test_operations_endpoints_share_the_metrics_auth(registry: PerfRegistr
         assert (await scrape(app, path)).status == 401
         ok = await scrape(app, path, headers=[("Authorization", "Bearer s3cret")])
         assert ok.status == 200
-    head = await scrape(app, "/metrics/summary", method="HEAD",
-                        headers=[("Authorization", "Bearer s3cret")])  # fmt: skip
+    head = await scrape(
+        app, "/metrics/summary", method="HEAD", headers=[("Authorization", "Bearer s3cret")]
+    )
     assert head.body == b""
 
 
@@ -128,26 +139,29 @@ def test_page_is_self_contained() -> None:
 def test_json_never_holds_nan() -> None:
     """NaN and infinities become null: browsers' JSON.parse rejects them."""
     assert json.loads(dumps({"a": float("nan"), "b": [float("inf")], "c": (1.5,)})) == {
-        "a": None, "b": [None], "c": [1.5]}  # fmt: skip
+        "a": None,
+        "b": [None],
+        "c": [1.5],
+    }
 
 
 def test_wheel_ships_the_dashboard(tmp_path: Path) -> None:
     """The built wheel contains the dashboard's HTML, CSS and JS."""
-    import zipfile
-
     import sys
+    import zipfile
 
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("index.html", "dashboard.css", "dashboard.js"):
         assert f"asgi_perf/dashboard/{name}" in names
 
 
-# -- the page in a real headless Chromium -----------------------------------------------------------
+# -- the page in a real headless Chromium ---
 class Dom(HTMLParser):
     """Collects text by id, by (table row key, field) and the alert list items."""
 
@@ -206,12 +220,26 @@ def _chromium() -> str:
 def _browser(binary: str, url: str, *args: str) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory() as profile:
         return subprocess.run(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu",
-             "--disable-background-networking", "--disable-component-update", "--no-first-run",
-             "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-             "--virtual-time-budget=15000", *args, url],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=15000",
+                *args,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
 
 def _ms(seconds: float | None) -> str:
@@ -264,13 +292,17 @@ def test_dashboard_in_chromium_shows_the_json(server: ServerFactory) -> None:
     assert dom.by_id["alerts-firing"] == "1"
     assert [(a["rule"], a["state"]) for a in dom.alerts] == [("ManyConnections", "firing")]
     assert alerts["alerts"][0]["rule"] == "ManyConnections"
-    assert dom.cells[("orders_placed", "count")] if ("orders_placed", "count") in dom.cells else True
     assert int(dom.attrs_by_id["chart-rate"]["data-points"]) >= 1
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     shot.unlink(missing_ok=True)
-    taken = _browser(binary, f"{base}/metrics/dashboard", f"--screenshot={shot}",
-                     "--window-size=1400,1700", "--hide-scrollbars")  # fmt: skip
+    taken = _browser(
+        binary,
+        f"{base}/metrics/dashboard",
+        f"--screenshot={shot}",
+        "--window-size=1400,1700",
+        "--hide-scrollbars",
+    )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == base64.b64decode("iVBORw0KGgo=")

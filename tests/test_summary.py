@@ -95,18 +95,32 @@ def _seed(registry: PerfRegistry) -> None:
 class SlowLog:
     def __init__(self) -> None:
         self.rows = [
-            {"engine": "main", "operation": "UPDATE", "fingerprint": "f1", "sql": "UPDATE t SET a = ?",
-             "duration": 2.0, "time": 1.0, "count": 2},
-            {"engine": "other", "operation": "SELECT", "fingerprint": "f2", "sql": "SELECT 1",
-             "duration": 1.5, "time": 2.0, "count": 1},
-        ]  # fmt: skip
+            {
+                "engine": "main",
+                "operation": "UPDATE",
+                "fingerprint": "f1",
+                "sql": "UPDATE t SET a = ?",
+                "duration": 2.0,
+                "time": 1.0,
+                "count": 2,
+            },
+            {
+                "engine": "other",
+                "operation": "SELECT",
+                "fingerprint": "f2",
+                "sql": "SELECT 1",
+                "duration": 1.5,
+                "time": 2.0,
+                "count": 1,
+            },
+        ]
 
     def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
         return self.rows[:limit]
 
 
 def test_db_cache_socketio_sections_from_catalogue_samples(registry: PerfRegistry) -> None:
-    """Samples produced under the catalogue names appear in their sections with the right figures."""
+    """Samples made under the catalogue names appear in their sections with the right figures."""
     _seed(registry)
     registry.component(SLOW_QUERY_COMPONENT, SlowLog)
     summary = registry.summary()
@@ -114,8 +128,12 @@ def test_db_cache_socketio_sections_from_catalogue_samples(registry: PerfRegistr
     assert engine["engine"] == "main"
     assert (engine["queries"], engine["errors"], engine["cancelled"]) == (21, 1, 1)
     assert engine["slow"] == 2
-    assert engine["pool"] == {"size": 5, "checked_out": 3, "checkout_timeouts": 1,
-                              "checkout_p95": pytest.approx(0.00095)}  # fmt: skip
+    assert engine["pool"] == {
+        "size": 5,
+        "checked_out": 3,
+        "checkout_timeouts": 1,
+        "checkout_p95": pytest.approx(0.00095),
+    }
     assert engine["queries_per_request"] == 4
     assert engine["p95"] is not None
     assert [q["fingerprint"] for q in engine["recent_slow"]] == ["f1"]
@@ -191,7 +209,7 @@ def test_broken_slow_query_component_is_reported(registry: PerfRegistry) -> None
 
     registry.component(SLOW_QUERY_COMPONENT, Broken)
     assert registry.summary()["db"]["slow_queries"] == []
-    assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "summary"}) == 1  # noqa: E501
+    assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "summary"}) == 1
 
 
 def test_alert_figures_take_the_worst_busy_series(registry: PerfRegistry) -> None:
@@ -206,7 +224,7 @@ def test_alert_figures_take_the_worst_busy_series(registry: PerfRegistry) -> Non
     assert figures["db.p95_seconds"] is not None
 
 
-# -- system figures --------------------------------------------------------------------------------
+# -- system figures ---
 def _proc_tree(tmp_path: Any, busy: int, idle: int) -> str:
     (tmp_path / "self" / "fd").mkdir(parents=True, exist_ok=True)
     for i in range(3):
@@ -241,7 +259,9 @@ def test_proc_fallback_reads_procfs(tmp_path: Any) -> None:
 
 def test_missing_procfs_gives_none(tmp_path: Any) -> None:
     """Figures that cannot be read are None, never a made-up zero."""
-    sampler = SystemSampler(use_psutil=False, proc=str(tmp_path / "nothing"), disk_path=str(tmp_path / "no"))  # noqa: E501
+    sampler = SystemSampler(
+        use_psutil=False, proc=str(tmp_path / "nothing"), disk_path=str(tmp_path / "no")
+    )
     figures = sampler.read()
     for key in ("cpu_percent", "memory_percent", "rss_bytes", "open_fds", "disk_percent"):
         assert figures[key] is None
@@ -278,4 +298,4 @@ def test_system_collector_failure_is_fail_open(registry: PerfRegistry) -> None:
 
     registry.register(SystemCollector(registry, Broken(use_psutil=False)))
     assert sample(registry, "system_memory_ratio") is None
-    assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "system"}) == 1  # noqa: E501
+    assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "system"}) == 1

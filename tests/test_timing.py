@@ -12,6 +12,8 @@ from asgi_perf import OTHER, PerfRegistry
 from asgi_perf.testing import sample
 from asgi_perf.timing import ERR_GENERATOR, ERR_NAME, ERR_NOT_CALLABLE, ERR_VALUE, Timings
 
+from ._ops import exact
+
 
 def test_timed_sync_function_records_each_call(registry: PerfRegistry) -> None:
     """A decorated sync function keeps its result and is counted once per call."""
@@ -21,7 +23,10 @@ def test_timed_sync_function_records_each_call(registry: PerfRegistry) -> None:
         return x * 2
 
     assert [build(i) for i in range(3)] == [0, 2, 4]
-    assert sample(registry, "app_timer_duration_seconds", {"name": "build_report"}, suffix="_count") == 3  # noqa: E501
+    assert (
+        sample(registry, "app_timer_duration_seconds", {"name": "build_report"}, suffix="_count")
+        == 3
+    )
     assert build.__name__ == "build"
 
 
@@ -124,21 +129,19 @@ def test_count_adds_to_custom_counters(registry: PerfRegistry) -> None:
 @pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), True, "3"])
 def test_count_rejects_bad_values(registry: PerfRegistry, value: object) -> None:
     """Counters only go up by finite numbers."""
-    with pytest.raises(ValueError, match="count") as info:
+    with pytest.raises(ValueError, match=exact(ERR_VALUE.format(value))):
         registry.count("x", value)  # type: ignore[arg-type]
-    assert str(info.value) == ERR_VALUE.format(value)
 
 
 @pytest.mark.parametrize("name", ["", 3, None])
 def test_bad_names_fail_loudly(registry: PerfRegistry, name: object) -> None:
     """Names must be non-empty strings: a configuration error, raised at once."""
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=exact(ERR_NAME.format(name))):
         registry.timer(name)  # type: ignore[arg-type]
-    assert str(info.value) == ERR_NAME.format(name)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=exact(ERR_NAME.format(name))):
         registry.count(name)  # type: ignore[arg-type]
     if name is not None:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=exact(ERR_NAME.format(name))):
             registry.timed(name)  # type: ignore[arg-type]
 
 
@@ -148,12 +151,10 @@ def test_generators_and_non_callables_are_refused(registry: PerfRegistry) -> Non
     def gen() -> Iterator[int]:
         yield 1
 
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=exact(ERR_GENERATOR.format(gen))):
         registry.timed("g")(gen)
-    assert str(info.value) == ERR_GENERATOR.format(gen)
-    with pytest.raises(ValueError) as info2:
+    with pytest.raises(ValueError, match=exact(ERR_NOT_CALLABLE.format(42))):
         registry.timed("n")(42)  # type: ignore[arg-type]
-    assert str(info2.value) == ERR_NOT_CALLABLE.format(42)
 
 
 def test_names_are_bounded() -> None:
