@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,11 @@ def test_dashboard_in_chromium_shows_the_json(server: ServerFactory) -> None:
     binary = _chromium()
     base = server("tests.apps.ops_app:app", ready_path="/metrics")
     with httpx.Client(base_url=base) as client:
+        # The monitor's first sample sets the window both reads below share: wait for it.
+        for _ in range(600):
+            if client.get("/metrics/history").json()["snapshots"]:
+                break
+            time.sleep(0.05)
         for i in range(6):
             client.get(f"/items/{i}")
         client.get("/fail")

@@ -164,12 +164,16 @@ async def test_lifespan_starts_and_stops_the_monitor(registry: PerfRegistry) -> 
             if message["type"] == "lifespan.startup":
                 assert monitor.running
                 await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.other":
+                continue
             else:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     app = MonitorLifespan(inner, monitor=monitor)
-    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    messages = iter(
+        [{"type": "lifespan.startup"}, {"type": "lifespan.other"}, {"type": "lifespan.shutdown"}]
+    )
 
     async def receive() -> dict[str, Any]:
         return next(messages)
@@ -178,7 +182,7 @@ async def test_lifespan_starts_and_stops_the_monitor(registry: PerfRegistry) -> 
         return None
 
     await app({"type": "lifespan"}, receive, send)
-    assert seen == ["lifespan.startup", "lifespan.shutdown"]
+    assert seen == ["lifespan.startup", "lifespan.other", "lifespan.shutdown"]
     assert not monitor.running
 
 
@@ -196,6 +200,7 @@ async def test_enable_on_plain_asgi_app_starts_on_first_request(registry: PerfRe
     response = await scrape(ops.app, "/")
     assert response.status == 204
     assert ops.monitor.running
+    assert (await scrape(ops.app, "/")).status == 204  # already running: left alone
     await ops.monitor.stop()
 
 
@@ -209,3 +214,17 @@ def test_enable_on_starlette_registers_everything(registry: PerfRegistry) -> Non
     assert [n.name for n in ops.alerts.notifiers] == ["log", "webhook"]
     assert sample(registry, "system_memory_ratio") is not None
     assert any(m.cls is MonitorLifespan for m in app.user_middleware)
+
+
+def test_enable_with_own_notifiers_and_existing_collector(registry: PerfRegistry) -> None:
+    """Given notifiers are used as they are; an existing system collector is not registered twice."""
+    from asgi_perf._system import SystemCollector
+    from asgi_perf.alerts import LogNotifier
+
+    existing = registry.component("system.collector", lambda: SystemCollector(registry))
+    registry.register(existing)
+    log = LogNotifier()
+    ops = enable(Starlette(), registry, notifiers=[log])
+    assert ops.alerts is not None
+    assert ops.alerts.notifiers == [log]
+    assert registry.find_component("system.collector") is existing

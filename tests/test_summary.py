@@ -299,3 +299,36 @@ def test_system_collector_failure_is_fail_open(registry: PerfRegistry) -> None:
     registry.register(SystemCollector(registry, Broken(use_psutil=False)))
     assert sample(registry, "system_memory_ratio") is None
     assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "system"}) == 1
+
+
+def test_without_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without psutil the sampler falls back to /proc; insisting on psutil is an error."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    assert SystemSampler().source == "proc"
+    with pytest.raises(ValueError, match="psutil is not installed"):
+        SystemSampler(use_psutil=True)
+
+
+def test_odd_procfs_contents(tmp_path: Any) -> None:
+    """A meminfo without MemAvailable, a stalled clock or an odd stat line give None."""
+    proc = _proc_tree(tmp_path, busy=1, idle=1)
+    (tmp_path / "meminfo").write_text("MemTotal: 1000 kB\n\nMemFree: 5 kB\n")
+    (tmp_path / "stat").write_text("intr 1 2 3\n")
+    wall = FakeClock(5.0)
+    sampler = SystemSampler(use_psutil=False, proc=proc, clock=wall)
+    figures = sampler.read()
+    assert figures["memory_percent"] is None
+    assert figures["cpu_percent"] is None
+    assert figures["process_cpu_percent"] is None  # no wall time passed
+
+
+def test_system_collector_with_nothing_readable(registry: PerfRegistry, tmp_path: Any) -> None:
+    """Gauges whose figure is unavailable are exported without samples, not as zero."""
+    sampler = SystemSampler(use_psutil=False, proc=str(tmp_path), disk_path=str(tmp_path / "x"))
+    collector = SystemCollector(registry, sampler)
+    registry.register(collector)
+    assert sample(registry, "system_process_open_fds") is None
+    assert sample(registry, "system_disk_ratio", {"path": str(tmp_path / "x")}) is None
+    assert next(f.name for f in collector.describe()) == "system_cpu_ratio"
