@@ -217,7 +217,7 @@ def test_enable_on_starlette_registers_everything(registry: PerfRegistry) -> Non
 
 
 def test_enable_with_own_notifiers_and_existing_collector(registry: PerfRegistry) -> None:
-    """Given notifiers are used as they are; an existing system collector is not registered twice."""
+    """Given notifiers are used as given; an existing system collector is not registered again."""
     from asgi_perf._system import SystemCollector
     from asgi_perf.alerts import LogNotifier
 
