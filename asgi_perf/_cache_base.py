@@ -12,9 +12,8 @@ calls to drop dead entries (``expired``), and every other removal is the user's 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Hashable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 import cachetools
@@ -58,7 +57,13 @@ class Lock(Protocol):
 
     def __enter__(self) -> Any: ...
 
-    def __exit__(self, *exc: object) -> Any: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Any: ...
 
 
 class EvictionStats(TypedDict):

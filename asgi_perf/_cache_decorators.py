@@ -11,6 +11,7 @@ every caller awaits through ``asyncio.shield``, so a cancelled caller never canc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import threading
@@ -215,10 +216,9 @@ class _NoLock:
 def _store(cache: MeteredCache[Any, Any], k: Hashable, value: Any, epoch: int) -> None:
     # An invalidation while the load ran may have targeted this very key: do not store then.
     if cache._epoch == epoch:
-        try:
+        # Larger than maxsize: counted as rejected by the cache, returned uncached.
+        with contextlib.suppress(ValueError):
             cache[k] = value
-        except ValueError:
-            pass  # larger than maxsize: counted as rejected, returned uncached
 
 
 def _plain_wrapper(

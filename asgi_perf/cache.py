@@ -22,14 +22,14 @@ from typing import Any
 import cachetools
 
 from ._cache_base import (
+    _MISSING,
     COMPONENT_KEY,
     ERR_LOCK,
     ERR_MAXSIZE,
     ERR_NAME,
     ERR_REGISTRY,
-    MAX_NAME_LENGTH,
-    _MISSING,
     KT,
+    MAX_NAME_LENGTH,
     VT,
     CacheStats,
     EvictionStats,
@@ -228,7 +228,7 @@ class TTLCache(TLRUCache[KT, VT]):
         self._ttl = ttl
         self.jitter = jitter
         if jitter:
-            draw = (rng or random.Random()).random
+            draw = (rng or random.Random()).random  # noqa: S311 - spreading expiry, not secrets
 
             def ttu(_key: KT, _value: VT, now: float) -> float:
                 return now + ttl * (1.0 - jitter * draw())
