@@ -17,7 +17,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Hashable
 from time import perf_counter
-from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._cache_base import Lock, MeteredCache, check_lock
 
@@ -57,6 +57,12 @@ class Cached(Protocol[P, R_co]):
     cache_condition: threading.Condition | None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    # Like a function, the wrapper binds as a method when it decorates one.
+    @overload
+    def __get__(self, obj: None, objtype: type[Any] | None = None) -> Cached[P, R_co]: ...
+    @overload
+    def __get__(self, obj: object, objtype: type[Any] | None = None) -> Callable[..., R_co]: ...
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses of this function (with ``info=True``) or of the whole cache."""
@@ -147,6 +153,7 @@ def cached(
         make_key = key or _default_key(func)
         counts = _Info() if info else None
         wrapper: Any
+        flights: dict[Hashable, Any]
         cond = condition
         if inspect.iscoroutinefunction(func):
             if condition is not None:
