@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ._server import ServerFactory
 
 APP = "tests.apps.cache_app:app"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cache_app.py"
 
 
 def values(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -51,3 +54,28 @@ async def test_concurrent_requests_share_one_load_and_scrape_is_valid(
         [promtool, "check", "metrics"], input=scrape.content, capture_output=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.anyio
+async def test_example_app_runs() -> None:
+    """``examples/cache_app.py`` works as documented: miss, hit, invalidate, stats, metrics."""
+    spec = importlib.util.spec_from_file_location("cache_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    transport = httpx.ASGITransport(app=module.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://example") as client:
+        assert (await client.get("/users/1")).json() == {"id": 1, "name": "grace"}
+        assert (await client.get("/users/1")).json() == {"id": 1, "name": "grace"}
+        assert (await client.get("/users/99")).json() is None
+        renamed = await client.post("/users/1/rename", params={"name": "ada"})
+        assert renamed.json() == {"id": 1, "name": "ada"}
+        assert (await client.get("/settings/theme")).json() == "value of theme"
+        stats = (await client.get("/cache-stats")).json()
+        metrics = (await client.get("/metrics")).text
+    assert stats["users"]["hits"] == 1
+    assert stats["users"]["misses"] == 3
+    assert stats["users"]["evictions"]["explicit"] == 1
+    assert stats["settings"]["misses"] == 1
+    assert 'cache_requests_total{cache="users",result="hit"} 1.0' in metrics
