@@ -45,9 +45,9 @@ async def test_internal_step_raising_leaves_response_unchanged(
     monkeypatch: pytest.MonkeyPatch, owner: type, attr: str
 ) -> None:
     """Each internal step raising: the app's messages are unchanged and the error is counted."""
+    monkeypatch.setattr(owner, attr, boom)
     registry = PerfRegistry()
     mw = PerfMiddleware(app, registry=registry)
-    monkeypatch.setattr(owner, attr, boom)
     sender = Sender()
     await mw(http_scope("/x"), Receiver(), sender)
     assert sender.messages == await reference()
