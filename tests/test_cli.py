@@ -18,7 +18,7 @@ def test_metric_reference_page_is_in_sync() -> None:
     page = (ROOT / "docs" / "metrics.md").read_text()
     block = page.split("<!-- reference:start -->\n", 1)[1].split("<!-- reference:end -->", 1)[0]
     assert block == metrics_reference(), (
-        "run: asgi-perf metrics-reference, paste into docs/metrics.md"
+        "run ./scripts/refresh-docs"
     )
 
 
