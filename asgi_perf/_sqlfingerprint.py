@@ -34,13 +34,16 @@ _WORD = re.compile(r"[A-Za-z]+")
 # After a CTE list, the main statement's verb follows the closing parenthesis of the last CTE.
 _CTE_VERB = re.compile(r"\)\s*(SELECT|INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
 
-# Order matters: comments and strings first (they may contain anything), then placeholders and
-# numbers, then the list shapes built from the collapsed ``?`` tokens.
+# Strings and comments in one left-to-right scan: each may contain the other's delimiters.
+# An unterminated string swallows the rest, so no part of a literal can survive.
+_QUOTED = re.compile(
+    r"(?P<comment>--[^\n]*|/\*.*?(?:\*/|$))"
+    r"|(?:[EeBbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|$)"
+    r"|\$(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|$)",  # PostgreSQL dollar quoting
+    re.DOTALL,
+)
+# Then placeholders and numbers, then the list shapes built from the collapsed ``?`` tokens.
 _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"--[^\n]*"), " "),
-    (re.compile(r"/\*.*?\*/", re.DOTALL), " "),
-    (re.compile(r"(?:[EeBbXxNn]|[Uu]&)?'(?:[^']|'')*'"), "?"),
-    (re.compile(r"\$([A-Za-z_]\w*)?\$.*?\$\1\$", re.DOTALL), "?"),  # PostgreSQL dollar quoting
     (re.compile(r"__\[POSTCOMPILE_\w+(?:~~[^\]]*)?\]"), "?"),  # SQLAlchemy expanding IN
     (re.compile(r"%\(\w+\)s|%s|\$\d+|(?<![:\w]):\w+|\?"), "?"),  # bind placeholders
     (re.compile(r"(?<![\w.])-?(?:0[xX][0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)\b"), "?"),
@@ -71,12 +74,17 @@ def operation_of(sql: str) -> str:
 
 def normalise(sql: str) -> str:
     """``sql`` with literals, placeholders, IN-lists and multi-row VALUES collapsed."""
+    sql = _QUOTED.sub(_quoted, sql)
     for pattern, replacement in _NORMALISERS:
         sql = pattern.sub(replacement, sql)
     sql = sql.strip()
     if len(sql) > MAX_SQL_CHARS:
         sql = sql[: MAX_SQL_CHARS - 3] + "..."
     return sql
+
+
+def _quoted(match: re.Match[str]) -> str:
+    return " " if match.group("comment") is not None else "?"
 
 
 def fingerprint_id(normalised: str) -> str:

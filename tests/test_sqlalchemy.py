@@ -50,7 +50,9 @@ from ._sqlalchemy import aiosqlite_engine, sqlite_engine
 DURATION = "db_query_duration_seconds"
 
 
-def count(registry: PerfRegistry, operation: str, outcome: str = "ok", engine: str = "main") -> float:
+def count(
+    registry: PerfRegistry, operation: str, outcome: str = "ok", engine: str = "main"
+) -> float:
     value = sample(
         registry,
         DURATION,
@@ -152,7 +154,10 @@ def test_sync_sqlite_statements_are_timed_by_operation(registry: PerfRegistry) -
     assert count(registry, "PRAGMA") == pragmas + 1
     assert count(registry, "CREATE") == 1
     total = sample(
-        registry, DURATION, {"engine": "main", "operation": "SELECT", "outcome": "ok"}, suffix="_sum"
+        registry,
+        DURATION,
+        {"engine": "main", "operation": "SELECT", "outcome": "ok"},
+        suffix="_sum",
     )
     assert total is not None and total > 0
 
@@ -314,7 +319,9 @@ def test_instrumentation_error_never_breaks_the_query(
         assert conn.execute(text("SELECT 41 + 1")).scalar() == 42
         with pytest.raises(sa_exc.OperationalError):
             conn.execute(text("SELEKT"))
-    assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "sqlalchemy"}) == 2
+    assert (
+        sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "sqlalchemy"}) == 2
+    )
 
 
 # -- slow queries and privacy --------------------------------------------------------------------
@@ -336,7 +343,15 @@ def test_slow_query_counted_logged_and_listed(
     assert record.duration >= 0.01  # type: ignore[attr-defined]
     recent = registry.component(SLOW_QUERIES_KEY, dict).recent()
     assert len(recent) == 1
-    assert set(recent[0]) == {"engine", "operation", "fingerprint", "sql", "duration", "time", "count"}
+    assert set(recent[0]) == {
+        "engine",
+        "operation",
+        "fingerprint",
+        "sql",
+        "duration",
+        "time",
+        "count",
+    }
     assert recent[0]["fingerprint"] == record.fingerprint  # type: ignore[attr-defined]
     assert recent[0]["count"] == 1
 
