@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from asgi_perf import PerfRegistry
+from asgi_perf._sqlstats import SlowQueryLog, slow_log_for
 from asgi_perf.sqlalchemy import (
     ERR_ENGINE,
     ERR_INTERVAL,
@@ -39,7 +40,6 @@ from asgi_perf.sqlalchemy import (
     ERR_OTHER_REGISTRY,
     ERR_REGISTRY,
     ERR_THRESHOLD,
-    SLOW_QUERIES_KEY,
     InstrumentedEngine,
     instrument_engine,
 )
@@ -48,6 +48,10 @@ from asgi_perf.testing import sample, samples
 from ._sqlalchemy import aiosqlite_engine, sqlite_engine
 
 DURATION = "db_query_duration_seconds"
+
+
+def slow_list(registry: PerfRegistry) -> SlowQueryLog:
+    return slow_log_for(registry)
 
 
 def count(
@@ -159,7 +163,8 @@ def test_sync_sqlite_statements_are_timed_by_operation(registry: PerfRegistry) -
         {"engine": "main", "operation": "SELECT", "outcome": "ok"},
         suffix="_sum",
     )
-    assert total is not None and total > 0
+    assert total is not None
+    assert total > 0
 
 
 def test_executemany_is_one_observation_plus_rows(registry: PerfRegistry) -> None:
@@ -232,7 +237,8 @@ def test_failed_statement_recorded_with_duration_and_error_class(registry: PerfR
         {"engine": "main", "operation": "INSERT", "outcome": "error"},
         suffix="_sum",
     )
-    assert total is not None and total > 0
+    assert total is not None
+    assert total > 0
 
 
 def test_thousand_failures_leave_no_state(registry: PerfRegistry) -> None:
@@ -341,7 +347,8 @@ def test_slow_query_counted_logged_and_listed(
     assert record.engine == "main"  # type: ignore[attr-defined]
     assert record.sql == "SELECT sleep(?) WHERE ? IN (...)"  # type: ignore[attr-defined]
     assert record.duration >= 0.01  # type: ignore[attr-defined]
-    recent = registry.component(SLOW_QUERIES_KEY, dict).recent()
+    # The operations layer's contract: the list is the registry component under this key.
+    recent = registry.find_component("sqlalchemy.slow_queries").recent()
     assert len(recent) == 1
     assert set(recent[0]) == {
         "engine",
@@ -368,9 +375,9 @@ def test_slow_log_is_rate_limited_but_every_occurrence_listed(
         for seconds in (0.01, 0.011, 0.012):
             conn.execute(text("SELECT sleep(:s)"), {"s": seconds})
     assert len([r for r in caplog.records if r.name == "asgi_perf.sqlalchemy"]) == 1
-    recent = registry.component(SLOW_QUERIES_KEY, dict).recent()
+    recent = slow_list(registry).recent()
     assert [r["count"] for r in recent] == [3, 2, 1]  # newest first
-    assert len(registry.component(SLOW_QUERIES_KEY, dict).recent(limit=2)) == 2
+    assert len(slow_list(registry).recent(limit=2)) == 2
 
 
 def test_secret_parameters_never_logged_or_labelled(
@@ -390,7 +397,7 @@ def test_secret_parameters_never_logged_or_labelled(
     assert len(caplog.records) >= 2
     assert secret not in caplog.text
     assert secret not in generate_latest(registry.prometheus).decode()
-    assert secret not in repr(registry.component(SLOW_QUERIES_KEY, dict).recent())
+    assert secret not in repr(slow_list(registry).recent())
 
 
 @pytest.mark.parametrize("hide", [False, True])
@@ -405,7 +412,7 @@ def test_log_parameters_is_opt_in_and_respects_hide_parameters(
     with caplog.at_level(logging.WARNING, logger="asgi_perf.sqlalchemy"), engine.connect() as conn:
         conn.execute(text("SELECT sleep(0.005), :v"), {"v": "visible-value"})
     assert ("visible-value" in caplog.text) is not hide
-    assert "visible-value" not in repr(registry.component(SLOW_QUERIES_KEY, dict).recent())
+    assert "visible-value" not in repr(slow_list(registry).recent())
 
 
 def test_statement_stats_bounded_by_max_fingerprints(registry: PerfRegistry) -> None:
@@ -477,7 +484,7 @@ def test_pool_metrics_survive_dispose_and_detach_removes_everything(
     handle.detach()
     handle.detach()  # idempotent
     for identifier, fn in listeners:
-        assert not event.contains(engine, identifier, fn)
+        assert not event.contains(engine, identifier, fn)  # type: ignore[arg-type]
     assert not {"do_execute", "do_executemany", "do_execute_no_params"} & set(vars(engine.dialect))
     assert "connect" not in vars(engine.pool)
     assert samples(registry, "db_pool_size") == []

@@ -11,12 +11,17 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from asgi_perf import PerfRegistry
-from asgi_perf.sqlalchemy import SLOW_QUERIES_KEY, instrument_engine
+from asgi_perf._sqlstats import SlowQueryLog, slow_log_for
+from asgi_perf.sqlalchemy import instrument_engine
 from asgi_perf.testing import sample
 
 from ._sqlalchemy import sa_url
 
 pytestmark = pytest.mark.service("postgres")
+
+
+def slow_list(registry: PerfRegistry) -> SlowQueryLog:
+    return slow_log_for(registry)
 
 
 def count(registry: PerfRegistry, operation: str, outcome: str) -> float:
@@ -55,7 +60,7 @@ def test_psycopg_sync_slow_error_executemany_and_pool(
         )
         assert sample(registry, "db_pool_checkout_timeouts_total", {"engine": "pg"}) == 1
         assert sample(registry, "db_pool_size", {"engine": "pg"}) == 1
-        slow = registry.component(SLOW_QUERIES_KEY, dict).recent()
+        slow = slow_list(registry).recent()
         assert slow[0]["sql"] == "SELECT pg_sleep(?)"
     finally:
         handle.detach()

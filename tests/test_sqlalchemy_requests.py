@@ -65,7 +65,8 @@ async def test_two_concurrent_requests_get_independent_counts(
     # The engine the requests never touched records two requests with zero statements.
     assert bucket(registry, "0.0", engine="idle") == 2
     spent = sample(registry, "db_time_per_request_seconds", {"engine": "main"}, suffix="_sum")
-    assert spent is not None and spent > 0
+    assert spent is not None
+    assert spent > 0
     await engine.dispose()
 
 
