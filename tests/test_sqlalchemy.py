@@ -520,3 +520,145 @@ def test_exposition_passes_promtool(registry: PerfRegistry, promtool: str, tmp_p
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert b"db_pool_size" in body
+
+
+# -- less common paths ---------------------------------------------------------------------------
+def test_no_parameters_and_executemany_failures_are_timed(registry: PerfRegistry) -> None:
+    """do_execute_no_params and a failing executemany are observed like any other execution."""
+    engine = sqlite_engine()
+    instrument_engine(engine, registry=registry, name="main", slow_query_threshold=None)
+    metadata = MetaData()
+    users = users_table(metadata)
+    with engine.connect() as conn:
+        metadata.create_all(conn)
+        raw = conn.execution_options(no_parameters=True)
+        before = count(registry, "SELECT")
+        raw.exec_driver_sql("SELECT 1")
+        assert count(registry, "SELECT") == before + 1
+        with pytest.raises(sa_exc.OperationalError):
+            raw.exec_driver_sql("SELEKT 1")
+        with pytest.raises(sa_exc.IntegrityError):
+            conn.execute(insert(users), [{"name": "same"}, {"name": "same"}])
+    assert count(registry, "OTHER", "error") == 1
+    assert count(registry, "INSERT", "error") == 1
+    assert errors(registry, "IntegrityError") == 1
+
+
+def test_statement_cache_starts_over_when_full(
+    registry: PerfRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distinct statement texts without end never grow the per-statement cache past its cap."""
+    monkeypatch.setattr("asgi_perf.sqlalchemy._MAX_CACHED_STATEMENTS", 5)
+    engine = sqlite_engine()
+    handle = instrument_engine(engine, registry=registry, name="main", statement_stats=True)
+    with engine.connect() as conn:
+        for i in range(12):
+            conn.exec_driver_sql(f"SELECT {i}")
+    assert len(handle._statements) <= 5
+    assert count(registry, "SELECT") == 12
+    assert sum(row["count"] for row in handle.statement_stats()) <= 12
+
+
+def test_duration_series_are_capped_by_the_registry(tmp_path: Path) -> None:
+    """Past max_series_per_metric, new (operation, outcome) pairs fold into __overflow__."""
+    registry = PerfRegistry(max_series_per_metric=2)
+    engine = sqlite_engine()
+    instrument_engine(engine, registry=registry, name="main")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+        conn.exec_driver_sql("PRAGMA user_version")
+        conn.exec_driver_sql("CREATE TABLE a (x int)")
+        conn.exec_driver_sql("DROP TABLE a")
+    assert count(registry, "__overflow__") == 2
+    assert sample(registry, "asgi_perf_series_overflow_total", {"metric": DURATION}) == 2
+
+
+def test_slow_list_is_bounded_and_forgets_oldest_fingerprints() -> None:
+    """The recent list keeps maxlen entries and at most max_fingerprints counts."""
+    from asgi_perf._sqlstats import SlowQueryLog
+
+    log = SlowQueryLog(maxlen=3, max_fingerprints=2)
+    for fp in ("a", "b", "c", "a"):
+        log.add("main", "SELECT", fp, "SELECT ?", 1.0)
+    assert len(log) == 3
+    assert [e["fingerprint"] for e in log.recent()] == ["a", "c", "b"]
+    assert log.recent()[0]["count"] == 1  # "a" was forgotten when "c" arrived
+    assert log.recent(limit=-1) == []
+
+
+def test_failures_inside_recording_paths_are_reported_not_raised(
+    registry: PerfRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Broken pool reads, checkout observation, handle_error and connect hooks fail open."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    handle = instrument_engine(engine, registry=registry, name="main")
+
+    class BadPool:
+        def size(self) -> int:
+            raise RuntimeError("pool broke")
+
+    class BadCtx:
+        @property
+        def original_exception(self) -> Any:
+            raise RuntimeError("ctx broke")
+
+    monkeypatch.setattr(handle, "current_pool", lambda: BadPool())
+    generate_latest(registry.prometheus)
+    handle._on_handle_error(BadCtx())
+
+    class BadLock:
+        def __enter__(self) -> None:
+            raise RuntimeError("lock broke")
+
+        def __exit__(self, *args: object) -> None:
+            return None
+
+    monkeypatch.setattr(handle._series, "checkout", None)
+    with engine.connect() as conn:  # checkout observation fails: the connection still works
+        conn.execute(text("SELECT 1"))
+    monkeypatch.setattr(handle, "_wrap_pool", lambda: BadLock().__enter__())
+    engine.dispose()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    errors_total = sample(
+        registry, "asgi_perf_instrumentation_errors_total", {"component": "sqlalchemy"}
+    )
+    assert errors_total is not None
+    assert errors_total >= 4  # scrape, handle_error, checkouts, the connect hook
+
+
+def test_handle_error_ignores_exit_exceptions_and_detach_tolerates_replaced_hooks(
+    registry: PerfRegistry,
+) -> None:
+    """A non-Exception in handle_error is not an error; detach leaves others' replacements alone."""
+    engine = sqlite_engine()
+    handle = instrument_engine(engine, registry=registry, name="main")
+
+    class Ctx:
+        original_exception = KeyboardInterrupt()
+
+    handle._on_handle_error(Ctx())
+    assert samples(registry, "db_query_errors_total") == []
+
+    def mine(*args: Any) -> None:
+        return None
+
+    engine.dialect.do_execute = mine  # type: ignore[method-assign]
+    for identifier, fn in handle._listeners:
+        event.remove(engine, identifier, fn)
+    handle.detach()
+    assert engine.dialect.do_execute is mine
+
+
+def test_request_finished_in_another_context_clears_it(registry: PerfRegistry) -> None:
+    """A request hook finished outside the context it started in falls back to clearing."""
+    import contextvars
+
+    from asgi_perf._sqlstats import RequestQueries
+
+    instrument_engine(sqlite_engine(), registry=registry, name="main")
+    hook = next(h for h in registry.request_hooks if isinstance(h, RequestQueries))
+    state = contextvars.copy_context().run(hook.request_started)
+    hook.request_finished(state)
+    assert hook.var.get() is None
+    assert sample(registry, "db_queries_per_request", {"engine": "main"}, suffix="_count") == 1
