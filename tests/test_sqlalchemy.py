@@ -602,7 +602,7 @@ def test_failures_inside_recording_paths_are_reported_not_raised(
         def original_exception(self) -> Any:
             raise RuntimeError("ctx broke")
 
-    monkeypatch.setattr(handle, "current_pool", lambda: BadPool())
+    monkeypatch.setattr(handle, "current_pool", BadPool)
     generate_latest(registry.prometheus)
     handle._on_handle_error(BadCtx())
 
@@ -643,7 +643,7 @@ def test_handle_error_ignores_exit_exceptions_and_detach_tolerates_replaced_hook
     def mine(*args: Any) -> None:
         return None
 
-    engine.dialect.do_execute = mine  # type: ignore[method-assign]
+    engine.dialect.do_execute = mine  # type: ignore[method-assign,assignment]
     for identifier, fn in handle._listeners:
         event.remove(engine, identifier, fn)
     handle.detach()
