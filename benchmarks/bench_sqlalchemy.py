@@ -51,11 +51,22 @@ def otel(engines: list[Any], *, force: bool) -> str:
         return "not installed"
     instrumentor = SQLAlchemyInstrumentor()
     kwargs: dict[str, Any] = {"skip_dep_check": True} if force else {}
-    instrumentor.instrument(engines=engines, tracer_provider=TracerProvider(), **kwargs)
     sync = [getattr(e, "sync_engine", e) for e in engines]
+    instrumentor.instrument(engines=sync, tracer_provider=TracerProvider(), **kwargs)
     # OTel hooks before/after_cursor_execute; on versions it does not support it attaches none.
     attached = any(bool(e.dispatch.before_cursor_execute) for e in sync)
     return "instrumented" if attached else "no-op: declares sqlalchemy < 2.1"
+
+
+def _otel_reset() -> None:
+    # The instrumentor is a process-wide singleton: undo it so the next database can use it.
+    try:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    except ImportError:
+        return
+    instrumentor = SQLAlchemyInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
 
 
 def time_sync(engine: Any, n: int) -> float:
@@ -112,6 +123,7 @@ def run(label: str, make: Callable[[], Any], is_async: bool, rounds: int, n: int
         rows.append(
             f"| {label} | {name} | {med:.1f} | {med - bare:+.1f} | {med / bare:.2f}x | {note} |"
         )
+    _otel_reset()
     for engine in engines.values():
         if loop is not None:
             loop.run_until_complete(engine.dispose())
