@@ -36,7 +36,6 @@ def boom(*args: Any, **kwargs: Any) -> Any:
 FAULTS = [
     (RouteResolver, "resolve"),
     (HttpStats, "record"),
-    (MW, "_finish"),
 ]
 
 
@@ -56,6 +55,41 @@ async def test_internal_step_raising_leaves_response_unchanged(
     )
     assert errors == 1
     assert registry.prometheus.get_sample_value("http_requests_in_progress", {"method": "GET"}) == 0
+
+
+@pytest.mark.parametrize("attr", ["record_exception", "record"])
+async def test_recording_failure_on_error_path_reraises_the_app_error(
+    monkeypatch: pytest.MonkeyPatch, attr: str
+) -> None:
+    """If recording a failed request fails, the app's own exception still propagates unchanged
+    and the recording error is counted."""
+    registry = PerfRegistry()
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:
+        raise KeyError("app error")
+
+    monkeypatch.setattr(HttpStats, attr, boom)
+    with pytest.raises(KeyError, match="app error"):
+        await PerfMiddleware(failing, registry=registry)(http_scope("/x"), Receiver(), Sender())
+    errors = registry.prometheus.get_sample_value(
+        "asgi_perf_instrumentation_errors_total", {"component": "http"}
+    )
+    assert errors == 1
+
+
+async def test_unusual_path_failure_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure recording an unusual request (no response sent) is counted, never raised."""
+    registry = PerfRegistry()
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    monkeypatch.setattr(MW, "_record_unusual", boom)
+    await PerfMiddleware(silent, registry=registry)(http_scope("/x"), Receiver(), Sender())
+    errors = registry.prometheus.get_sample_value(
+        "asgi_perf_instrumentation_errors_total", {"component": "http"}
+    )
+    assert errors == 1
 
 
 async def test_exception_recording_failure_still_reraises_the_app_error(
