@@ -9,9 +9,7 @@ def test_all_lists_every_public_name() -> None:
     """``__all__`` equals the module's public names, so nothing is exported by accident."""
     public = {name for name in dir(asgi_perf) if not name.startswith("_")}
     # Submodules become attributes on import; they are reached by their module path, not exported.
-    modules = {
-        name for name in public if type(getattr(asgi_perf, name)).__name__ == "module"
-    }
+    modules = {name for name in public if type(getattr(asgi_perf, name)).__name__ == "module"}
     assert set(asgi_perf.__all__) - {"__version__"} == public - modules
 
 
