@@ -31,7 +31,7 @@ async def live() -> AsyncIterator[tuple[socketio.AsyncServer, str]]:
     config = uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
         await asyncio.sleep(0.01)
     yield sio, f"http://127.0.0.1:{port}"
     server.should_exit = True
@@ -57,11 +57,12 @@ async def test_counts_events_bytes_and_handler_time(
     sio, base = live
     seen: list[Any] = []
 
-    @sio.on("echo", namespace="/chat")
     async def echo(sid: str, data: Any) -> Any:
         seen.append(data)
         await sio.emit("reply", data, to=sid, namespace="/chat")
         return data
+
+    sio.on("echo", echo, namespace="/chat")
 
     instrument_socketio(sio, registry=registry)
     c = await client(base, namespaces=["/chat"])
@@ -76,9 +77,11 @@ async def test_counts_events_bytes_and_handler_time(
     assert sample(registry, "socketio_events_emitted_total", emitted) == 2
     # the binary attachment counts under the namespace of its packet
     received = sample(registry, "socketio_received_bytes_total", {"namespace": "/chat"})
-    assert received is not None and received > len('2/chat,1["echo","héllo"]')
+    assert received is not None
+    assert received > len('2/chat,1["echo","héllo"]')
     sent = sample(registry, "socketio_sent_bytes_total", {"namespace": "/chat"})
-    assert sent is not None and sent > 0
+    assert sent is not None
+    assert sent > 0
     await c.disconnect()
 
 
@@ -124,7 +127,7 @@ async def test_wrapped_on_top_then_uninstalled_passes_through(
         outer_calls.append(event)
         return await ours(event, *args, **kwargs)
 
-    sio.emit = outer  # type: ignore[method-assign]
+    sio.emit = outer
     hook.uninstall()
     assert sio.emit is outer
     c = await client(base)
@@ -143,10 +146,11 @@ async def test_rejections_unknown_namespace_and_server_disconnect(
     rejected; the unserved namespace is labelled __other__; a server kick is server_disconnect."""
     sio, base = live
 
-    @sio.event
     async def connect(sid: str, environ: Any, auth: Any) -> None:
         if auth:
             raise socketio.exceptions.ConnectionRefusedError("no")
+
+    sio.on("connect", connect)
 
     instrument_socketio(sio, registry=registry)
     bad = socketio.AsyncClient(reconnection=False)
@@ -212,7 +216,8 @@ async def test_instrumentation_error_never_reaches_the_app(
     await settle()
     assert got == [1]
     errors = sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "socketio"})
-    assert errors is not None and errors >= 3
+    assert errors is not None
+    assert errors >= 3
 
 
 async def test_batcher_unbatched_paths_keep_order(
@@ -222,9 +227,10 @@ async def test_batcher_unbatched_paths_keep_order(
     rooms work; after aclose emits are sent directly; the client helper delivers in order."""
     sio, base = live
 
-    @sio.event
     async def connect(sid: str, environ: Any) -> None:
         await sio.enter_room(sid, "r1")
+
+    sio.on("connect", connect)
 
     c = await client(base)
     got: list[Any] = []

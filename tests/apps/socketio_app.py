@@ -33,7 +33,6 @@ sio = socketio.AsyncServer(async_mode="asgi", client_manager=manager)
 calls = {"connect": 0, "disconnect": 0, "catch_all": 0}
 
 
-@sio.event
 async def connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
     calls["connect"] += 1
     if isinstance(auth, dict) and auth.get("reject"):
@@ -42,42 +41,55 @@ async def connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
     return True
 
 
+sio.on("connect", connect)
+
+
 # Registered before the hook is installed; "disconnect" below is registered after it.
 hook = instrument_socketio(
     sio, registry=registry, max_events=int(os.environ.get("SIO_MAX_EVENTS", "100"))
 )
 
 
-@sio.event
 async def disconnect(sid: str, reason: str) -> None:
     calls["disconnect"] += 1
 
 
-@sio.on("*")
+sio.on("disconnect", disconnect)
+
+
 async def catch_all(event: str, sid: str, data: Any) -> None:
     calls["catch_all"] += 1
 
 
-@sio.event
+sio.on("*", catch_all)
+
+
 async def handler_calls(sid: str, data: Any) -> dict[str, int]:
     return calls
 
 
-@sio.event
+sio.on("handler_calls", handler_calls)
+
+
 async def kick(sid: str, data: Any) -> None:
     await sio.disconnect(sid)
+
+
+sio.on("kick", kick)
 
 
 batcher = Batcher(sio, registry=registry, max_items=50, max_delay=0.02)
 
 
-@sio.event
 async def stream(sid: str, data: dict[str, int]) -> str:
     every = data.get("every", 0)
     for i in range(data["n"]):
         await batcher.emit("tick", i, to="all", batch=not (every and i % every == every - 1))
     await batcher.flush()
     return "done"
+
+
+sio.on("stream", stream)
 
 
 starlette = Starlette(routes=[Route("/metrics", metrics_app(registry))])
