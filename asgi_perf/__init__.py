@@ -7,8 +7,6 @@ Socket.IO, SQLAlchemy and cache integrations live in their own modules (``asgi_p
 ``prometheus-client``.
 """
 
-from __future__ import annotations
-
 from .__about__ import __version__
 from ._integration import instrument
 from ._labels import OTHER, OVERFLOW, UNMATCHED

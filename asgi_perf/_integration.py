@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .exposition import metrics_app
+from .exposition import OPS_ENDPOINTS, metrics_app
 from .middleware import PerfMiddleware
 from .registry import PerfRegistry
 
@@ -20,12 +20,15 @@ def instrument(
     registry: PerfRegistry | None = None,
     metrics_path: str | None = "/metrics",
     metrics_options: dict[str, Any] | None = None,
+    operations_routes: bool = True,
     **middleware_options: Any,
 ) -> PerfRegistry:
     """Add :class:`PerfMiddleware` and a metrics route to a Starlette/FastAPI app.
 
     :param metrics_path: where to serve the metrics (``None``: do not add the route).
     :param metrics_options: keyword arguments for :func:`metrics_app` (``token``, ``allow``, ...).
+    :param operations_routes: also route ``<metrics_path>/summary``, ``/history``, ``/alerts``
+        and ``/dashboard`` to the metrics app (same access rules as the metrics).
     :param middleware_options: keyword arguments for :class:`PerfMiddleware`.
     :returns: the registry everything reports into (a fresh one unless given).
     """
@@ -44,6 +47,10 @@ def instrument(
     app.add_middleware(PerfMiddleware, registry=registry, **middleware_options)
     if metrics_path is not None:
         app.add_route(metrics_path, exposition, include_in_schema=False)
+        if operations_routes:
+            base = metrics_path.rstrip("/")
+            for endpoint in sorted(OPS_ENDPOINTS):
+                app.add_route(f"{base}/{endpoint}", exposition, include_in_schema=False)
     return registry
 
 

@@ -22,6 +22,9 @@ ERR_BASIC = "basic_auth must be a (username, password) pair of non-empty strings
 ERR_ALLOW = "allow entry {!r} is not an IP address or network: {}"
 ERR_REGISTRY = "metrics_app needs a PerfRegistry or a prometheus_client CollectorRegistry, got {!r}"
 
+#: Last path segments served as operations endpoints instead of the metrics text.
+OPS_ENDPOINTS = frozenset({"summary", "history", "alerts", "dashboard"})
+
 #: Responses smaller than this are sent uncompressed: gzip would cost more than it saves.
 GZIP_MIN_SIZE = 500
 
@@ -123,7 +126,25 @@ class MetricsApp:
         if denied is not None:
             await _respond(send, *denied)
             return
+        endpoint = str(scope.get("path") or "").rstrip("/").rpartition("/")[2]
+        if endpoint in OPS_ENDPOINTS:
+            await self.serve_operations(endpoint, scope, send, head=method == "HEAD")
+            return
         await self.serve_metrics(scope, send, head=method == "HEAD")
+
+    async def serve_operations(
+        self, endpoint: str, scope: Scope, send: Send, *, head: bool
+    ) -> None:
+        """``.../summary``, ``.../history``, ``.../alerts`` (JSON) and ``.../dashboard`` (HTML)."""
+        from . import _ops_http  # the operations layer loads only when one of its paths is hit
+
+        if self.perf is None:
+            await _respond(send, 404, b"Not Found: operations need a PerfRegistry\n", head=head)
+            return
+        status, body, content_type = await _ops_http.render(
+            endpoint, self.perf, bytes(scope.get("query_string") or b""), self._in_thread
+        )
+        await _respond(send, status, body, content_type, head=head)
 
     def check_access(
         self, scope: Scope
@@ -224,4 +245,4 @@ def metrics_app(
     )
 
 
-__all__ = ["MetricsApp", "metrics_app"]
+__all__ = ["OPS_ENDPOINTS", "MetricsApp", "metrics_app"]

@@ -101,7 +101,8 @@ class PerfMiddleware:
             re.compile("|".join(f"(?:{p.pattern})" for p in compiled)) if compiled else None
         )
         self._status_labels = STATUS_CLASS_LABELS if group_status else STATUS_LABELS
-        self._route_getter: RouteGetter = route_getter or RouteResolver()
+        # A bound method, not the resolver object: calling an instance's __call__ costs more.
+        self._route_getter: RouteGetter = route_getter or RouteResolver().resolve
         created = False
 
         def make() -> HttpStats:
@@ -147,7 +148,9 @@ class PerfMiddleware:
             try:
                 if message["type"] == "http.request":
                     request_bytes += len(message.get("body", b""))
-                elif message["type"] == "http.disconnect":
+                elif message["type"] == "http.disconnect" and not response_ended:
+                    # Gone before the last byte: servers drop later sends silently, so a
+                    # response the app "completes" afterwards never reached the client.
                     disconnected = True
             except Exception as exc:  # noqa: BLE001 - a malformed message is the app's business
                 self.registry.report_error("http", exc)
@@ -225,14 +228,11 @@ class PerfMiddleware:
         disconnected: bool,
         error: BaseException | None,
     ) -> None:
-        if response_ended:
-            duration = response_ended - start
-        else:
-            duration = perf_counter() - start
-            if disconnected or isinstance(error, asyncio.CancelledError):
-                status = CLIENT_CLOSED_REQUEST
-            elif error is not None or not status:
-                status = 500
+        duration = (response_ended or perf_counter()) - start
+        if disconnected or (isinstance(error, asyncio.CancelledError) and not response_ended):
+            status = CLIENT_CLOSED_REQUEST
+        elif not response_ended and (error is not None or not status):
+            status = 500
         # 405: a method the route does not take is not a match (and never the raw path).
         route = UNMATCHED if status == 405 else self._route_getter(scope) or UNMATCHED
         status_label = self._status_labels.get(status, OTHER_STATUS)

@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
@@ -15,9 +15,13 @@ from prometheus_client.registry import Collector
 from ._labels import OVERFLOW, SeriesCap
 from .catalogue import CATALOGUE, MetricSpec
 
+if TYPE_CHECKING:
+    from .timing import Timer
+
 logger = logging.getLogger("asgi_perf")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 M = TypeVar("M", Counter, Gauge, Histogram)
 
 DEFAULT_MAX_SERIES = 2000
@@ -208,6 +212,37 @@ class PerfRegistry:
     def find_component(self, key: str) -> Any:
         """The shared state ``key`` if a component created it, else ``None``."""
         return self._components.get(key)
+
+    # -- operations: custom timing, stats, summary (thin delegates; see asgi_perf.timing) ---------
+    def timed(self, name: str | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorator timing each call of a sync or async function as timer ``name``."""
+        from .timing import Timings
+
+        return Timings.of(self).timed(name)
+
+    def timer(self, name: str) -> Timer:
+        """Context manager (``with`` / ``async with``) timing its block as timer ``name``."""
+        from .timing import Timings
+
+        return Timings.of(self).timer(name)
+
+    def count(self, name: str, value: float = 1) -> None:
+        """Add ``value`` (default 1) to the custom counter ``name``."""
+        from .timing import Timings
+
+        Timings.of(self).count(name, value)
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """count, total, min, max, avg, p50/p95/p99 (seconds) and errors of timer ``name``."""
+        from .timing import Timings
+
+        return Timings.of(self).stats(name)
+
+    def summary(self) -> dict[str, Any]:
+        """One JSON-able dict of every component's key figures (see :mod:`asgi_perf.summary`)."""
+        from .summary import build_summary
+
+        return build_summary(self)
 
     # -- self-observation ------------------------------------------------------------------------
     def count_overflow(self, name: str) -> None:

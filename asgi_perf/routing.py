@@ -113,6 +113,10 @@ class RouteResolver:
         self._candidates: dict[int, tuple[Any, list[tuple[str | None, re.Pattern[str]]]]] = {}
 
     def __call__(self, scope: Scope) -> str:
+        return self.resolve(scope)
+
+    def resolve(self, scope: Scope) -> str:
+        """The route label for a scope the router has finished with."""
         key = scope.get("route")
         if key is None:
             key = scope.get("endpoint")

@@ -10,7 +10,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "asgi-perf: creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.asgi-perf-installed"
+stamp="$VENV/.asgi-perf-installed-${EXTRAS//,/-}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "asgi-perf: installing .[$EXTRAS] into $VENV"

@@ -1,0 +1,218 @@
+// asgi-perf live dashboard: polls ./summary, ./history and ./alerts (relative to this page) and
+// renders them with plain DOM calls. No framework, no CDN, no build step. Every value is written
+// with textContent, never as markup: route names and SQL text come from the application.
+"use strict";
+(function () {
+  const params = new URLSearchParams(location.search);
+  const refresh = Math.max(1, Number(params.get("refresh")) || 5) * 1000;
+  const $ = (id) => document.getElementById(id);
+
+  const dash = "\u2013";
+  const num = (v, d) => (v === null || v === undefined ? dash : Number(v).toFixed(d));
+  const int = (v) => (v === null || v === undefined ? dash : String(Math.round(v)));
+  const ms = (s) => (s === null || s === undefined ? dash : (s * 1000).toFixed(1) + " ms");
+  const pct = (r) => (r === null || r === undefined ? dash : (r * 100).toFixed(1) + "%");
+  const pct100 = (p) => (p === null || p === undefined ? dash : Number(p).toFixed(1) + "%");
+  const bytes = (b) => (b === null || b === undefined ? dash : (b / 1048576).toFixed(1) + " MiB");
+  const dur = (s) => {
+    if (s === null || s === undefined) return dash;
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
+    return (h ? h + "h " : "") + (h || m ? m + "m " : "") + sec + "s";
+  };
+
+  function cell(text, cls, field) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    if (field) td.dataset.field = field;
+    return td;
+  }
+
+  function fillTable(id, rows, key, columns) {
+    const body = $(id).tBodies[0];
+    body.replaceChildren();
+    for (const row of rows) {
+      const tr = document.createElement("tr");
+      tr.dataset.key = key(row);
+      for (const [field, fmt, cls] of columns) tr.append(cell(fmt(row), cls, field));
+      body.append(tr);
+    }
+    if (!rows.length) {
+      const tr = document.createElement("tr");
+      const td = cell("no data yet", "text muted");
+      td.colSpan = $(id).tHead.rows[0].cells.length;
+      tr.append(td);
+      body.append(tr);
+    }
+  }
+
+  function fillKv(id, pairs) {
+    const dl = $(id);
+    dl.replaceChildren();
+    for (const [label, value, field] of pairs) {
+      const dt = document.createElement("dt");
+      dt.textContent = label;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      dd.dataset.field = field;
+      dl.append(dt, dd);
+    }
+  }
+
+  function chart(id, values, fmt) {
+    const svg = $(id);
+    const points = values.map((v, i) => [i, v]).filter((p) => p[1] !== null && p[1] !== undefined);
+    svg.replaceChildren();
+    svg.dataset.points = String(points.length);
+    const last = points.length ? points[points.length - 1][1] : null;
+    $(id + "-last").textContent = last === null ? "" : fmt(last);
+    if (points.length < 2) return;
+    const max = Math.max(...points.map((p) => p[1]), 1e-9);
+    const n = Math.max(values.length - 1, 1);
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    line.setAttribute(
+      "points",
+      points.map(([i, v]) => `${((i / n) * 300).toFixed(1)},${(78 - (v / max) * 74).toFixed(1)}`).join(" "),
+    );
+    svg.append(line);
+  }
+
+  function renderSummary(s) {
+    const h = s.http;
+    $("http-rate").textContent = num(h.rate, 1);
+    $("http-p95").textContent = ms(h.p95);
+    $("http-error-rate").textContent = pct(h.error_rate);
+    $("http-requests").textContent = int(h.requests);
+    $("http-in-progress").textContent = int(h.in_progress);
+    $("alerts-firing").textContent = int(s.alerts.firing.length);
+    $("uptime").textContent = dur(s.uptime_seconds);
+    $("window").textContent = dur(s.window.seconds);
+    fillTable("routes", h.routes, (r) => `${r.method} ${r.route}`, [
+      ["method", (r) => r.method],
+      ["route", (r) => r.route, "text"],
+      ["requests", (r) => int(r.requests)],
+      ["rate", (r) => num(r.rate, 2)],
+      ["errors", (r) => int(r.errors)],
+      ["error_rate", (r) => pct(r.error_rate)],
+      ["avg", (r) => ms(r.avg)],
+      ["p50", (r) => ms(r.p50)],
+      ["p95", (r) => ms(r.p95)],
+      ["p99", (r) => ms(r.p99)],
+    ]);
+    fillTable("db", s.db.engines, (e) => e.engine, [
+      ["engine", (e) => e.engine],
+      ["queries", (e) => int(e.queries)],
+      ["rate", (e) => num(e.rate, 2)],
+      ["errors", (e) => int(e.errors)],
+      ["p95", (e) => ms(e.p95)],
+      ["slow", (e) => int(e.slow)],
+      ["pool_size", (e) => int(e.pool.size)],
+      ["checked_out", (e) => int(e.pool.checked_out)],
+      ["overflow", (e) => int(e.pool.overflow)],
+    ]);
+    fillTable("caches", s.cache.caches, (c) => c.cache, [
+      ["cache", (c) => c.cache],
+      ["hit_ratio", (c) => pct(c.hit_ratio)],
+      ["hits", (c) => int(c.hits)],
+      ["misses", (c) => int(c.misses)],
+      ["entries", (c) => int(c.entries)],
+      ["evictions", (c) => int(Object.values(c.evictions).reduce((a, b) => a + b, 0))],
+    ]);
+    fillTable("slow-queries", s.db.slow_queries, (q) => q.fingerprint || q.sql, [
+      ["engine", (q) => q.engine],
+      ["operation", (q) => q.operation],
+      ["duration", (q) => ms(q.duration)],
+      ["count", (q) => int(q.count)],
+      ["sql", (q) => q.sql, "sql"],
+    ]);
+    const t = s.timers.timers;
+    fillTable("timers", Object.keys(t).map((k) => Object.assign({ name: k }, t[k])), (x) => x.name, [
+      ["name", (x) => x.name],
+      ["count", (x) => int(x.count)],
+      ["avg", (x) => ms(x.avg)],
+      ["min", (x) => ms(x.min)],
+      ["max", (x) => ms(x.max)],
+      ["p95", (x) => ms(x.p95)],
+      ["errors", (x) => int(x.errors)],
+    ]);
+    const io = s.socketio;
+    fillKv("socketio", [
+      ["connections", int(io.connections), "connections"],
+      ["events in/s", num(io.events_received_rate, 1), "events_received_rate"],
+      ["events out/s", num(io.events_emitted_rate, 1), "events_emitted_rate"],
+      ["events in", int(io.events_received), "events_received"],
+      ["events out", int(io.events_emitted), "events_emitted"],
+      ["batches", int(io.batches), "batches"],
+      ["items per batch", num(io.batch_items_avg, 1), "batch_items_avg"],
+      ["batch wait p95", ms(io.batch_wait_p95), "batch_wait_p95"],
+      ["pending items", int(io.batch_pending), "batch_pending"],
+      ["queue depth (max)", int(io.queue_depth_max), "queue_depth_max"],
+    ]);
+    const sys = s.system;
+    fillKv("system", [
+      ["CPU", pct100(sys.cpu_percent), "cpu_percent"],
+      ["memory", pct100(sys.memory_percent), "memory_percent"],
+      ["disk " + sys.disk_path, pct100(sys.disk_percent), "disk_percent"],
+      ["process CPU", pct100(sys.process_cpu_percent), "process_cpu_percent"],
+      ["process RSS", bytes(sys.rss_bytes), "rss_bytes"],
+      ["open files", int(sys.open_fds), "open_fds"],
+    ]);
+  }
+
+  function renderHistory(h) {
+    const snaps = h.snapshots || [];
+    chart("chart-rate", snaps.map((x) => x.http.rate), (v) => num(v, 1));
+    chart("chart-p95", snaps.map((x) => (x.http.p95 === null ? null : x.http.p95 * 1000)), (v) => num(v, 1));
+    chart("chart-errors", snaps.map((x) => (x.http.error_rate === null ? null : x.http.error_rate * 100)), (v) => num(v, 1));
+    chart("chart-cpu", snaps.map((x) => x.system.cpu_percent), (v) => num(v, 1));
+  }
+
+  function renderAlerts(a) {
+    const list = $("alerts");
+    list.replaceChildren();
+    const active = (a.alerts || []).filter((x) => x.state === "firing" || x.state === "pending");
+    for (const x of active) {
+      const li = document.createElement("li");
+      li.className = x.severity;
+      li.dataset.rule = x.rule;
+      li.dataset.state = x.state;
+      const ack = x.acknowledged_by ? " · acknowledged by " + x.acknowledged_by : "";
+      const silenced = x.silenced_until ? " · silenced" : "";
+      li.textContent = `${x.rule} (${x.severity}, ${x.state}): ${x.metric} ${x.op} ${x.threshold}, value ${num(x.value, 3)}${ack}${silenced}`;
+      list.append(li);
+    }
+    if (!active.length) {
+      const li = document.createElement("li");
+      li.className = "none";
+      li.textContent = a.enabled ? "no alerts firing" : "alerts are not enabled";
+      list.append(li);
+    }
+  }
+
+  async function get(path) {
+    const response = await fetch(path, { cache: "no-store", credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  async function tick() {
+    try {
+      const [summary, history, alerts] = await Promise.all([
+        get("summary"), get("history?limit=120"), get("alerts"),
+      ]);
+      renderSummary(summary);
+      renderHistory(history);
+      renderAlerts(alerts);
+      $("status").textContent = "updated " + new Date(summary.generated_at * 1000).toLocaleTimeString();
+      $("status").classList.remove("bad");
+      document.body.dataset.state = "ready";
+    } catch (err) {
+      $("status").textContent = "update failed: " + err.message;
+      $("status").classList.add("bad");
+      if (document.body.dataset.state === "loading") document.body.dataset.state = "error";
+    }
+  }
+
+  tick();
+  setInterval(tick, refresh);
+})();

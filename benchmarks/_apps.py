@@ -1,0 +1,91 @@
+"""The apps the HTTP benchmark compares: one Starlette app, bare or behind each contender.
+
+Importable by uvicorn as factories: ``benchmarks._apps:bare`` etc., with ``BENCH_ROUTES`` (route
+count) in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+async def endpoint(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def stream(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 100
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+def base_app(routes: int | None = None) -> Starlette:
+    n = routes if routes is not None else int(os.environ.get("BENCH_ROUTES", "10"))
+    # The benchmarked route is the last one: a router that re-matches pays for every route.
+    table = [Route(f"/r{i}/{{item_id}}", endpoint) for i in range(n - 2)]
+    table += [Route("/stream", stream), Route("/items/{item_id}", endpoint)]
+    return Starlette(routes=table)
+
+
+def bare(routes: int | None = None) -> Any:
+    return base_app(routes)
+
+
+def asgi_perf(routes: int | None = None) -> Any:
+    from asgi_perf import PerfMiddleware, PerfRegistry
+
+    app = base_app(routes)
+    app.add_middleware(PerfMiddleware, registry=PerfRegistry())
+    return app
+
+
+def instrumentator(routes: int | None = None) -> Any:
+    from prometheus_client import CollectorRegistry
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    app = base_app(routes)
+    Instrumentator(registry=CollectorRegistry()).instrument(app)
+    return app
+
+
+def starlette_exporter(routes: int | None = None) -> Any:
+    from starlette_exporter import PrometheusMiddleware
+
+    app = base_app(routes)
+    app.add_middleware(PrometheusMiddleware, group_paths=True)
+    return app
+
+
+_otel_provider: Any = None
+
+
+def opentelemetry(routes: int | None = None) -> Any:
+    """OpenTelemetry's ASGI middleware with its Prometheus reader (metrics), no-op tracer."""
+    global _otel_provider  # noqa: PLW0603 - one MeterProvider per process, as OTel expects
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    if _otel_provider is None:
+        _otel_provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+    app = base_app(routes)
+    app.add_middleware(OpenTelemetryMiddleware, meter_provider=_otel_provider)
+    return app
+
+
+CONTENDERS: dict[str, Callable[..., Any]] = {
+    "bare": bare,
+    "asgi-perf": asgi_perf,
+    "prometheus-fastapi-instrumentator": instrumentator,
+    "starlette-exporter": starlette_exporter,
+    "opentelemetry-asgi": opentelemetry,
+}
