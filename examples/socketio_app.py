@@ -6,6 +6,8 @@ Then: curl http://127.0.0.1:8000/metrics | grep socketio_
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import socketio
@@ -40,11 +42,13 @@ sio.on("cursor", cursor)
 sio.on("message", message)
 
 
-async def shutdown() -> None:
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
     await cursors.aclose()  # flush what is pending: nothing is lost on shutdown
 
 
-web = Starlette(routes=[Route("/metrics", metrics_app(registry))], on_shutdown=[shutdown])
+web = Starlette(routes=[Route("/metrics", metrics_app(registry))], lifespan=lifespan)
 # Socket.IO long-polling requests stay out of the HTTP latency histograms.
 app = PerfMiddleware(
     socketio.ASGIApp(sio, other_asgi_app=web),
