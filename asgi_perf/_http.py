@@ -5,7 +5,12 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    SummaryMetricFamily,
+)
 from prometheus_client.metrics_core import Metric
 
 from ._histogram import Histogram
@@ -21,13 +26,16 @@ ERR_SHARED_BUCKETS = (
 class _RouteSeries:
     """Everything recorded for one (method, route): per-status durations, TTFB, sizes."""
 
-    __slots__ = ("by_status", "request_size", "response_size", "ttfb")
+    __slots__ = ("by_status", "request_bytes", "response_bytes", "ttfb")
 
     def __init__(self, stats: HttpStats) -> None:
         self.by_status: dict[str, Histogram] = {}
         self.ttfb = Histogram(stats.ttfb_buckets)
-        self.request_size = Histogram(stats.size_buckets)
-        self.response_size = Histogram(stats.size_buckets)
+        # Body sizes are summaries (count + sum): the count is the request count, so only the
+        # sums are stored. A size distribution is rarely read and its bucket search per
+        # request cost more than the rest of the recording together.
+        self.request_bytes = 0
+        self.response_bytes = 0
 
 
 class HttpStats:
@@ -42,12 +50,10 @@ class HttpStats:
         registry: PerfRegistry,
         duration_buckets: tuple[float, ...],
         ttfb_buckets: tuple[float, ...],
-        size_buckets: tuple[float, ...],
     ) -> None:
         self.registry = registry
         self.duration_buckets = duration_buckets
         self.ttfb_buckets = ttfb_buckets
-        self.size_buckets = size_buckets
         self.limit = registry.max_series_per_metric
         # route -> method -> series: two string-keyed lookups, no tuple built per request.
         self.routes: dict[str, dict[str, _RouteSeries]] = {}
@@ -68,10 +74,8 @@ class HttpStats:
             )
         }
 
-    def check_buckets(
-        self, duration: tuple[float, ...], ttfb: tuple[float, ...], size: tuple[float, ...]
-    ) -> None:
-        if (duration, ttfb, size) != (self.duration_buckets, self.ttfb_buckets, self.size_buckets):
+    def check_buckets(self, duration: tuple[float, ...], ttfb: tuple[float, ...]) -> None:
+        if (duration, ttfb) != (self.duration_buckets, self.ttfb_buckets):
             raise ValueError(ERR_SHARED_BUCKETS)
 
     def record(
@@ -91,20 +95,16 @@ class HttpStats:
         hist = series.by_status.get(status)
         if hist is None:
             hist = self._new_status(series, route, status)
-        # Histogram.observe, inlined four times: a method call per observation would cost more
-        # than the observation itself on this path.
+        # Histogram.observe, inlined: a method call per observation would cost more than the
+        # observation itself on this path.
         hist.counts[bisect_left(hist.bounds, duration)] += 1
         hist.sum += duration
         if ttfb is not None:
             h = series.ttfb
             h.counts[bisect_left(h.bounds, ttfb)] += 1
             h.sum += ttfb
-        h = series.request_size
-        h.counts[bisect_left(h.bounds, request_bytes)] += 1
-        h.sum += request_bytes
-        h = series.response_size
-        h.counts[bisect_left(h.bounds, response_bytes)] += 1
-        h.sum += response_bytes
+        series.request_bytes += request_bytes
+        series.response_bytes += response_bytes
 
     def _new_series(self, method: str, route: str) -> tuple[_RouteSeries, str]:
         if self.series_count >= self.limit and route != OVERFLOW:
@@ -155,31 +155,30 @@ class HttpStats:
             reg.spec("http_request_ttfb_seconds").help,
             labels=["method", "route"],
         )
-        req_size = HistogramMetricFamily(
+        req_size = SummaryMetricFamily(
             n["http_request_size_bytes"],
             reg.spec("http_request_size_bytes").help,
             labels=["method", "route"],
         )
-        resp_size = HistogramMetricFamily(
+        resp_size = SummaryMetricFamily(
             n["http_response_size_bytes"],
             reg.spec("http_response_size_bytes").help,
             labels=["method", "route"],
         )
         for route, by_method in list(self.routes.items()):
             for method, series in list(by_method.items()):
+                served = 0
                 for status, hist in list(series.by_status.items()):
                     buckets, total, count = hist.cumulative()
+                    served += count
                     labels = [method, route, status]
                     requests.add_metric(labels, count)
                     duration.add_metric(labels, buckets, total)
-                for family, hist in (
-                    (ttfb, series.ttfb),
-                    (req_size, series.request_size),
-                    (resp_size, series.response_size),
-                ):
-                    buckets, total, count = hist.cumulative()
-                    if count:
-                        family.add_metric([method, route], buckets, total)
+                req_size.add_metric([method, route], served, series.request_bytes)
+                resp_size.add_metric([method, route], served, series.response_bytes)
+                buckets, total, count = series.ttfb.cumulative()
+                if count:
+                    ttfb.add_metric([method, route], buckets, total)
         in_progress = GaugeMetricFamily(
             n["http_requests_in_progress"],
             reg.spec("http_requests_in_progress").help,

@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-Kind = Literal["counter", "gauge", "histogram"]
+Kind = Literal["counter", "gauge", "histogram", "summary"]
 
 #: Latency buckets (seconds): fine below 100 ms where healthy services live, coarse up to 10 s.
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-#: Body size buckets (bytes).
-SIZE_BUCKETS: tuple[float, ...] = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 #: Item-count buckets for batches.
 COUNT_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 #: Per-request query-count buckets.
@@ -79,18 +77,16 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
     ),
     MetricSpec(
         "http_request_size_bytes",
-        "histogram",
-        "Request body bytes actually received by the application.",
+        "summary",
+        "Request body bytes actually received by the application (count and sum).",
         ("method", "route"),
-        SIZE_BUCKETS,
         component="http",
     ),
     MetricSpec(
         "http_response_size_bytes",
-        "histogram",
-        "Response body bytes actually sent (streamed bytes, not only Content-Length).",
+        "summary",
+        "Response body bytes actually sent, streamed bytes included (count and sum).",
         ("method", "route"),
-        SIZE_BUCKETS,
         component="http",
     ),
     MetricSpec(
@@ -469,7 +465,6 @@ __all__ = [
     "COUNT_BUCKETS",
     "LATENCY_BUCKETS",
     "QUERY_COUNT_BUCKETS",
-    "SIZE_BUCKETS",
     "Kind",
     "MetricSpec",
 ]

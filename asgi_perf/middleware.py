@@ -19,7 +19,7 @@ from ._labels import (
     UNMATCHED,
 )
 from ._types import ASGIApp, Message, Receive, Scope, Send
-from .catalogue import LATENCY_BUCKETS, SIZE_BUCKETS
+from .catalogue import LATENCY_BUCKETS
 from .registry import PerfRegistry, RequestHook
 from .routing import RouteResolver
 
@@ -51,7 +51,6 @@ class PerfMiddleware:
     :param group_status: label status classes (``2xx``) instead of codes.
     :param buckets: duration histogram bounds in seconds.
     :param ttfb_buckets: time-to-first-byte bounds in seconds (default: ``buckets``).
-    :param size_buckets: body size bounds in bytes.
     :param route_getter: ``scope -> label | None`` for routers asgi-perf does not know; called after
         the app ran. ``None`` means unmatched. Its results are still capped per metric.
     """
@@ -66,7 +65,6 @@ class PerfMiddleware:
         group_status: bool = False,
         buckets: Sequence[float] = LATENCY_BUCKETS,
         ttfb_buckets: Sequence[float] | None = None,
-        size_buckets: Sequence[float] = SIZE_BUCKETS,
         route_getter: RouteGetter | None = None,
     ) -> None:
         if registry is None:
@@ -91,10 +89,10 @@ class PerfMiddleware:
             raise ValueError(ERR_ROUTE_GETTER.format(route_getter))
         duration_b = check_buckets(buckets)
         ttfb_b = check_buckets(ttfb_buckets) if ttfb_buckets is not None else duration_b
-        size_b = check_buckets(size_buckets)
 
         self.app = app
         self.registry = registry
+        self._hooks = registry.request_hooks  # the list itself: later additions are seen
         self._exclude_paths = paths
         # One alternation, so an excluded-pattern check is a single C-level match per request.
         self._exclude_re = (
@@ -108,13 +106,13 @@ class PerfMiddleware:
         def make() -> HttpStats:
             nonlocal created
             created = True
-            return HttpStats(registry, duration_b, ttfb_b, size_b)
+            return HttpStats(registry, duration_b, ttfb_b)
 
         self._stats = registry.component("http", make)
         if created:
             registry.register(self._stats)
         else:
-            self._stats.check_buckets(duration_b, ttfb_b, size_b)
+            self._stats.check_buckets(duration_b, ttfb_b)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +127,7 @@ class PerfMiddleware:
             await self.app(scope, receive, send)
             return
 
-        hooks = self.registry.request_hooks
+        hooks = self._hooks
         hook_states = self._start_hooks(hooks) if hooks else None
         method = METHOD_LABELS.get(scope.get("method"), OTHER_METHOD)
         in_progress = self._stats.in_progress

@@ -17,9 +17,7 @@ def test_metric_reference_page_is_in_sync() -> None:
     """docs/metrics.md holds exactly the table generated from the catalogue."""
     page = (ROOT / "docs" / "metrics.md").read_text()
     block = page.split("<!-- reference:start -->\n", 1)[1].split("<!-- reference:end -->", 1)[0]
-    assert block == metrics_reference(), (
-        "run: asgi-perf metrics-reference, paste into docs/metrics.md"
-    )
+    assert block == metrics_reference(), "run ./scripts/refresh-docs"
 
 
 def test_metrics_reference_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -414,7 +414,7 @@ async def test_custom_buckets_are_used(registry: PerfRegistry) -> None:
         ({"buckets": [1, 1]}, "buckets must be"),
         ({"buckets": ["a"]}, "buckets must be"),
         ({"buckets": [float("nan")]}, "buckets must be"),
-        ({"size_buckets": [3, 2]}, "buckets must be"),
+        ({"ttfb_buckets": [3, 2]}, "buckets must be"),
         ({"ttfb_buckets": [0]}, None),
     ],
 )

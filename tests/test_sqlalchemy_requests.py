@@ -1,0 +1,146 @@
+"""Per-request query counts and time through the real HTTP middleware, and the N+1 signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from asgi_perf import PerfMiddleware, PerfRegistry
+from asgi_perf._sqlstats import RequestQueries
+from asgi_perf.sqlalchemy import instrument_engine
+from asgi_perf.testing import sample
+
+from ._server import ServerFactory
+from ._sqlalchemy import aiosqlite_engine
+
+PER_REQUEST = "db_queries_per_request"
+
+
+def bucket(registry: PerfRegistry, le: str, engine: str = "main") -> float | None:
+    return sample(registry, PER_REQUEST, {"engine": engine, "le": le}, suffix="_bucket")
+
+
+@pytest.mark.anyio
+async def test_two_concurrent_requests_get_independent_counts(
+    registry: PerfRegistry, tmp_path: Path
+) -> None:
+    """Two overlapping requests through PerfMiddleware: 4 and 10 statements, kept apart."""
+    # A file database: one pooled connection per request (in-memory SQLite shares one).
+    engine = aiosqlite_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    instrument_engine(engine, registry=registry, name="main")
+    instrument_engine(aiosqlite_engine(), registry=registry, name="idle")
+    arrived = 0
+    together = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal arrived
+        n = int(scope["path"].strip("/"))
+        async with engine.connect() as conn:
+            for _ in range(n):
+                await conn.execute(text("SELECT 1"))
+            arrived += 1
+            if arrived == 2:
+                together.set()
+            await together.wait()  # both requests are now in flight at once
+            for _ in range(n):
+                await conn.execute(text("SELECT 2"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    transport = httpx.ASGITransport(app=PerfMiddleware(app, registry=registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        responses = await asyncio.gather(client.get("/2"), client.get("/5"))
+    assert [r.status_code for r in responses] == [200, 200]
+    assert sample(registry, PER_REQUEST, {"engine": "main"}, suffix="_count") == 2
+    assert sample(registry, PER_REQUEST, {"engine": "main"}, suffix="_sum") == 14
+    assert bucket(registry, "2.0") == 0
+    assert bucket(registry, "5.0") == 1
+    assert bucket(registry, "10.0") == 2
+    # The engine the requests never touched records two requests with zero statements.
+    assert bucket(registry, "0.0", engine="idle") == 2
+    spent = sample(registry, "db_time_per_request_seconds", {"engine": "main"}, suffix="_sum")
+    assert spent is not None
+    assert spent > 0
+    await engine.dispose()
+
+
+def test_hook_is_registered_once_per_registry(registry: PerfRegistry) -> None:
+    """Instrumenting several engines adds exactly one request hook to the registry."""
+    from sqlalchemy import create_engine
+
+    instrument_engine(create_engine("sqlite://"), registry=registry, name="a")
+    instrument_engine(create_engine("sqlite://"), registry=registry, name="b")
+    hooks = [h for h in registry.request_hooks if isinstance(h, RequestQueries)]
+    assert len(hooks) == 1
+
+
+def test_statements_outside_requests_are_not_attributed(registry: PerfRegistry) -> None:
+    """Statements run outside any HTTP request touch no per-request series; a stray finish is safe."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine("sqlite://")
+    instrument_engine(engine, registry=registry, name="main")
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    assert sample(registry, PER_REQUEST, {"engine": "main"}, suffix="_count") is None
+    hook = next(h for h in registry.request_hooks if isinstance(h, RequestQueries))
+    state = hook.request_started()
+    other = hook.request_started()
+    hook.request_finished(state)  # out of order: falls back to clearing the variable
+    hook.request_finished(other)
+    assert sample(registry, PER_REQUEST, {"engine": "main"}, suffix="_count") == 2
+
+
+@pytest.mark.anyio
+async def test_repeated_select_in_one_request_logged_once_as_n_plus_one(
+    registry: PerfRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same SELECT run n_plus_one_threshold times in one request is logged once, no params."""
+    engine = aiosqlite_engine()
+    instrument_engine(engine, registry=registry, name="main", n_plus_one_threshold=3)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        async with engine.connect() as conn:
+            for i in range(5):
+                await conn.execute(text("SELECT :id"), {"id": f"secret-{i}"})
+            await conn.execute(text("SELECT 'other'"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    transport = httpx.ASGITransport(app=PerfMiddleware(app, registry=registry))
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.sqlalchemy"):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.get("/")
+            await client.get("/")
+    records = [r for r in caplog.records if "N+1" in r.getMessage()]
+    assert len(records) == 1
+    assert "SELECT ?" in records[0].getMessage()
+    assert "secret" not in caplog.text
+    await engine.dispose()
+
+
+@pytest.mark.slow
+def test_end_to_end_under_uvicorn(server: ServerFactory) -> None:
+    """Under a real uvicorn server, two concurrent requests report 4 and 10 statements."""
+    base = server("tests.apps.sqlalchemy_app:create_app", "--factory")
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            return list(await asyncio.gather(client.get("/q/2"), client.get("/q/5")))
+
+    responses = asyncio.run(run())
+    assert [r.text for r in responses] == ["4", "10"]
+    metrics = httpx.get(base + "/metrics", timeout=30).text
+    assert 'db_queries_per_request_count{engine="main"} 2.0' in metrics
+    assert 'db_queries_per_request_sum{engine="main"} 14.0' in metrics
+    assert 'db_queries_per_request_bucket{engine="main",le="5.0"} 1.0' in metrics
+    assert (
+        'db_query_duration_seconds_count{engine="main",operation="SELECT",outcome="ok"} 14.0'
+        in (metrics)
+    )
