@@ -31,7 +31,7 @@ async def live() -> AsyncIterator[tuple[socketio.AsyncServer, str]]:
     config = uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn exposes a flag, not an event
+    while not server.started:  # uvicorn exposes a flag, not an event
         await asyncio.sleep(0.01)
     yield sio, f"http://127.0.0.1:{port}"
     server.should_exit = True
