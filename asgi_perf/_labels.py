@@ -33,6 +33,8 @@ STATUS_LABELS: dict[object, str] = {code: str(code) for code in range(100, 1000)
 #: ``int -> class label`` (``"2xx"``) when status grouping is on.
 STATUS_CLASS_LABELS: dict[object, str] = {code: f"{code // 100}xx" for code in range(100, 1000)}
 OTHER_STATUS = "other"
+#: Longest name a NameLimiter admits as a label value.
+MAX_NAME_LENGTH = 120
 
 T = TypeVar("T")
 
@@ -41,12 +43,23 @@ class NameLimiter:
     """Maps open-ended names (event names, timer names) onto a bounded set.
 
     With ``allow`` given, only those names pass; otherwise the first ``max_names`` distinct names
-    seen pass and later ones become ``OTHER``. Thread-safe; the pass path is one dict lookup.
+    seen pass and later ones become ``OTHER``. Names longer than ``max_length`` characters (or not
+    strings) never pass: a label value must not be an attacker's kilobyte. Thread-safe; the pass
+    path is one dict lookup.
     """
 
-    def __init__(self, *, allow: Iterable[str] | None = None, max_names: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        allow: Iterable[str] | None = None,
+        max_names: int = 100,
+        max_length: int = MAX_NAME_LENGTH,
+    ) -> None:
         if max_names < 1:
             raise ValueError(f"max_names must be >= 1, got {max_names!r}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length!r}")
+        self._max_length = max_length
         self._fixed = allow is not None
         self._known: dict[str, str] = {name: name for name in allow} if allow is not None else {}
         self._max = max_names
@@ -59,7 +72,11 @@ class NameLimiter:
         if self._fixed:
             return OTHER
         with self._lock:
-            if len(self._known) < self._max and isinstance(name, str):
+            if (
+                len(self._known) < self._max
+                and isinstance(name, str)
+                and len(name) <= self._max_length
+            ):
                 self._known[name] = name
                 return name
         return OTHER

@@ -229,7 +229,7 @@ class PerfMiddleware:
 
     def _start_hooks(self, hooks: list[RequestHook]) -> list[tuple[RequestHook, Any]]:
         states = []
-        for hook in list(hooks):
+        for hook in hooks:  # no await in this loop: a concurrent append cannot interleave
             try:
                 states.append((hook, hook.request_started()))
             except Exception as exc:  # noqa: BLE001

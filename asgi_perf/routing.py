@@ -27,6 +27,10 @@ _MOUNT_SUFFIX = "/{path}"
 _PARAM = re.compile(r"\{([^}:]+)(?::([^}]+))?\}")
 #: Cap on cached (object, actual mount prefix) pairs for ambiguous objects.
 _MAX_AMBIGUOUS = 1024
+#: Cap on cached route objects. Real routers reuse a bounded set of route objects; a router that
+#: builds a new one per request must not grow the cache (past the cap such objects are resolved
+#: each time, at the cost of a walk).
+MAX_CACHED_ROUTES = 10_000
 
 
 def _prefix_regex(template: str) -> re.Pattern[str]:
@@ -141,7 +145,7 @@ class RouteResolver:
             return self._unknown(key, scope)
         options = found[1]
         if len(options) == 1:
-            self._cache[id(key)] = (key, options[0][0])
+            self._remember(key, options[0][0])
             return options[0][0] if options[0][0] is not None else UNMATCHED
         return self._disambiguate(key, options, scope)
 
@@ -180,10 +184,14 @@ class RouteResolver:
         fmt = _path_format(key)
         if fmt is None or not fmt.startswith("/") or _actual_prefix(scope):
             # No template, or it sits under a mount we cannot name without the raw path.
-            self._cache[id(key)] = (key, None)
+            self._remember(key, None)
             return UNMATCHED
-        self._cache[id(key)] = (key, fmt)
+        self._remember(key, fmt)
         return fmt
+
+    def _remember(self, key: Any, template: str | None) -> None:
+        if len(self._cache) < MAX_CACHED_ROUTES:
+            self._cache[id(key)] = (key, template)
 
 
 def _actual_prefix(scope: Scope) -> str:

@@ -107,13 +107,23 @@ class SocketIOHook:
         self._events_in = NameLimiter(allow=allow, max_names=max_events)
         self._events_out = NameLimiter(allow=allow, max_names=max_events)
         self._namespaces = NameLimiter(max_names=max_namespaces)
+        self._served_labels: dict[str, str] = {}
         self._saved: list[tuple[Any, str, bool, Any, Any]] = []
         self.installed = False
 
     # -- labels ----------------------------------------------------------------------------------
     def _namespace_label(self, namespace: str) -> str:
+        """The label for a namespace the server serves; ``__other__`` for anything else.
+
+        Every namespace label goes through here: namespaces come from client packets, and only
+        served ones may take one of the limited label slots (first come would let any client
+        push the real namespaces into ``__other__``).
+        """
+        label = self._served_labels.get(namespace)
+        if label is not None:
+            return label
         sio = self.server
-        served = (
+        served = isinstance(namespace, str) and (
             namespace in sio.handlers
             or namespace in sio.namespace_handlers
             or sio.namespaces == "*"
@@ -122,7 +132,12 @@ class SocketIOHook:
             or "*" in sio.namespace_handlers
         )
         # A client can ask for any namespace; one the server does not serve never gets a series.
-        return self._namespaces(namespace) if served else OTHER
+        if not served:
+            return OTHER
+        label = self._namespaces(namespace)
+        if label != OTHER:
+            self._served_labels[namespace] = label  # bounded by max_namespaces
+        return label
 
     # -- install / uninstall ---------------------------------------------------------------------
     def _replace(self, owner: Any, name: str, wrapper: Any) -> None:
@@ -204,7 +219,7 @@ class SocketIOHook:
     def _count_disconnect(self, ns: str, reason: object) -> None:
         try:
             label = DISCONNECT_REASONS.get(reason, UNKNOWN_REASON)
-            self._stats.inc("socketio_disconnects_total", (self._namespaces(ns), label))
+            self._stats.inc("socketio_disconnects_total", (self._namespace_label(ns), label))
         except Exception as exc:  # noqa: BLE001
             self.registry.report_error("socketio", exc)
 
@@ -266,7 +281,7 @@ class SocketIOHook:
                 try:
                     name = data[0]
                     key = (
-                        hook._namespaces(namespace),
+                        hook._namespace_label(namespace),
                         hook._events_in(name) if type(name) is str else OTHER,
                     )
                     stats.inc("socketio_events_received_total", key)
@@ -301,6 +316,7 @@ class SocketIOHook:
         hook = self
         stats = self._stats
         binary = self.server._binary_packet
+        manager = self.server.manager
 
         async def on_message(eio_sid: str, data: Any) -> Any:
             if hook.installed:
@@ -312,7 +328,10 @@ class SocketIOHook:
                         # a whole binary packet (msgpack serializer) is not parsed again.
                         pkt = binary.get(eio_sid)
                         ns = pkt.namespace or "/" if pkt is not None else OTHER
-                    label = hook._namespaces(ns) if ns != OTHER else OTHER
+                    # Only a namespace this socket is connected to names the bytes: a raw packet
+                    # can carry any namespace string.
+                    connected = ns != OTHER and manager.sid_from_eio_sid(eio_sid, ns) is not None
+                    label = hook._namespace_label(ns) if connected else OTHER
                     stats.inc("socketio_received_bytes_total", (label,), _wire_size(data))
                 except Exception as exc:  # noqa: BLE001
                     hook.registry.report_error("socketio", exc)
@@ -332,7 +351,7 @@ class SocketIOHook:
                     if pkt is not last[0]:
                         data = pkt.data
                         if isinstance(data, str):
-                            last[1] = (hook._namespaces(_packet_namespace(data)),)
+                            last[1] = (hook._namespace_label(_packet_namespace(data)),)
                         # bytes: an attachment, counted under the packet that announced it
                         last[0], last[2] = pkt, _wire_size(data)
                     stats.inc("socketio_sent_bytes_total", last[1], last[2])
@@ -368,7 +387,7 @@ class SocketIOHook:
                     else "polling"
                 )
                 counts[transport] = counts.get(transport, 0) + 1
-            label = self._namespaces(namespace)
+            label = self._namespace_label(namespace)
             for transport, n in counts.items():
                 yield label, transport, n
 

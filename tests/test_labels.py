@@ -106,3 +106,14 @@ def test_quantile_interpolates_like_promql() -> None:
     assert quantile(0.99, [(0.1, 1.0), (math.inf, 10.0)]) == 0.1
     # A bucket with no new observations at the rank: its upper bound.
     assert quantile(0.0, [(0.1, 0.0), (0.2, 5.0), (math.inf, 5.0)]) == pytest.approx(0.1)
+
+
+def test_name_limiter_refuses_long_and_non_string_names() -> None:
+    """A name longer than max_length (or not a string) never becomes a label value."""
+    limit = NameLimiter(max_names=10, max_length=5)
+    assert limit("short") == "short"
+    assert limit("toolong") == OTHER
+    assert limit(42) == OTHER  # type: ignore[arg-type]
+    assert len(limit) == 1
+    with pytest.raises(ValueError, match="max_length"):
+        NameLimiter(max_length=0)

@@ -263,3 +263,16 @@ def test_labels_never_contain_raw_values(tmp_path: Path) -> None:
     """No label in the tables above carries a concrete id: every dynamic segment is a {param}."""
     for _, _, label, _ in STARLETTE_CASES + FASTAPI_CASES:
         assert not re.search(r"/\d+(/|$)", label), label
+
+
+async def test_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A router that creates a new route object per request cannot grow the resolver's cache."""
+    monkeypatch.setattr("asgi_perf.routing.MAX_CACHED_ROUTES", 50)
+
+    class Fresh:
+        path = "/fresh/{n}"
+
+    resolver = RouteResolver()
+    for _ in range(500):
+        assert resolver({"route": Fresh(), "root_path": ""}) == "/fresh/{n}"
+    assert len(resolver._cache) == 50

@@ -16,7 +16,7 @@ from asgi_perf import socketio as sio_mod
 from asgi_perf._batching import ERR_MAX_ITEMS
 from asgi_perf.socketio import Batcher, instrument_socketio
 from asgi_perf.socketio_client import ERR_NOT_CLIENT, unbatch
-from asgi_perf.testing import sample, series
+from asgi_perf.testing import sample, samples, series
 
 from ._server import free_port
 
@@ -398,3 +398,51 @@ def test_series_cap_folds_into_overflow() -> None:
         )
         == 2
     )
+
+
+async def test_raw_packets_cannot_claim_namespace_labels(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """Packets naming namespaces the socket never joined (any string, any length) are labelled
+    __other__; they cannot take the limited label slots, so a served namespace keeps its label."""
+    import websockets
+
+    sio, base = live
+    received: list[Any] = []
+
+    async def on_msg(sid: str, data: Any) -> None:
+        received.append(data)
+
+    sio.on("msg", on_msg, namespace="/chat")
+    instrument_socketio(sio, registry=registry, max_namespaces=3)
+    url = base.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(url) as raw:
+        assert (await raw.recv()).startswith("0")  # engine.io open packet
+        for i in range(25):
+            await raw.send(f'42/junk-{i},["hello"]')
+        await raw.send(f'42/{"X" * 5000},["hello"]')
+        c = await client(base, namespaces=["/chat"])
+        await c.emit("msg", "hi", namespace="/chat")
+        for _ in range(200):
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        await c.disconnect()
+    await settle()
+    assert received == ["hi"]
+    namespaces = {
+        labels["namespace"]
+        for name in (
+            "socketio_received_bytes_total",
+            "socketio_sent_bytes_total",
+            "socketio_events_received_total",
+            "socketio_connects_total",
+        )
+        for labels in samples(registry, name)
+    }
+    assert namespaces <= {"/", "/chat", "__other__"}
+    assert (
+        sample(registry, "socketio_events_received_total", {"namespace": "/chat", "event": "msg"})
+        == 1
+    )
+    assert sample(registry, "socketio_received_bytes_total", {"namespace": "__other__"}) > 0

@@ -10,7 +10,10 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from asgi_perf import instrument
 
-BACKGROUND_SECONDS = 1.0
+# The background task waits until the test calls /release, i.e. until after the client has the
+# whole response: if its time were counted, the recorded duration would exceed the client's own
+# round trip.
+RELEASE = asyncio.Event()
 
 router = APIRouter()
 
@@ -42,8 +45,14 @@ async def stream() -> StreamingResponse:
 
 @app.get("/background")
 async def background(tasks: BackgroundTasks) -> PlainTextResponse:
-    tasks.add_task(asyncio.sleep, BACKGROUND_SECONDS)
+    tasks.add_task(RELEASE.wait)
     return PlainTextResponse("done")
+
+
+@app.get("/release")
+async def release() -> str:
+    RELEASE.set()
+    return "released"
 
 
 @app.get("/boom")
