@@ -417,7 +417,7 @@ async def test_raw_packets_cannot_claim_namespace_labels(
     instrument_socketio(sio, registry=registry, max_namespaces=3)
     url = base.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
     async with websockets.connect(url) as raw:
-        assert (await raw.recv()).startswith("0")  # engine.io open packet
+        assert str(await raw.recv()).startswith("0")  # engine.io open packet
         for i in range(25):
             await raw.send(f'42/junk-{i},["hello"]')
         await raw.send(f'42/{"X" * 5000},["hello"]')
@@ -445,4 +445,4 @@ async def test_raw_packets_cannot_claim_namespace_labels(
         sample(registry, "socketio_events_received_total", {"namespace": "/chat", "event": "msg"})
         == 1
     )
-    assert sample(registry, "socketio_received_bytes_total", {"namespace": "__other__"}) > 0
+    assert (sample(registry, "socketio_received_bytes_total", {"namespace": "__other__"}) or 0) > 0
