@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command in ("rules", "grafana", "report"):
         return _operations_command(args)
-    from ._demo import run_demo  # needs the demo extras (starlette, uvicorn, httpx)
+    from ._demo_run import run_demo  # needs the demo extra
 
     return run_demo(
         host=args.host,
