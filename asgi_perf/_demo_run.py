@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -262,20 +262,48 @@ def _num(value: Any) -> str:
 
 
 async def serve(
-    host: str, port: int, traffic: bool, duration: float, concurrency: int, out: TextIO
+    host: str,
+    port: int,
+    traffic: bool,
+    duration: float,
+    concurrency: int,
+    out: TextIO,
+    on_started: Callable[[Any], Awaitable[None]] | None = None,
+) -> int:
+    """Serve the demo; with ``traffic``, load it, print the report and stop.
+
+    ``on_started(server)`` runs once the server listens (tests stop a serve-only run with it).
+    """
+
+    demo = build_demo()
+    # uvicorn logs every exception an app raises; /error raising is the point, not news.
+    log = logging.getLogger("uvicorn.error")
+    quiet = _DropDemoFailures()
+    log.addFilter(quiet)
+    try:
+        return await _run(demo, host, port, traffic, duration, concurrency, out, on_started)
+    finally:
+        log.removeFilter(quiet)
+
+
+async def _run(
+    demo: Demo,
+    host: str,
+    port: int,
+    traffic: bool,
+    duration: float,
+    concurrency: int,
+    out: TextIO,
+    on_started: Callable[[Any], Awaitable[None]] | None,
 ) -> int:
     import uvicorn
 
-    demo = build_demo()
-    quiet = _DropDemoFailures()
-    # uvicorn logs every exception an app raises; /error raising is the point, not news.
-    logging.getLogger("uvicorn.error").addFilter(quiet)
     config = uvicorn.Config(demo.app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(_until_stopped(server))
     while not server.started:
-        if task.done():  # could not bind, or the lifespan failed: uvicorn said why
-            return 1
+        if task.done():  # could not bind, or the lifespan failed: uvicorn logged why
+            return task.result()
         await asyncio.sleep(0.05)
     base = f"http://{host}:{port}"
     out.write(
@@ -290,6 +318,8 @@ async def serve(
         if not traffic:
             out.write("Press Ctrl-C to stop.\n")
             out.flush()
+            if on_started is not None:
+                await on_started(server)
             await task
             return 0
         out.write(
@@ -316,7 +346,16 @@ async def serve(
     finally:
         server.should_exit = True
         await task
-        logging.getLogger("uvicorn.error").removeFilter(quiet)
+
+
+async def _until_stopped(server: Any) -> int:
+    # uvicorn ends a failed start with sys.exit(); caught here, inside the task, it becomes our
+    # exit code instead of escaping the event loop (asyncio re-raises a task's SystemExit).
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
+    return 0
 
 
 class _DropDemoFailures(logging.Filter):
