@@ -125,15 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command in ("rules", "grafana", "report"):
         return _operations_command(args)
-    from ._demo import run_demo  # needs the demo extras (starlette, uvicorn, httpx)
+    from ._demo_run import run_demo  # needs the demo extra
 
-    return run_demo(
-        host=args.host,
-        port=args.port,
-        traffic=args.traffic,
-        duration=args.duration,
-        concurrency=args.concurrency,
-    )
+    try:
+        return run_demo(
+            host=args.host,
+            port=args.port,
+            traffic=args.traffic,
+            duration=args.duration,
+            concurrency=args.concurrency,
+        )
+    except ValueError as exc:
+        sys.stderr.write(f"asgi-perf demo: {exc}\n")
+        return 2
 
 
 def _operations_command(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The asgi-perf command: the metric reference and the demo."""
+"""The asgi-perf command: the metric reference (the demo is in test_demo.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 
 from asgi_perf.cli import main, metrics_reference
-
-from ._server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,17 +22,3 @@ def test_metrics_reference_command(capsys: pytest.CaptureFixture[str]) -> None:
     """`asgi-perf metrics-reference` prints the table."""
     assert main(["metrics-reference"]) == 0
     assert "| `http_requests_total` | counter |" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_demo_with_traffic_prints_urls_and_report(capsys: pytest.CaptureFixture[str]) -> None:
-    """`asgi-perf demo --traffic` serves the app, generates load, prints URLs and a route report."""
-    port = free_port()
-    code = main(["demo", "--traffic", "--duration", "2", "--port", str(port), "--concurrency", "4"])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert f"http://127.0.0.1:{port}/metrics" in out
-    assert "/items/{item_id}" in out
-    assert "__unmatched__" in out
-    sent = int(out.split("Sent ")[1].split(" requests")[0])
-    assert sent > 0
