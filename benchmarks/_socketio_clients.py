@@ -4,11 +4,14 @@
 them with one JSON command per line on stdin; each answers with one JSON line on stdout:
 
 * startup: connect every client (each joins room ``all``), then ``{"ready": n}``;
-* ``{"phase": "flood"|"paced", "expected": k, "cmd": {...}, "send": bool, "timeout": s,
-  "latencies": bool}``: the process with ``send`` asks the server to run the phase (an
-  acknowledged event); every process waits until its clients received ``expected`` messages (or
-  ``timeout``) and answers ``{"delivered", "last", "latencies"?}`` — ``last`` is the
-  ``time.monotonic()`` of the last delivery, comparable across processes on Linux;
+* ``{"arm": true, "expected": k, "latencies": bool}``: reset the counters, answer
+  ``{"armed": true}`` — every process is armed before any phase starts, so no early delivery
+  is counted against the wrong phase;
+* ``{"phase": "flood"|"paced", "cmd": {...}, "send": bool, "timeout": s}``: the process with
+  ``send`` asks the server to run the phase (an acknowledged event); every process waits until
+  its clients received ``expected`` messages (or ``timeout``) and answers
+  ``{"delivered", "last", "latencies"?}`` — ``last`` is the ``time.monotonic()`` of the last
+  delivery, comparable across processes on Linux;
 * ``{"quit": true}``: disconnect and exit.
 
 Every client uses :func:`asgi_perf.socketio_client.unbatch`, so batched payloads reach the same
@@ -58,7 +61,6 @@ class Receiver:
 async def phase(
     clients: list[socketio.AsyncClient], receiver: Receiver, order: dict[str, Any]
 ) -> dict[str, Any]:
-    receiver.arm(int(order["expected"]), latencies=bool(order["latencies"]))
     timeout = float(order["timeout"])
     try:
         if order["send"]:
@@ -96,6 +98,10 @@ async def run(url: str, n: int) -> None:
             order = json.loads(line)
             if order.get("quit"):
                 return
+            if order.get("arm"):
+                receiver.arm(int(order["expected"]), latencies=bool(order["latencies"]))
+                answer({"armed": True})
+                continue
             answer(await phase(clients, receiver, order))
     finally:
         for client in clients:

@@ -110,6 +110,12 @@ class Contender:
         self.sizes = [self._read(proc)["ready"] for proc in self.clients]
 
     @staticmethod
+    def _write(proc: subprocess.Popen[str], order: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(order) + "\n")
+        proc.stdin.flush()
+
+    @staticmethod
     def _read(proc: subprocess.Popen[str]) -> dict[str, Any]:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -122,16 +128,15 @@ class Contender:
         self, name: str, cmd: dict[str, Any], per_client: int, timeout: float, *, latencies: bool
     ) -> tuple[int, int, float, float, list[float]]:
         """Run one phase: (expected, delivered, seconds, server CPU seconds, latencies)."""
+        for i, proc in enumerate(self.clients):
+            arm = {"arm": True, "expected": per_client * self.sizes[i], "latencies": latencies}
+            self._write(proc, arm)
+        for proc in self.clients:
+            self._read(proc)
         cpu0 = cpu_seconds(self.server.pid)
         start = time.monotonic()
         for i, proc in enumerate(self.clients):
-            order = {
-                "phase": name, "cmd": cmd, "send": i == 0, "timeout": timeout,
-                "expected": per_client * self.sizes[i], "latencies": latencies,
-            }  # fmt: skip
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(order) + "\n")
-            proc.stdin.flush()
+            self._write(proc, {"phase": name, "cmd": cmd, "send": i == 0, "timeout": timeout})
         answers = [self._read(proc) for proc in self.clients]
         cpu = cpu_seconds(self.server.pid) - cpu0
         expected = per_client * sum(self.sizes)
