@@ -109,6 +109,12 @@ class MetricsApp:
         self._networks = tuple(networks)
         self._gzip = gzip_responses
         self._in_thread = render_in_thread
+        if self.perf is not None:
+            # With PROMETHEUS_MULTIPROC_DIR set, every worker publishes and any worker serves the
+            # merged view (ValueError here if the directory is unusable).
+            from .multiprocess import enable_from_environment
+
+            enable_from_environment(self.perf)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -203,6 +209,9 @@ class MetricsApp:
     def _renderer(self, accept: str, wants_gzip: bool) -> Callable[[], tuple[bytes, str, str]]:
         encoder, content_type = choose_encoder(accept)
         registry = self.prometheus
+        merged = self.perf.find_component("multiprocess") if self.perf is not None else None
+        if merged is not None:
+            registry = merged.view
 
         def render() -> tuple[bytes, str, str]:
             body: Any = encoder(registry)

@@ -1,0 +1,229 @@
+"""Per-worker snapshot files and their merge: the storage half of multi-worker mode.
+
+Each worker writes everything its registry would expose into ``asgi_perf_<pid>_<token>.json``
+(atomically: write a temporary file, then rename). A scrape in any worker merges every file in the
+directory: counter-like samples (counters, histograms, summaries) are summed over every worker that
+ever ran, gauges over live workers only, each by its mode. Dead workers' files are *compacted*:
+their counter-like samples are folded into one ``asgi_perf_compacted.json`` and the files removed,
+so the scrape reads one file per live worker plus one, however many workers have come and gone.
+
+Readers take a shared ``flock`` on ``asgi_perf.lock``, compaction an exclusive one, so a scrape
+never sees a dead worker's counts both folded and still in its own file (or in neither): totals
+never go backwards. Live workers replace their own file without the lock (rename is atomic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+
+PREFIX = "asgi_perf_"
+COMPACTED = "asgi_perf_compacted.json"
+LOCK = "asgi_perf.lock"
+
+#: Families whose samples add up across workers, dead ones included.
+SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
+#: How a gauge is merged across live workers.
+GAUGE_MODES = frozenset({"livesum", "livemax", "livemin", "liveall"})
+
+LabelKey = tuple[tuple[str, str], ...]
+# family name -> (type, help, {(sample name, labels): value}); insertion-ordered.
+Families = dict[str, tuple[str, str, dict[tuple[str, LabelKey], float]]]
+
+
+@dataclass
+class Snapshot:
+    """One worker's published state."""
+
+    pid: int
+    token: str
+    families: list[Any] = field(default_factory=list)
+
+
+def snapshot_name(pid: int, token: str) -> str:
+    return f"{PREFIX}{pid}_{token}.json"
+
+
+def encode(pid: int, token: str, metrics: Iterable[Metric]) -> bytes:
+    """Serialise collected metric families (timestamps and exemplars are not carried over)."""
+    families = [
+        [
+            m.name,
+            m.type,
+            m.documentation,
+            [[s.name, sorted(s.labels.items()), s.value] for s in m.samples],
+        ]
+        for m in metrics
+    ]
+    return json.dumps({"pid": pid, "token": token, "families": families}).encode()
+
+
+def decode(data: bytes) -> Snapshot:
+    raw = json.loads(data)
+    return Snapshot(int(raw["pid"]), str(raw["token"]), list(raw["families"]))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(directory: Path, exclusive: bool) -> Iterator[None]:
+    with open(directory / LOCK, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive, just not ours to signal
+        return True
+    return True
+
+
+def snapshot_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob(f"{PREFIX}*_*.json") if parse_name(p) is not None)
+
+
+def parse_name(path: Path) -> tuple[int, str] | None:
+    """``(pid, token)`` from a snapshot file name, ``None`` for anything else."""
+    stem = path.name[len(PREFIX) : -len(".json")]
+    pid, _, token = stem.partition("_")
+    if not pid.isdigit() or not token:
+        return None
+    return int(pid), token
+
+
+def dead_files(directory: Path, files: list[Path], own_pid: int) -> list[Path]:
+    """Files whose writer is gone: its pid is not running, or it reused a pid a newer writer has."""
+    newest: dict[int, str] = {}
+    parsed: list[tuple[Path, int, str]] = []
+    for path in files:
+        pid, token = parse_name(path) or (0, "")
+        parsed.append((path, pid, token))
+        # Tokens are zero-padded start times, so the newest writer of a pid sorts last.
+        newest[pid] = max(token, newest.get(pid, ""))
+    return [
+        path
+        for path, pid, token in parsed
+        if token != newest[pid] or (pid != own_pid and not pid_alive(pid))
+    ]
+
+
+def merge_into(
+    families: Families,
+    snapshot: Snapshot,
+    live: bool,
+    gauge_modes: dict[str, str],
+) -> None:
+    """Add one worker's families to ``families`` (gauges only when the worker is ``live``)."""
+    for name, typ, help_text, samples in snapshot.families:
+        summed = typ in SUMMED_TYPES
+        if not summed and not live:
+            continue
+        entry = families.get(name)
+        if entry is None:
+            entry = families[name] = (typ, help_text, {})
+        elif entry[0] != typ:
+            continue  # a family that changed type between versions: keep the first seen
+        values = entry[2]
+        mode = "sum" if summed else gauge_modes.get(name, "livesum")
+        for sample_name, labels, value in samples:
+            label_key: LabelKey = tuple((str(k), str(v)) for k, v in labels)
+            if mode == "liveall":
+                label_key = (*label_key, ("pid", str(snapshot.pid)))
+            key = (sample_name, label_key)
+            old = values.get(key)
+            if old is None:
+                values[key] = float(value)
+            elif sample_name.endswith("_created"):
+                values[key] = min(old, float(value))  # the earliest worker's start
+            elif mode in ("sum", "livesum"):
+                values[key] = old + value
+            elif mode == "livemax":
+                values[key] = max(old, value)
+            elif mode == "livemin":
+                values[key] = min(old, value)
+
+
+def to_metrics(families: Families) -> Iterator[Metric]:
+    for name, (typ, help_text, values) in families.items():
+        metric = Metric(name, help_text, typ)
+        for (sample_name, labels), value in values.items():
+            metric.add_sample(sample_name, dict(labels), value)
+        yield metric
+
+
+def summed_snapshot(families: Families) -> list[Any]:
+    """The counter-like part of ``families`` in snapshot form (what compaction keeps)."""
+    return [
+        [name, typ, help_text, [[s, list(labels), v] for (s, labels), v in values.items()]]
+        for name, (typ, help_text, values) in families.items()
+        if typ in SUMMED_TYPES
+    ]
+
+
+def load(path: Path) -> Snapshot | None:
+    """The snapshot in ``path``; ``None`` when it vanished (compacted or replaced meanwhile)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return decode(data)
+
+
+def compact(directory: Path, dead: list[Path]) -> int:
+    """Fold ``dead`` workers' counter-like samples into the compacted file; remove their files.
+
+    Call under the exclusive lock. Crash-safe: the compacted file lists the files it already
+    holds, and those are skipped (and removed) by every later reader, so a crash between the
+    rename and the removals cannot count a worker twice. Returns how many files were folded.
+    """
+    compacted_path = directory / COMPACTED
+    base = load(compacted_path)
+    families: Families = {}
+    done: list[str] = []
+    if base is not None:
+        merge_into(families, base, live=False, gauge_modes={})
+        done = [n for n in base.token.split("/") if n and (directory / n).exists()]
+    folded = []
+    for path in dead:
+        if path.name in done:
+            continue
+        snap = load(path)
+        if snap is None:
+            continue
+        merge_into(families, snap, live=False, gauge_modes={})
+        folded.append(path.name)
+    if folded:
+        # The "token" field of the compacted file lists the files it holds until they are gone.
+        listed = "/".join([*done, *folded])
+        body = {"pid": 0, "token": listed, "families": summed_snapshot(families)}
+        write_atomic(compacted_path, json.dumps(body).encode())
+    for name in [*done, *folded]:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+    return len(folded)
+
+
+def folded_names(compacted: Snapshot | None) -> frozenset[str]:
+    if compacted is None:
+        return frozenset()
+    return frozenset(n for n in compacted.token.split("/") if n)
