@@ -64,6 +64,7 @@ def _wait_for_figures(base: str, thread: threading.Thread) -> tuple[str, dict[st
                 and len(caches) == 2
                 and all(c["hits"] and c["misses"] for c in caches)
                 and summary["http"]["requests"] >= 50
+                and any(r["route"] == "/error" for r in summary["http"]["routes"])
             ):
                 return client.get("/metrics").text, summary
             time.sleep(0.2)
