@@ -45,9 +45,17 @@ from asgi_perf.sqlalchemy import (
 )
 from asgi_perf.testing import sample, samples
 
-from ._sqlalchemy import aiosqlite_engine, sqlite_engine
+from ._sqlalchemy import FakeClock, aiosqlite_engine, sqlite_engine
 
 DURATION = "db_query_duration_seconds"
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """A fake perf_counter for the instrumentation; engines built with it sleep in fake time."""
+    fake = FakeClock()
+    monkeypatch.setattr("asgi_perf.sqlalchemy.perf_counter", fake)
+    return fake
 
 
 def slow_list(registry: PerfRegistry) -> SlowQueryLog:
@@ -199,9 +207,11 @@ def test_insertmanyvalues_batches_are_observed_each_and_rows_counted_once(
 
 
 @pytest.mark.anyio
-async def test_async_engine_is_instrumented_through_sync_engine(registry: PerfRegistry) -> None:
+async def test_async_engine_is_instrumented_through_sync_engine(
+    registry: PerfRegistry, clock: FakeClock
+) -> None:
     """An AsyncEngine (aiosqlite) is instrumented via its sync_engine; detach cleans it."""
-    engine = aiosqlite_engine()
+    engine = aiosqlite_engine(clock=clock)  # SELECT 1 takes 0 s, sleep(0.03) exactly 0.03 s
     handle = instrument_engine(engine, registry=registry, name="main", slow_query_threshold=0.01)
     assert handle.engine is engine.sync_engine
     async with engine.connect() as conn:
@@ -332,10 +342,10 @@ def test_instrumentation_error_never_breaks_the_query(
 
 # -- slow queries and privacy --------------------------------------------------------------------
 def test_slow_query_counted_logged_and_listed(
-    registry: PerfRegistry, caplog: pytest.LogCaptureFixture
+    registry: PerfRegistry, caplog: pytest.LogCaptureFixture, clock: FakeClock
 ) -> None:
     """A statement over the threshold is counted, logged with fingerprint and engine, and listed."""
-    engine = sqlite_engine()
+    engine = sqlite_engine(clock=clock)  # SELECT 1 takes 0 s, sleep(0.02) exactly 0.02 s
     instrument_engine(engine, registry=registry, name="main", slow_query_threshold=0.01)
     with caplog.at_level(logging.WARNING, logger="asgi_perf.sqlalchemy"), engine.connect() as conn:
         conn.execute(text("SELECT sleep(0.02) WHERE 1 IN (1, 2, 3)"))
@@ -346,7 +356,7 @@ def test_slow_query_counted_logged_and_listed(
     record = records[0]
     assert record.engine == "main"  # type: ignore[attr-defined]
     assert record.sql == "SELECT sleep(?) WHERE ? IN (...)"  # type: ignore[attr-defined]
-    assert record.duration >= 0.01  # type: ignore[attr-defined]
+    assert record.duration == pytest.approx(0.02)  # type: ignore[attr-defined]
     # The operations layer's contract: the list is the registry component under this key.
     recent = registry.find_component("sqlalchemy.slow_queries").recent()
     assert len(recent) == 1
