@@ -80,6 +80,10 @@ _RECORDED = "_asgi_perf_recorded"
 _MAX_PARAMS_REPR = 500
 _MAX_CACHED_STATEMENTS = 2000
 _LOG_STATE_LIMIT = 1000
+# Dialects where "..." is always an identifier. Elsewhere it may be a string literal (MySQL; SQLite
+# accepts double-quoted strings for compatibility; SQL Server with QUOTED_IDENTIFIER OFF), so the
+# fingerprint redacts it like one: identifiers lost from the display, never a value shown.
+_DOUBLE_QUOTED_IDENTIFIER_DIALECTS = frozenset({"postgresql", "oracle"})
 
 
 class _Statement:
@@ -130,7 +134,9 @@ class InstrumentedEngine:
         self._hook: RequestQueries = request_hook_for(registry, self._stats)
         self._request_var = self._hook.var
         self._slow_log: SlowQueryLog = slow_log_for(registry)
-        self._fingerprints = FingerprintCache()
+        self._fingerprints = FingerprintCache(
+            double_quoted_identifiers=engine.dialect.name in _DOUBLE_QUOTED_IDENTIFIER_DIALECTS
+        )
         # Statement text -> cached entry. Written without a lock and never iterated, so a
         # concurrent insert or reset is harmless; it may be dropped whenever it is full.
         self._statements: dict[str, _Statement] = {}

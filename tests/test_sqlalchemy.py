@@ -746,3 +746,26 @@ def test_statement_stats_are_exact_under_threads(registry: PerfRegistry, tmp_pat
     assert len(by_sql) == threads_n * per_thread + 1
     assert all(n == 1 for sql, n in by_sql.items() if sql != "SELECT ? AS shared")
     assert count(registry, "SELECT") == 2 * threads_n * per_thread
+
+
+def test_sqlite_double_quoted_and_escaped_literals_never_logged(
+    registry: PerfRegistry, caplog: pytest.LogCaptureFixture, clock: FakeClock
+) -> None:
+    """SQLite runs "secret" as a string: it and backslash-quoted text are redacted from logs."""
+    secret = "hunter2-secret-value"
+    engine = sqlite_engine(clock=clock)
+    handle = instrument_engine(
+        engine,
+        registry=registry,
+        name="main",
+        slow_query_threshold=0.01,
+        slow_log_interval=0,
+        statement_stats=True,
+    )
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.sqlalchemy"), engine.connect() as conn:
+        assert conn.exec_driver_sql(f'SELECT sleep(0.02), "{secret}"').one()[1] == secret
+        conn.exec_driver_sql(f"SELECT sleep(0.02), 'C:\\', '{secret}'")
+    assert len(caplog.records) == 2
+    assert secret not in caplog.text
+    assert secret not in repr(slow_list(registry).recent())
+    assert secret not in repr(handle.statement_stats())
