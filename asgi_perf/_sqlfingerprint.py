@@ -34,14 +34,39 @@ _WORD = re.compile(r"[A-Za-z]+")
 # After a CTE list, the main statement's verb follows the closing parenthesis of the last CTE.
 _CTE_VERB = re.compile(r"\)\s*(SELECT|INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
 
-# Strings and comments in one left-to-right scan: each may contain the other's delimiters.
-# An unterminated string swallows the rest, so no part of a literal can survive.
-_QUOTED = re.compile(
-    r"(?P<comment>--[^\n]*|/\*.*?(?:\*/|$))"
-    r"|(?:[EeBbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|$)"
-    r"|\$(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|$)",  # PostgreSQL dollar quoting
-    re.DOTALL,
-)
+# Strings, comments and quoted identifiers in one left-to-right scan: each may contain the others'
+# delimiters. Whether a backslash escapes a quote depends on the server (MySQL: yes; PostgreSQL:
+# only in E'' strings or with standard_conforming_strings off), so the text is scanned under both
+# conventions and the union of what either calls a literal is redacted: whichever is right, no
+# literal survives; the cost is over-redaction (a standard string ending in a backslash hides the
+# statement's rest), the safe direction. An unterminated string swallows the rest; an unterminated
+# identifier quote is ignored, so an identifier can never keep a literal's text visible.
+_COMMENT = r"(?P<comment>--[^\n]*|/\*.*?(?:\*/|$))"
+_DOLLAR = r"\$(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|$)"  # PostgreSQL dollar quoting
+_BACKTICK = r"`[^`]*`"  # MySQL identifiers
+_DQ_IDENTIFIER = r'"(?:[^"]|"")*"'
+_ESCAPED = r"(?:[EeBbXxNn]|[Uu]&)?'(?:[^'\\]|\\.|'')*(?:'|$)"
+# E'' (escaped) only as its own token: the "e" of name='x' must not make 'x' an escaped string.
+_STANDARD = r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*(?:'|$)|(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|$)"
+_DQ_ESCAPED = r'"(?:[^"\\]|\\.|"")*(?:"|$)'
+_DQ_STANDARD = r'"(?:[^"]|"")*(?:"|$)'
+
+
+def _scanner(identifiers: str, strings: str) -> re.Pattern[str]:
+    return re.compile(f"{_COMMENT}|(?P<identifier>{identifiers})|{strings}|{_DOLLAR}", re.DOTALL)
+
+
+# (standard scan, backslash scan) for: double quotes are identifiers / double quotes may be strings.
+_SCANS = {
+    True: (
+        _scanner(f"{_BACKTICK}|{_DQ_IDENTIFIER}", _STANDARD),
+        _scanner(f"{_BACKTICK}|{_DQ_IDENTIFIER}", _ESCAPED),
+    ),
+    False: (
+        _scanner(_BACKTICK, f"{_STANDARD}|{_DQ_STANDARD}"),
+        _scanner(_BACKTICK, f"{_ESCAPED}|{_DQ_ESCAPED}"),
+    ),
+}
 # Then placeholders and numbers, then the list shapes built from the collapsed ``?`` tokens.
 _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"__\[POSTCOMPILE_\w+(?:~~[^\]]*)?\]"), "?"),  # SQLAlchemy expanding IN
@@ -72,9 +97,14 @@ def operation_of(sql: str) -> str:
     return OTHER_OPERATION
 
 
-def normalise(sql: str) -> str:
-    """``sql`` with literals, placeholders, IN-lists and multi-row VALUES collapsed."""
-    sql = _QUOTED.sub(_quoted, sql)
+def normalise(sql: str, *, double_quoted_identifiers: bool = False) -> str:
+    """``sql`` with literals, placeholders, IN-lists and multi-row VALUES collapsed.
+
+    ``double_quoted_identifiers=True`` keeps ``"..."`` as an identifier (PostgreSQL, Oracle);
+    by default it is redacted like a string, because MySQL and SQLite (its "DQS" compatibility)
+    accept double-quoted string literals.
+    """
+    sql = _redact_quoted(sql, _SCANS[double_quoted_identifiers])
     for pattern, replacement in _NORMALISERS:
         sql = pattern.sub(replacement, sql)
     sql = sql.strip()
@@ -83,8 +113,28 @@ def normalise(sql: str) -> str:
     return sql
 
 
-def _quoted(match: re.Match[str]) -> str:
-    return " " if match.group("comment") is not None else "?"
+def _redact_quoted(sql: str, scans: tuple[re.Pattern[str], ...]) -> str:
+    # (start, end, is a literal rather than a comment); identifiers are kept, so not listed.
+    spans = sorted(
+        (match.start(), match.end(), match.group("comment") is None)
+        for scan in scans
+        for match in scan.finditer(sql)
+        if match.group("identifier") is None
+    )
+    if not spans:
+        return sql
+    out: list[str] = []
+    pos = 0
+    start, end, literal = spans[0]
+    for s, e, lit in spans[1:]:
+        if s < end:  # overlapping: one redaction covering both
+            end = max(end, e)
+            literal = literal or lit
+            continue
+        out += (sql[pos:start], "?" if literal else " ")
+        pos, start, end, literal = end, s, e, lit
+    out += (sql[pos:start], "?" if literal else " ", sql[end:])
+    return "".join(out)
 
 
 def fingerprint_id(normalised: str) -> str:
@@ -100,16 +150,17 @@ class FingerprintCache:
     memory.
     """
 
-    __slots__ = ("_cache", "_limit")
+    __slots__ = ("_cache", "_double_quoted_identifiers", "_limit")
 
-    def __init__(self, limit: int = 1000) -> None:
+    def __init__(self, limit: int = 1000, *, double_quoted_identifiers: bool = False) -> None:
         self._limit = limit
+        self._double_quoted_identifiers = double_quoted_identifiers
         self._cache: dict[str, tuple[str, str]] = {}
 
     def get(self, sql: str) -> tuple[str, str]:
         found = self._cache.get(sql)
         if found is None:
-            norm = normalise(sql)
+            norm = normalise(sql, double_quoted_identifiers=self._double_quoted_identifiers)
             found = (fingerprint_id(norm), norm)
             if len(self._cache) >= self._limit:
                 self._cache.clear()

@@ -45,7 +45,12 @@ class PoolSource(Protocol):
 
 
 class EngineSeries:
-    """Everything recorded for one engine name. Writers hold ``lock`` for two list updates."""
+    """Everything recorded for one engine name.
+
+    Statement and checkout writers (any thread) hold ``lock`` for two list updates. The two
+    per-request histograms are written only by :class:`RequestQueries` on the event-loop thread,
+    without a lock, like the HTTP histograms.
+    """
 
     __slots__ = ("checkout", "durations", "lock", "per_request_count", "per_request_time", "source")
 
@@ -64,12 +69,16 @@ class SqlStats:
     def __init__(self, registry: PerfRegistry) -> None:
         self.registry = registry
         self.engines: dict[str, EngineSeries] = {}
+        #: ``(name, per-request count, per-request time)`` per engine, rebuilt on add/remove so
+        #: finishing a request walks one tuple instead of copying the engines dict.
+        self.request_series: tuple[tuple[str, Histogram, Histogram], ...] = ()
         self.series_count = 0
         self._lock = threading.Lock()
 
     def add(self, source: PoolSource, buckets: tuple[float, ...]) -> EngineSeries:
         with self._lock:
             series = self.engines[source.name] = EngineSeries(source, buckets)
+            self._update_request_series()
             return series
 
     def remove(self, name: str) -> None:
@@ -77,6 +86,13 @@ class SqlStats:
             series = self.engines.pop(name, None)
             if series is not None:
                 self.series_count -= len(series.durations)
+                self._update_request_series()
+
+    def _update_request_series(self) -> None:
+        self.request_series = tuple(
+            (name, series.per_request_count, series.per_request_time)
+            for name, series in self.engines.items()
+        )
 
     def duration_series(self, engine: EngineSeries, operation: str, outcome: str) -> Histogram:
         """The histogram for ``(operation, outcome)``, created under the registry's series cap."""
@@ -201,6 +217,11 @@ class RequestQueries:
     it from the request's task (or a thread or greenlet that copied its context: the accumulator
     is a mutable object, so copies share it); ``request_finished`` observes one value per
     instrumented engine, zero included, so "requests that touched no database" is visible too.
+
+    Both run on the HTTP middleware's event-loop thread, the only writer of the per-request
+    histograms, so finishing a request takes no lock: per engine, a dict lookup and two plain
+    observes. Requests the middleware excludes (``exclude_paths``, ``exclude_patterns``: health
+    checks, ``/metrics``) never reach the hook and are not counted.
     """
 
     def __init__(self, stats: SqlStats) -> None:
@@ -221,12 +242,14 @@ class RequestQueries:
         except ValueError:
             # Finished in another context than it started: clear this one instead.
             self.var.set(None)
-        for name, series in list(self.stats.engines.items()):
+        for name, count_hist, time_hist in self.stats.request_series:
             entry = acc.get(name)
-            count, spent = (entry[0], entry[1]) if entry is not None else (0, 0.0)
-            with series.lock:
-                series.per_request_count.observe(count)
-                series.per_request_time.observe(spent)
+            if entry is None:
+                count_hist.observe(0)
+                time_hist.observe(0.0)
+            else:
+                count_hist.observe(entry[0])
+                time_hist.observe(entry[1])
 
 
 def stats_for(registry: PerfRegistry) -> SqlStats:

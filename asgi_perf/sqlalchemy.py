@@ -80,10 +80,18 @@ _RECORDED = "_asgi_perf_recorded"
 _MAX_PARAMS_REPR = 500
 _MAX_CACHED_STATEMENTS = 2000
 _LOG_STATE_LIMIT = 1000
+# Dialects where "..." is always an identifier. Elsewhere it may be a string literal (MySQL; SQLite
+# accepts double-quoted strings for compatibility; SQL Server with QUOTED_IDENTIFIER OFF), so the
+# fingerprint redacts it like one: identifiers lost from the display, never a value shown.
+_DOUBLE_QUOTED_IDENTIFIER_DIALECTS = frozenset({"postgresql", "oracle"})
 
 
 class _Statement:
-    """What is cached per distinct statement text: its operation and its ``ok`` histogram."""
+    """What is cached per distinct statement text: its operation, ``ok`` histogram and stats.
+
+    ``stats`` is a reference to the fingerprint's row in ``InstrumentedEngine._fingerprint_stats``,
+    which owns it: dropping this cache entry (the cache starts over when full) loses no counts.
+    """
 
     __slots__ = ("hist", "operation", "stats")
 
@@ -126,9 +134,15 @@ class InstrumentedEngine:
         self._hook: RequestQueries = request_hook_for(registry, self._stats)
         self._request_var = self._hook.var
         self._slow_log: SlowQueryLog = slow_log_for(registry)
-        self._fingerprints = FingerprintCache()
+        self._fingerprints = FingerprintCache(
+            double_quoted_identifiers=engine.dialect.name in _DOUBLE_QUOTED_IDENTIFIER_DIALECTS
+        )
+        # Statement text -> cached entry. Written without a lock and never iterated, so a
+        # concurrent insert or reset is harmless; it may be dropped whenever it is full.
         self._statements: dict[str, _Statement] = {}
-        self._stat_count = 0
+        # Fingerprint -> [fingerprint, sql, count, total, max]: the statement_stats() rows, kept
+        # apart from the text cache and capped at max_fingerprints; guarded by self._lock.
+        self._fingerprint_stats: dict[str, list[Any]] = {}
         self._overflow_stats: list[Any] | None = None
         self._last_logged: dict[str, float] = {}
         self._n_plus_one_logged: set[str] = set()
@@ -346,22 +360,22 @@ class InstrumentedEngine:
     def _add_statement_stats(self, entry: _Statement, statement: str, duration: float) -> None:
         stats = entry.stats
         if stats is None:
-            stats = self._statement_stats_entry(statement)
-            entry.stats = stats
+            stats = entry.stats = self._statement_stats_entry(statement)
         with self._lock:
             stats[2] += 1
             stats[3] += duration
             stats[4] = max(stats[4], duration)
 
     def _statement_stats_entry(self, statement: str) -> list[Any]:
+        # Normalising runs outside the lock; one dict lookup inside, whatever the number of texts.
         fingerprint, sql = self._fingerprints.get(statement)
-        with self._state_lock:
-            for entry in self._statements.values():
-                if entry.stats is not None and entry.stats[0] == fingerprint:
-                    return entry.stats  # another text with the same shape (IN-list length)
-            if self._stat_count < self._max_fingerprints:
-                self._stat_count += 1
-                return [fingerprint, sql, 0, 0.0, 0.0]
+        with self._lock:
+            stats = self._fingerprint_stats.get(fingerprint)
+            if stats is not None:
+                return stats  # another text with the same shape (IN-list length, literals)
+            if len(self._fingerprint_stats) < self._max_fingerprints:
+                stats = self._fingerprint_stats[fingerprint] = [fingerprint, sql, 0, 0.0, 0.0]
+                return stats
             if self._overflow_stats is None:
                 self.registry.count_overflow("db_statement_stats")
                 self._overflow_stats = [OVERFLOW, OVERFLOW, 0, 0.0, 0.0]
@@ -371,20 +385,18 @@ class InstrumentedEngine:
         """Per-fingerprint ``count``, ``total`` and ``max`` seconds, largest total first.
 
         Empty unless ``statement_stats=True``; at most ``max_fingerprints`` fingerprints, the rest
-        folded into one ``__overflow__`` entry.
+        folded into one ``__overflow__`` entry. Counts only grow: they are kept per fingerprint,
+        independently of the bounded statement-text cache.
         """
-        seen: dict[str, list[Any]] = {}
         with self._lock:
-            for entry in list(self._statements.values()):
-                if entry.stats is not None:
-                    seen[entry.stats[0]] = list(entry.stats)
+            rows = [list(stats) for stats in self._fingerprint_stats.values()]
             if self._overflow_stats is not None:
-                seen[OVERFLOW] = list(self._overflow_stats)
-        rows = [
+                rows.append(list(self._overflow_stats))
+        out = [
             {"fingerprint": s[0], "sql": s[1], "count": s[2], "total": s[3], "max": s[4]}
-            for s in seen.values()
+            for s in rows
         ]
-        return sorted(rows, key=lambda row: row["total"], reverse=True)
+        return sorted(out, key=lambda row: row["total"], reverse=True)
 
     # -- slow queries ----------------------------------------------------------------------------
     def _slow_query(

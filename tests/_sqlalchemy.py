@@ -10,16 +10,40 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
-def add_sleep_function(engine: Engine, started: threading.Event | None = None) -> None:
+class FakeClock:
+    """A ``perf_counter`` stand-in whose time moves only when ``advance`` is called.
+
+    Monkeypatch it over ``asgi_perf.sqlalchemy.perf_counter`` and give it to an engine's
+    ``sleep()`` SQL function: ``SELECT sleep(0.02)`` then takes exactly 0.02 s and every other
+    statement exactly 0 s, however loaded the machine is.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def add_sleep_function(
+    engine: Engine, started: threading.Event | None = None, clock: FakeClock | None = None
+) -> None:
     """Give every SQLite connection of ``engine`` a ``sleep(seconds)`` SQL function.
 
     ``started`` is set when a sleep begins, so a test can cancel a statement that is really running.
+    With ``clock``, the sleep advances that fake clock instead of waiting.
     """
 
     def sleep(seconds: float) -> int:
         if started is not None:
             started.set()
-        time.sleep(seconds)
+        if clock is not None:
+            clock.advance(seconds)
+        else:
+            time.sleep(seconds)
         return 1
 
     @event.listens_for(engine, "connect")
@@ -27,19 +51,22 @@ def add_sleep_function(engine: Engine, started: threading.Event | None = None) -
         dbapi_connection.create_function("sleep", 1, sleep)
 
 
-def sqlite_engine(url: str = "sqlite://", **kw: Any) -> Engine:
-    """A sync SQLite engine with ``sleep()``."""
+def sqlite_engine(url: str = "sqlite://", clock: FakeClock | None = None, **kw: Any) -> Engine:
+    """A sync SQLite engine with ``sleep()`` (advancing ``clock`` when given)."""
     engine = create_engine(url, **kw)
-    add_sleep_function(engine)
+    add_sleep_function(engine, clock=clock)
     return engine
 
 
 def aiosqlite_engine(
-    url: str = "sqlite+aiosqlite://", started: threading.Event | None = None, **kw: Any
+    url: str = "sqlite+aiosqlite://",
+    started: threading.Event | None = None,
+    clock: FakeClock | None = None,
+    **kw: Any,
 ) -> AsyncEngine:
-    """An aiosqlite engine with ``sleep()``."""
+    """An aiosqlite engine with ``sleep()`` (advancing ``clock`` when given)."""
     engine = create_async_engine(url, **kw)
-    add_sleep_function(engine.sync_engine, started)
+    add_sleep_function(engine.sync_engine, started, clock)
     return engine
 
 

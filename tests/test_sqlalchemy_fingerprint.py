@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -73,13 +75,18 @@ def test_fingerprint_cache_is_bounded() -> None:
         assert len(cache) <= 10
 
 
+# No backslashes here: a standard string holding one is ambiguous (it may escape the quote on MySQL)
+# and is redacted together with the rest of the statement; test_secret_literal_never_survives
+# covers them.
 literal = st.one_of(
     st.integers(-(10**12), 10**12).map(str),
     st.floats(allow_nan=False, allow_infinity=False).map(lambda f: repr(abs(f))),
     st.text(alphabet=st.sampled_from("ab '-/*$;(),\n"), max_size=30).map(
         lambda s: "'" + s.replace("'", "''") + "'"
     ),
-    st.text(max_size=30).map(lambda s: "'" + s.replace("'", "''") + "'"),
+    st.text(st.characters(exclude_characters="\\"), max_size=30).map(
+        lambda s: "'" + s.replace("'", "''") + "'"
+    ),
 )
 
 
@@ -101,3 +108,89 @@ def test_random_literals_and_list_lengths_give_one_fingerprint_per_shape(
         sql = f"INSERT INTO users (id, name) VALUES {rows}"
         expected = "INSERT INTO users (id, name) VALUES (?)"
     assert normalise(sql) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (  # MySQL, or PostgreSQL with standard_conforming_strings off
+            "SELECT id FROM users WHERE pw = 'it\\'s hunter2 secret' AND x = 1",
+            "SELECT id FROM users WHERE pw = ?",  # on PostgreSQL the rest is a new string
+        ),
+        (
+            "SELECT id FROM t WHERE token = E'ab\\'cd secret-token' AND y = 2",
+            "SELECT id FROM t WHERE token = ? AND y = ?",
+        ),
+        (
+            "SELECT id FROM t WHERE token = e'a\\\\' AND y = 2",
+            "SELECT id FROM t WHERE token = ? AND y = ?",
+        ),
+        ('SELECT id FROM users WHERE pw = "hunter2"', "SELECT id FROM users WHERE pw = ?"),
+        (
+            'SELECT id FROM users WHERE pw = "a\\"b" AND x = 1',
+            "SELECT id FROM users WHERE pw = ?",
+        ),
+        # PostgreSQL standard string ending in a backslash, then a second literal: over-redacted.
+        ("SELECT 'C:\\', 'hunter2' FROM t", "SELECT ?"),
+        ("SELECT id FROM t WHERE name='C:\\' OR pw = 'hunter2'", "SELECT id FROM t WHERE name=?"),
+        ("SELECT `it's` FROM t WHERE a = 'x'", "SELECT `it's` FROM t WHERE a = ?"),
+        ("SELECT `unterminated, 'hunter2'", "SELECT `unterminated, ?"),
+    ],
+)
+def test_escaped_and_double_quoted_literals_are_redacted(sql: str, expected: str) -> None:
+    """Backslash-escaped quotes, E'' strings and double-quoted strings leave no literal text."""
+    assert normalise(sql) == expected
+
+
+def test_double_quotes_are_identifiers_only_when_the_dialect_says_so() -> None:
+    """With double_quoted_identifiers, "..." is kept as a name (a quote inside it starts nothing)."""
+    sql = 'SELECT "it\'s", "Name" FROM "t" WHERE pw = \'hunter2\' AND "x""y" = 1'
+    assert normalise(sql, double_quoted_identifiers=True) == (
+        'SELECT "it\'s", "Name" FROM "t" WHERE pw = ? AND "x""y" = ?'
+    )
+    assert normalise(sql) == "SELECT ?, ? FROM ? WHERE pw = ? AND ? = ?"
+    cache = FingerprintCache(double_quoted_identifiers=True)
+    assert cache.get('SELECT "a" FROM t')[1] == 'SELECT "a" FROM t'
+    assert FingerprintCache().get('SELECT "a" FROM t')[1] == "SELECT ? FROM t"
+
+
+def _standard(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _backslashed(s: str, quote: str = "'", prefix: str = "") -> str:
+    return prefix + quote + s.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+
+
+QUOTING: dict[str, Callable[[str], str]] = {
+    "standard": _standard,
+    "backslash": _backslashed,
+    "E-string": lambda s: _backslashed(s, prefix="E"),
+    "double-quoted": lambda s: _backslashed(s, quote='"'),
+    "double-quoted doubled": lambda s: '"' + s.replace('"', '""') + '"',
+    "dollar": lambda s: "$q$" + s + "$q$",
+}
+tricky = st.text(st.sampled_from("ab '\"\\`$-/*;(),\n"), max_size=20)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    secret=tricky.map(lambda s: "zq" + s),
+    decoy=tricky,
+    styles=st.tuples(st.sampled_from(sorted(QUOTING)), st.sampled_from(sorted(QUOTING))),
+    identifiers=st.booleans(),
+)
+def test_secret_literal_never_survives(
+    secret: str, decoy: str, styles: tuple[str, str], identifiers: bool
+) -> None:
+    """A random secret in any quoting style, after any other literal, never reaches the output."""
+    if "$q$" in secret:
+        return  # not a valid dollar-quoted literal
+    if identifiers and "double-quoted" in styles[1]:
+        return  # there "..." is a name, as the dialect says, not a literal
+    before, quoted = QUOTING[styles[0]](decoy), QUOTING[styles[1]](secret)
+    if "$q$" in decoy or (identifiers and "double-quoted" in styles[0]):
+        before = "1"
+    sql = f"SELECT a FROM t WHERE b = {before} AND pw = {quoted} AND c = 1"
+    out = normalise(sql, double_quoted_identifiers=identifiers)
+    assert "zq" not in out

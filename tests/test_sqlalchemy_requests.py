@@ -144,3 +144,57 @@ def test_end_to_end_under_uvicorn(server: ServerFactory) -> None:
         'db_query_duration_seconds_count{engine="main",operation="SELECT",outcome="ok"} 14.0'
         in (metrics)
     )
+
+
+class CountingLock:
+    """A lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def __enter__(self) -> None:
+        self.taken += 1
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def test_request_finished_takes_no_lock(
+    registry: PerfRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finishing a request observes every engine (zero included) without taking any engine lock."""
+    from sqlalchemy import create_engine
+
+    from asgi_perf._sqlstats import stats_for
+
+    for name in ("a", "b", "c"):
+        instrument_engine(create_engine("sqlite://"), registry=registry, name=name)
+    locks = {}
+    for name, series in stats_for(registry).engines.items():
+        locks[name] = CountingLock()
+        monkeypatch.setattr(series, "lock", locks[name])
+    hook = next(h for h in registry.request_hooks if isinstance(h, RequestQueries))
+    for _ in range(3):
+        hook.request_finished(hook.request_started())
+    assert [lock.taken for lock in locks.values()] == [0, 0, 0]
+    for name in ("a", "b", "c"):
+        assert bucket(registry, "0.0", engine=name) == 3
+
+
+@pytest.mark.anyio
+async def test_excluded_paths_are_not_counted_per_request(registry: PerfRegistry) -> None:
+    """Requests to PerfMiddleware's exclude_paths (health checks, scrapes) add no per-request sample."""
+    from sqlalchemy import create_engine
+
+    instrument_engine(create_engine("sqlite://"), registry=registry, name="main")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = PerfMiddleware(app, registry=registry, exclude_paths=["/healthz"])
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for path in ("/healthz", "/healthz", "/work"):
+            assert (await client.get(path)).status_code == 200
+    assert sample(registry, PER_REQUEST, {"engine": "main"}, suffix="_count") == 1
