@@ -7,6 +7,7 @@ counted, rather than growing memory without bound.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import queue
@@ -132,7 +133,9 @@ class WebhookNotifier:
                     logger.warning("webhook %s refused alert: HTTP %d", self.target, exc.code)
                     return False  # a 4xx will not get better by retrying
                 error: Exception = exc
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                # HTTPException (a garbled response, a URL http.client rejects) is no OSError:
+                # uncaught, it would end the worker thread and strand every later alert.
                 error = exc
             else:
                 return True

@@ -521,6 +521,23 @@ def test_webhook_target_hides_credentials_path_and_query(url: str, target: str) 
     assert WebhookNotifier(url).target == target
 
 
+def test_webhook_survives_http_client_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """An http.client error (not an OSError) fails the delivery instead of killing the worker.
+
+    It is logged by its kind, not its message, which quotes the URL.
+    """
+    hook = WebhookNotifier("http://127.0.0.1:9/SeCrEt Token", retries=0)
+    outcomes: list[str] = []
+    with caplog.at_level(logging.DEBUG, logger="asgi_perf.alerts"):
+        for _ in range(2):
+            hook.notify({"rule": "HighCpu", "state": "firing"}, outcomes.append)
+            assert hook.flush(timeout=30)
+        hook.close()
+    assert outcomes == ["failed", "failed"]  # the worker is still there for the second alert
+    assert "InvalidURL" in caplog.text
+    assert "SeCrEt" not in caplog.text
+
+
 @pytest.mark.anyio
 async def test_webhook_never_blocks_the_loop(registry: PerfRegistry, receiver: Receiver) -> None:
     """notify() returns while the receiver is still stuck; a full queue drops and counts."""
