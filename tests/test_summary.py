@@ -268,8 +268,11 @@ def test_missing_procfs_gives_none(tmp_path: Any) -> None:
 
 
 def test_psutil_path_and_forcing() -> None:
-    """With psutil installed it is used by default; use_psutil=True insists on it."""
-    pytest.importorskip("psutil")
+    """With psutil installed it is used by default; use_psutil=True insists on it.
+
+    psutil is a dev dependency: a missing psutil fails this test (ERR_NO_PSUTIL), never skips it.
+    """
+    assert SystemSampler().source == "psutil"
     sampler = SystemSampler(use_psutil=True)
     figures = sampler.read()
     assert figures["source"] == "psutil"
