@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalogue import CATALOGUE
+from .catalogue import exposed_name
 
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 _WIDTH = 24
@@ -18,13 +18,7 @@ class _Q:
         self.ns = namespace
 
     def __call__(self, name: str, matchers: str = "") -> str:
-        base = name
-        for suffix in ("_bucket", "_sum", "_count"):
-            if name.endswith(suffix) and name.removesuffix(suffix) in CATALOGUE:
-                base = name.removesuffix(suffix)
-        if base not in CATALOGUE:  # pragma: no cover - a typo here is caught by the tests
-            raise KeyError(name)
-        full = f"{self.ns}_{name}" if self.ns else name
+        full = exposed_name(name, self.ns)
         extra = f", {matchers}" if matchers else ""
         return f'{full}{{job=~"$job"{extra}}}'
 

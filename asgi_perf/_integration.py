@@ -12,6 +12,10 @@ ERR_NOT_STARLETTE = (
     "instrument() needs a Starlette or FastAPI app (with add_middleware and add_route); "
     "for other ASGI apps wrap it yourself: PerfMiddleware(app, registry=...)"
 )
+ERR_METRICS_PATH = (
+    "metrics_path must not end in summary, history, alerts or dashboard (the metrics app serves "
+    "those as its operations endpoints), got {!r}"
+)
 
 
 def instrument(
@@ -25,7 +29,8 @@ def instrument(
 ) -> PerfRegistry:
     """Add :class:`PerfMiddleware` and a metrics route to a Starlette/FastAPI app.
 
-    :param metrics_path: where to serve the metrics (``None``: do not add the route).
+    :param metrics_path: where to serve the metrics (``None``: do not add the route). Its last
+        segment must not be ``summary``, ``history``, ``alerts`` or ``dashboard``.
     :param metrics_options: keyword arguments for :func:`metrics_app` (``token``, ``allow``, ...).
     :param operations_routes: also route ``<metrics_path>/summary``, ``/history``, ``/alerts``
         and ``/dashboard`` to the metrics app (same access rules as the metrics).
@@ -40,6 +45,9 @@ def instrument(
         registry = PerfRegistry()
     if metrics_path is not None and not metrics_path.startswith("/"):
         raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+    if metrics_path is not None and metrics_path.rstrip("/").rpartition("/")[2] in OPS_ENDPOINTS:
+        # The metrics app picks the endpoint from the last path segment, wherever it is routed.
+        raise ValueError(ERR_METRICS_PATH.format(metrics_path))
     exposition = metrics_app(registry, **(metrics_options or {}))
     # Validate the middleware options now, not at the first request: add_middleware defers
     # construction until the app builds its stack.

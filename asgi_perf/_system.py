@@ -12,6 +12,8 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
@@ -22,6 +24,25 @@ from .registry import PerfRegistry
 PROC = "/proc"
 
 ERR_NO_PSUTIL = "use_psutil=True but psutil is not installed (pip install psutil)"
+
+
+# Set while a reader that keeps its own sampler (the summary) collects the registry.
+_skipping: ContextVar[bool] = ContextVar("asgi_perf_skip_system_collector", default=False)
+
+
+@contextmanager
+def system_collector_skipped() -> Iterator[None]:
+    """Within the block, :meth:`SystemCollector.collect` yields nothing and reads nothing.
+
+    Collecting the registry for anything but a scrape would otherwise consume the collector's CPU
+    window, so the next scrape would report the CPU since that read instead of since the last
+    scrape.
+    """
+    token = _skipping.set(True)
+    try:
+        yield
+    finally:
+        _skipping.reset(token)
 
 
 def _psutil() -> Any:
@@ -162,7 +183,8 @@ class SystemSampler:
 class SystemCollector:
     """Exports a :class:`SystemSampler`'s figures as ``system_*`` gauges (ratios 0-1) when scraped.
 
-    It owns its sampler, so its CPU window is the time between two scrapes.
+    It owns its sampler, so its CPU window is the time between two scrapes; collections inside
+    :func:`system_collector_skipped` (the summary's) do not count as scrapes.
     """
 
     def __init__(self, registry: PerfRegistry, sampler: SystemSampler | None = None) -> None:
@@ -174,6 +196,8 @@ class SystemCollector:
         return GaugeMetricFamily(reg.metric_name(name), reg.spec(name).help, labels=list(labels))
 
     def collect(self) -> Iterator[Metric]:
+        if _skipping.get():
+            return
         try:
             figures = self.sampler.read()
         except Exception as exc:  # noqa: BLE001 - a failing read must not fail the whole scrape
@@ -212,4 +236,4 @@ class SystemCollector:
         yield self._gauge("system_process_open_fds")
 
 
-__all__ = ["ERR_NO_PSUTIL", "SystemCollector", "SystemSampler"]
+__all__ = ["ERR_NO_PSUTIL", "SystemCollector", "SystemSampler", "system_collector_skipped"]

@@ -7,6 +7,7 @@ counted, rather than growing memory without bound.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import queue
@@ -25,6 +26,19 @@ ERR_WEBHOOK_OPTION = "webhook {} must be a number {}, got {!r}"
 Report = Callable[[str], None]
 
 
+def _loggable(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: Slack-style URLs hold their secret in the path."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
 class WebhookNotifier:
     """POSTs each notification as JSON to ``url``.
 
@@ -33,6 +47,9 @@ class WebhookNotifier:
     :param backoff: seconds before the first retry; doubled for each further one.
     :param queue_size: alerts waiting to be sent before new ones are dropped.
     :param headers: extra request headers (e.g. an ``Authorization`` for the receiver).
+
+    Logs name the receiver by :attr:`target` (``scheme://host[:port]``) only, never by the URL:
+    credentials, path and query may hold a secret.
     """
 
     def __init__(
@@ -60,6 +77,7 @@ class WebhookNotifier:
                 raise ValueError(ERR_WEBHOOK_OPTION.format(option, rule, value))
         self.name = name
         self.url = url
+        self.target = _loggable(url)
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.backoff = float(backoff)
@@ -112,15 +130,18 @@ class WebhookNotifier:
             except urllib.error.HTTPError as exc:
                 exc.close()  # it holds the response's socket
                 if exc.code < 500 and exc.code != 429:
-                    logger.warning("webhook %s refused alert: HTTP %d", self.url, exc.code)
+                    logger.warning("webhook %s refused alert: HTTP %d", self.target, exc.code)
                     return False  # a 4xx will not get better by retrying
                 error: Exception = exc
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                # HTTPException (a garbled response, a URL http.client rejects) is no OSError:
+                # uncaught, it would end the worker thread and strand every later alert.
                 error = exc
             else:
                 return True
-            logger.info("webhook attempt %d to %s failed: %s", attempt + 1, self.url, error)
-        logger.warning("webhook %s: alert %s not delivered", self.url, alert.get("rule"))
+            reason = str(error) if isinstance(error, OSError) else type(error).__name__
+            logger.info("webhook attempt %d to %s failed: %s", attempt + 1, self.target, reason)
+        logger.warning("webhook %s: alert %s not delivered", self.target, alert.get("rule"))
         return False
 
     def flush(self, timeout: float | None = None) -> bool:

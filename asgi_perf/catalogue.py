@@ -460,6 +460,26 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
     ),
 )
 
+#: Series suffixes a histogram (or summary) exposes next to its catalogue name.
+_SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def exposed_name(name: str, namespace: str = "") -> str:
+    """The name a catalogue metric's series is exposed under, with ``namespace`` applied.
+
+    ``name`` is a catalogue name, or a histogram's with ``_bucket``, ``_sum`` or ``_count``;
+    anything else raises ``KeyError``, so a rule or dashboard query cannot name a metric that
+    does not exist.
+    """
+    base = name
+    for suffix in _SERIES_SUFFIXES:
+        if name.endswith(suffix) and name.removesuffix(suffix) in CATALOGUE:
+            base = name.removesuffix(suffix)
+    if base not in CATALOGUE:
+        raise KeyError(name)
+    return f"{namespace}_{name}" if namespace else name
+
+
 __all__ = [
     "CATALOGUE",
     "COUNT_BUCKETS",
@@ -467,4 +487,5 @@ __all__ = [
     "QUERY_COUNT_BUCKETS",
     "Kind",
     "MetricSpec",
+    "exposed_name",
 ]

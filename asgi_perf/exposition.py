@@ -234,7 +234,9 @@ def metrics_app(
     """An ASGI app that serves ``registry`` for Prometheus.
 
     Mount it with ``app.add_route("/metrics", metrics_app(registry))`` (a route, so ``/metrics`` is
-    served as is and never redirected to ``/metrics/``), or run it as an app of its own.
+    served as is and never redirected to ``/metrics/``), or run it as an app of its own. A path
+    whose last segment is one of :data:`OPS_ENDPOINTS` is served as that operations endpoint, so
+    do not route the metrics themselves to such a path.
 
     :param token: require ``Authorization: Bearer <token>``.
     :param basic_auth: require HTTP basic auth with this ``(username, password)``.

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from ._grafana import grafana_dashboard
-from .catalogue import CATALOGUE
+from .catalogue import exposed_name
 
 DEFAULT_WINDOW = "5m"
 _WINDOW = re.compile(r"^[1-9][0-9]*[smhd]$")
@@ -39,13 +39,7 @@ class _Names:
         self.rule_prefix = f"{namespace}:" if namespace else "asgi_perf:"
 
     def __call__(self, name: str) -> str:
-        base = name
-        for suffix in ("_bucket", "_sum", "_count"):
-            if name.endswith(suffix) and name.removesuffix(suffix) in CATALOGUE:
-                base = name.removesuffix(suffix)
-        if base not in CATALOGUE:  # pragma: no cover - a typo here is caught by the tests
-            raise KeyError(name)
-        return f"{self.ns}_{name}" if self.ns else name
+        return exposed_name(name, self.ns)
 
     def rule(self, name: str) -> str:
         return self.rule_prefix + name

@@ -9,6 +9,7 @@ estimated from histogram bucket deltas with PromQL's interpolation (``_histogram
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._histogram import quantile
-from ._system import SystemSampler
+from ._system import SystemSampler, system_collector_skipped
 from .registry import PerfRegistry
 
 #: A window needs this many requests before its error rate or hit ratio feeds an alert.
@@ -65,17 +66,22 @@ class _Hist:
 
 
 class Samples:
-    """The registry's current samples, indexed by unprefixed sample name."""
+    """The registry's current samples, indexed by unprefixed sample name.
+
+    The ``system_*`` collector is skipped: the summary reads its own sampler, and running the
+    collector here would shorten the CPU window of the next Prometheus scrape.
+    """
 
     def __init__(self, registry: PerfRegistry) -> None:
         prefix = f"{registry.namespace}_" if registry.namespace else ""
         self.by_name: dict[str, list[tuple[Labels, float]]] = {}
-        for family in registry.prometheus.collect():
-            for s in family.samples:
-                if not s.name.startswith(prefix):
-                    continue
-                name = s.name[len(prefix) :]
-                self.by_name.setdefault(name, []).append((s.labels, s.value))
+        with system_collector_skipped():
+            for family in registry.prometheus.collect():
+                for s in family.samples:
+                    if not s.name.startswith(prefix):
+                        continue
+                    name = s.name[len(prefix) :]
+                    self.by_name.setdefault(name, []).append((s.labels, s.value))
 
     def has(self, name: str) -> bool:
         return name in self.by_name or f"{name}_count" in self.by_name
@@ -127,7 +133,8 @@ class Summarizer:
 
     One per registry (``Summarizer.of(registry)``). ``build(advance=True)`` (what the monitor calls)
     also starts a new window; ``build()`` reads without moving it, so a dashboard polling the
-    summary never shortens the monitor's window.
+    summary never shortens the monitor's window. The CPU figures are rates too, so the two kinds
+    of build read separate samplers: ``sampler`` for advancing builds, a copy of it for the others.
     """
 
     def __init__(
@@ -140,6 +147,8 @@ class Summarizer:
         self.registry = registry
         self.clock = clock
         self.sampler = sampler or SystemSampler()
+        # A copy keeps the sampler's settings but holds its own previous CPU reading.
+        self._read_sampler = copy.copy(self.sampler)
         self._window = _Window(registry.started_at)
         self._lock = threading.Lock()
 
@@ -154,7 +163,7 @@ class Summarizer:
             fresh = _Window(now)
             builder = _Builder(self.registry, Samples(self.registry), base, fresh, now)
             summary = builder.build()
-            summary["system"] = self.sampler.read()
+            summary["system"] = (self.sampler if advance else self._read_sampler).read()
             if advance:
                 self._window = fresh
             return summary

@@ -483,6 +483,61 @@ def test_webhook_gives_up(registry: PerfRegistry, receiver: Receiver) -> None:
     dead.close()
 
 
+def test_webhook_logs_never_show_the_url_path(
+    registry: PerfRegistry, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failure logs name the receiver as scheme://host:port: no credentials, path or query.
+
+    Slack- and Teams-style webhook URLs carry their secret token in the path.
+    """
+    port = receiver.server.server_address[1]
+    secret = "/services/T000/B000/SeCrEtToKeN?sig=QuErYsEcReT"
+    receiver.statuses[:] = [403]
+    refused = WebhookNotifier(f"http://127.0.0.1:{port}{secret}", backoff=0.01)
+    dead = WebhookNotifier(f"http://127.0.0.1:9{secret}", retries=1, backoff=0.01, timeout=2)
+    with caplog.at_level(logging.DEBUG, logger="asgi_perf.alerts"):
+        for hook in (refused, dead):
+            hook.notify({"rule": "HighCpu", "state": "firing"}, lambda outcome: None)
+            assert hook.flush(timeout=30)
+            hook.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"webhook http://127.0.0.1:{port} refused" in m for m in messages)
+    assert any("webhook http://127.0.0.1:9: alert HighCpu not delivered" in m for m in messages)
+    for leak in ("SeCrEtToKeN", "QuErYsEcReT", "services"):
+        assert leak not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("https://hooks.example.com/services/T0/B0/SeCrEt", "https://hooks.example.com"),
+        ("http://user:PaSsWoRd@example.com:8080/x?token=t", "http://example.com:8080"),
+        ("http://[::1]:9/hook", "http://[::1]:9"),
+        ("http://example.com:bad/hook", "http://example.com"),
+    ],
+)
+def test_webhook_target_hides_credentials_path_and_query(url: str, target: str) -> None:
+    """The name a webhook is logged by keeps scheme, host and port, and drops the rest."""
+    assert WebhookNotifier(url).target == target
+
+
+def test_webhook_survives_http_client_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """An http.client error (not an OSError) fails the delivery instead of killing the worker.
+
+    It is logged by its kind, not its message, which quotes the URL.
+    """
+    hook = WebhookNotifier("http://127.0.0.1:9/SeCrEt Token", retries=0)
+    outcomes: list[str] = []
+    with caplog.at_level(logging.DEBUG, logger="asgi_perf.alerts"):
+        for _ in range(2):
+            hook.notify({"rule": "HighCpu", "state": "firing"}, outcomes.append)
+            assert hook.flush(timeout=30)
+        hook.close()
+    assert outcomes == ["failed", "failed"]  # the worker is still there for the second alert
+    assert "InvalidURL" in caplog.text
+    assert "SeCrEt" not in caplog.text
+
+
 @pytest.mark.anyio
 async def test_webhook_never_blocks_the_loop(registry: PerfRegistry, receiver: Receiver) -> None:
     """notify() returns while the receiver is still stuck; a full queue drops and counts."""

@@ -15,10 +15,12 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from asgi_perf import PerfMiddleware, PerfRegistry, instrument, metrics_app
+from asgi_perf._integration import ERR_METRICS_PATH
 from asgi_perf.exposition import ERR_ALLOW, ERR_BASIC, ERR_REGISTRY, ERR_TOKEN, GZIP_MIN_SIZE
 from asgi_perf.testing import scrape
 
 from ._asgi import Receiver, Sender, http_scope
+from ._ops import exact
 
 pytestmark = pytest.mark.anyio
 
@@ -251,6 +253,17 @@ def test_instrument_validates_eagerly() -> None:
         instrument(Starlette(), metrics_path="metrics")
     with pytest.raises(ValueError, match="exclude_paths"):
         instrument(Starlette(), exclude_paths=["x"])
+
+
+@pytest.mark.parametrize("path", ["/summary", "/ops/history/", "/alerts", "/app/dashboard"])
+@pytest.mark.parametrize("operations_routes", [True, False])
+def test_instrument_rejects_a_metrics_path_named_like_an_operations_endpoint(
+    path: str, operations_routes: bool
+) -> None:
+    """A metrics_path ending in summary/history/alerts/dashboard is refused: the metrics app
+    would answer it with that endpoint instead of the metrics."""
+    with pytest.raises(ValueError, match=exact(ERR_METRICS_PATH.format(path))):
+        instrument(Starlette(), metrics_path=path, operations_routes=operations_routes)
 
 
 async def test_promtool_accepts_a_real_scrape(promtool: str) -> None:

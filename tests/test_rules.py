@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from asgi_perf import CATALOGUE, PerfRegistry
+from asgi_perf.catalogue import exposed_name
 from asgi_perf.cli import main, summary_rows, to_csv
 from asgi_perf.rules import (
     ERR_NAMESPACE,
@@ -94,6 +95,27 @@ def test_every_dashboard_metric_is_in_the_catalogue(namespace: str) -> None:
             assert catalogue_name(name, namespace) is not None, (name, expr)
     variable = board["templating"]["list"][0]["query"]
     assert catalogue_name(variable.split("(")[1].split(",")[0], namespace) is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "namespace", "exposed"),
+    [
+        ("http_requests_total", "", "http_requests_total"),
+        ("http_requests_total", "shop", "shop_http_requests_total"),
+        ("db_query_duration_seconds_bucket", "shop", "shop_db_query_duration_seconds_bucket"),
+        ("db_query_duration_seconds_count", "", "db_query_duration_seconds_count"),
+    ],
+)
+def test_exposed_name(name: str, namespace: str, exposed: str) -> None:
+    """A catalogue name (histogram series suffixes included) gets the namespace prefix."""
+    assert exposed_name(name, namespace) == exposed
+
+
+@pytest.mark.parametrize("name", ["http_requests", "no_such_metric_bucket", "cache_requests_sum"])
+def test_exposed_name_rejects_unknown_metrics(name: str) -> None:
+    """A name outside the catalogue, with or without a series suffix, is a KeyError."""
+    with pytest.raises(KeyError):
+        exposed_name(name)
 
 
 def test_dashboard_layout_is_valid() -> None:

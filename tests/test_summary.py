@@ -268,8 +268,11 @@ def test_missing_procfs_gives_none(tmp_path: Any) -> None:
 
 
 def test_psutil_path_and_forcing() -> None:
-    """With psutil installed it is used by default; use_psutil=True insists on it."""
-    pytest.importorskip("psutil")
+    """With psutil installed it is used by default; use_psutil=True insists on it.
+
+    psutil is a dev dependency: a missing psutil fails this test (ERR_NO_PSUTIL), never skips it.
+    """
+    assert SystemSampler().source == "psutil"
     sampler = SystemSampler(use_psutil=True)
     figures = sampler.read()
     assert figures["source"] == "psutil"
@@ -287,6 +290,29 @@ def test_system_collector_exports_ratios(registry: PerfRegistry, tmp_path: Any) 
     assert sample(registry, "system_memory_ratio") == 0.75
     assert sample(registry, "system_process_open_fds") == 3
     assert sample(registry, "system_disk_ratio", {"path": "/"}) is not None
+
+
+def test_each_cpu_reader_keeps_its_own_window(registry: PerfRegistry, tmp_path: Any) -> None:
+    """A summary read, a monitor sample and a scrape each see the CPU since their own last read.
+
+    Reading the summary must not run the ``system_*`` collector (whose window is the time between
+    scrapes), and a read-only summary must not shorten the monitor's window, nor the reverse.
+    """
+    from asgi_perf.monitor import Monitor
+
+    proc = _proc_tree(tmp_path, busy=100, idle=300)
+    registry.register(SystemCollector(registry, SystemSampler(use_psutil=False, proc=proc)))
+    sampler = SystemSampler(use_psutil=False, proc=proc)
+    registry.component("summary", lambda: Summarizer(registry, sampler=sampler))
+    monitor = Monitor(registry, interval=60)
+    _proc_tree(tmp_path, busy=200, idle=400)  # 100 of 200 jiffies busy since every reader began
+    assert registry.summary()["system"]["cpu_percent"] == 50.0
+    assert monitor.sample()["system"]["cpu_percent"] == 50.0
+    assert sample(registry, "system_cpu_ratio") == 0.5
+    _proc_tree(tmp_path, busy=200, idle=500)  # then 100 idle jiffies
+    assert registry.summary()["system"]["cpu_percent"] == 0.0
+    assert monitor.sample()["system"]["cpu_percent"] == 0.0
+    assert sample(registry, "system_cpu_ratio") == 0.0
 
 
 def test_system_collector_failure_is_fail_open(registry: PerfRegistry) -> None:
