@@ -1,27 +1,36 @@
-"""Real Prometheus scraping a 4-worker uvicorn app: totals, rate, quantiles, rules, a killed worker."""
+"""Real Prometheus scraping a 4-worker uvicorn app (totals, rate, quantiles, rules, a killed
+worker) and two Socket.IO nodes sharing Redis (per-node gauges summed in PromQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import socketio
 
-from ._multiprocess import poll
+from asgi_perf.socketio_client import unbatch
+
+from ._multiprocess import POLL_LIMIT, poll
 from ._server import ROOT, ServerFactory, free_port
 from .conftest import need_service
 from .test_multiprocess_server import worker_pids
 
 WORKERS = 4
 SENT = 200
+SOCKETIO_APP = "tests.apps.socketio_app:app"
 
 
 @pytest.fixture
@@ -48,19 +57,9 @@ class Prometheus:
         return float(result[0]["value"][1]) if result else None
 
 
-@pytest.fixture
-def prometheus(
-    prometheus_bin: str, tmp_path: Path, server: ServerFactory
-) -> Iterator[tuple[Prometheus, str, Path]]:
-    """An app on 4 workers (multi-worker mode) and a Prometheus scraping it every 0.5 s."""
-    directory = tmp_path / "mp"
-    directory.mkdir()
-    app = server(
-        "tests.apps.scale_app:app",
-        "--workers",
-        str(WORKERS),
-        env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "ASGI_PERF_MULTIPROC_INTERVAL": "0.1"},
-    )
+@contextmanager
+def run_prometheus(binary: str, tmp_path: Path, targets: list[str]) -> Iterator[Prometheus]:
+    """A Prometheus on 127.0.0.1 scraping ``targets`` every 0.5 s, with the shipped rules loaded."""
     rules = subprocess.run(
         [sys.executable, "-m", "asgi_perf", "rules"],
         cwd=ROOT,
@@ -69,17 +68,17 @@ def prometheus(
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
     (tmp_path / "rules.yml").write_bytes(rules)
-    target = app.removeprefix("http://")
+    hosts = ", ".join(f"'{t.removeprefix('http://')}'" for t in targets)
     (tmp_path / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\n"
         f"rule_files: ['{tmp_path / 'rules.yml'}']\n"
         "scrape_configs:\n  - job_name: app\n"
-        f"    static_configs:\n      - targets: ['{target}']\n"
+        f"    static_configs:\n      - targets: [{hosts}]\n"
     )
     port = free_port()
     proc = subprocess.Popen(
         [
-            prometheus_bin,
+            binary,
             f"--config.file={tmp_path / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
@@ -97,7 +96,7 @@ def prometheus(
                 return False
 
         poll(ready, "Prometheus is ready")
-        yield Prometheus(base), app, directory
+        yield Prometheus(base)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -105,6 +104,23 @@ def prometheus(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def prometheus(
+    prometheus_bin: str, tmp_path: Path, server: ServerFactory
+) -> Iterator[tuple[Prometheus, str, Path]]:
+    """An app on 4 workers (multi-worker mode) and a Prometheus scraping it every 0.5 s."""
+    directory = tmp_path / "mp"
+    directory.mkdir()
+    app = server(
+        "tests.apps.scale_app:app",
+        "--workers",
+        str(WORKERS),
+        env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "ASGI_PERF_MULTIPROC_INTERVAL": "0.1"},
+    )
+    with run_prometheus(prometheus_bin, tmp_path, [app]) as prom:
+        yield prom, app, directory
 
 
 @pytest.mark.slow
@@ -151,3 +167,68 @@ def test_prometheus_sees_every_worker_and_totals_never_go_back(
     assert all(rule["health"] != "err" for rule in rules), [
         (r["name"], r.get("lastError")) for r in rules if r["health"] == "err"
     ]
+
+
+async def apoll(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """``poll`` for async checks: the event loop keeps serving the Socket.IO clients meanwhile."""
+    deadline = time.monotonic() + POLL_LIMIT
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+@pytest.mark.service("redis")
+async def test_two_socketio_nodes_are_summed_in_promql(
+    prometheus_bin: str, tmp_path: Path, server: ServerFactory, redis_url: str
+) -> None:
+    """Two uvicorn nodes share Redis through AsyncRedisManager; Prometheus scrapes both.
+
+    Node A holds 2 clients and node B 1: the per-node gauges sum to 3 in PromQL, one batched
+    broadcast from A reaches every client exactly once, in order, and a client leaving B shows in
+    the sum.
+    """
+    env = {"SIO_REDIS_URL": redis_url, "SIO_CHANNEL": f"asgi-perf-test-{uuid.uuid4().hex}"}
+    node_a = server(SOCKETIO_APP, env=env, ready_path="/metrics")
+    node_b = server(SOCKETIO_APP, env=env, ready_path="/metrics")
+    received: list[list[int]] = [[], [], []]
+    clients = []
+    with run_prometheus(prometheus_bin, tmp_path, [node_a, node_b]) as prom:
+        try:
+            for i, base in enumerate((node_a, node_a, node_b)):
+                client = socketio.AsyncClient(reconnection=False)
+                client.on("tick", received[i].append)
+                unbatch(client)
+                await client.connect(base, transports=["websocket"], wait_timeout=10)
+                clients.append(client)
+
+            async def scalar(promql: str) -> float | None:
+                return await asyncio.to_thread(prom.scalar, promql)
+
+            async def connections(expected: float) -> bool:
+                return await scalar('sum(socketio_connections{namespace="/"})') == expected
+
+            await apoll(lambda: connections(3), "sum of both nodes' connection gauges is 3")
+            per_node = await asyncio.to_thread(
+                prom.query, 'sum by (instance) (socketio_connections{namespace="/"})'
+            )
+            assert sorted(float(r["value"][1]) for r in per_node) == [1.0, 2.0]
+            assert await clients[0].call("stream", {"n": 30}, timeout=30) == "done"
+
+            async def delivered() -> bool:
+                return all(len(r) >= 30 for r in received)
+
+            await apoll(delivered, "the broadcast reaches every client")
+            assert received == [list(range(30))] * 3
+
+            async def batches() -> bool:
+                return await scalar('sum(socketio_batches_total{event="tick"})') == 1
+
+            await apoll(batches, "one batch, counted on the emitting node only")
+            await clients[2].disconnect()
+            await apoll(lambda: connections(2), "a client leaving node B lowers the sum")
+        finally:
+            for client in clients:
+                await client.disconnect()
