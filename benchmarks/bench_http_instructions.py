@@ -1,0 +1,112 @@
+"""HTTP middleware cost in CPU instructions per request, counted by valgrind's callgrind.
+
+Wall-clock and CPU-time benchmarks on a shared machine move with whatever else runs; an
+instruction count does not (the same binary and input give the same count, whatever the load).
+Each case runs the app in a child process under callgrind twice, with 0 and with N requests after
+the same warm-up, and the difference divided by N is the cost of one request: start-up and imports
+cancel out. ``--no-gc`` disables the cyclic garbage collector in the child, to separate the
+middleware's own code path from collector passes whose cost grows with everything alive in the
+process.
+
+Usage: ./scripts/bench http_instructions [--requests 1000] [--no-gc] [--contenders bare,asgi-perf,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CASES = [(10, "/items/1", "10 routes, plain"), (200, "/items/1", "200 routes, plain")]
+CASES.append((10, "/stream", "10 routes, 10-chunk stream"))
+COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def child(contender: str, routes: int, path: str, requests: int, no_gc: bool) -> None:
+    """Serve ``requests`` requests to one app in this process (run under callgrind)."""
+    from benchmarks._apps import CONTENDERS
+    from benchmarks.bench_http import _receive, _send, scope_for
+
+    if no_gc:
+        gc.disable()
+    app = CONTENDERS[contender](routes)
+
+    async def serve() -> None:
+        for _ in range(20):  # warm-up: route caches, label children, lazy imports
+            await app(scope_for(path), _receive, _send)
+        for _ in range(requests):
+            await app(scope_for(path), _receive, _send)
+
+    asyncio.run(serve())
+
+
+def instructions(contender: str, routes: int, path: str, requests: int, no_gc: bool) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        contender,
+        str(routes),
+        path,
+        str(requests),
+    ]
+    if no_gc:
+        command.append("--no-gc")
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = COLLECTED.search(done.stderr)
+    if found is None:
+        raise RuntimeError("callgrind printed no instruction count:\n" + done.stderr[-2000:])
+    return int(found.group(1))
+
+
+def per_request(contender: str, routes: int, path: str, requests: int, no_gc: bool) -> float:
+    base = instructions(contender, routes, path, 0, no_gc)
+    return (instructions(contender, routes, path, requests, no_gc) - base) / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--no-gc", action="store_true")
+    parser.add_argument("--contenders", default="bare,asgi-perf")
+    parser.add_argument("--child", nargs=4, metavar=("CONTENDER", "ROUTES", "PATH", "N"))
+    args = parser.parse_args()
+    if args.child:
+        contender, routes, path, n = args.child
+        child(contender, int(routes), path, int(n), args.no_gc)
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed (Debian package 'valgrind')")
+    contenders = args.contenders.split(",")
+    gc_note = "cyclic GC off" if args.no_gc else "cyclic GC on"
+    print(f"python {sys.version.split()[0]}; {args.requests} requests per case; {gc_note}")
+    print("instructions per request (thousands); overhead vs bare")
+    print("| contender | " + " | ".join(label for _, _, label in CASES) + " |")
+    print("|---|" + "---|" * len(CASES))
+    bare: dict[str, float] = {}
+    for contender in contenders:
+        cells = []
+        for routes, path, label in CASES:
+            count = per_request(contender, routes, path, args.requests, args.no_gc)
+            if contender == "bare":
+                bare[label] = count
+                cells.append(f"{count / 1000:.1f}k")
+            else:
+                added = count - bare.get(label, 0.0)
+                cells.append(f"{count / 1000:.1f}k (+{added / 1000:.1f}k)")
+        print(f"| {contender} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
