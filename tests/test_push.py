@@ -508,3 +508,31 @@ def test_module_exports() -> None:
         and name not in {"annotations", "logger", "P", "R", "Handler", "COMPONENT"}
     }
     assert public == set(push_module.__all__)
+
+
+EXAMPLE = ROOT / "examples" / "batch_job_push.py"
+
+
+def test_example_batch_job(pushgateway: Pushgateway) -> None:
+    """``examples/batch_job_push.py`` works as documented: a run, then a failed run (exit 1)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(EXAMPLE), "--gateway", pushgateway.url, "--rows", "100"]
+    ok = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert (ok.returncode, ok.stdout) == (0, "imported 100 rows\n"), ok.stderr
+    instance = socket.gethostname()
+    got = pushgateway.samples(job="nightly_import", instance=instance)
+    assert value(got, "app_events_total", name="rows_imported") == 100
+    assert value(got, "app_timer_duration_seconds_count", name="import_row") == 100
+    assert value(got, "cache_requests_total", cache="customers", result="miss") == 40
+    assert value(got, "cache_requests_total", cache="customers", result="hit") == 60
+    assert value(got, "batch_job_success") == 1
+    stamp = value(got, "batch_job_last_success_timestamp_seconds")
+    failed = subprocess.run(
+        [*command, "--fail"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert failed.returncode == 1
+    assert "upstream refused the import" in failed.stderr
+    got = pushgateway.samples(job="nightly_import", instance=instance)
+    assert value(got, "app_events_total", name="rows_imported") == 50
+    assert value(got, "batch_job_success") == 0
+    assert value(got, "batch_job_last_success_timestamp_seconds") == stamp
