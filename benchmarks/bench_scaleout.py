@@ -137,6 +137,7 @@ class Server:
     wrk_cores: list[float] = field(default_factory=list)
     busiest: list[float] = field(default_factory=list)
     other_cores: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
     completed: int = 0
 
     @property
@@ -243,6 +244,7 @@ def throughput_mode(rounds: int, seconds: int, pin: str | None, stock: bool) -> 
                     cpu_after, machine = server.cpu_seconds(), busy_cpu_seconds() - machine_before
                     used = {p: t - cpu_before.get(p, 0.0) for p, t in cpu_after.items()}
                     server.server_cores.append(sum(used.values()) / wall)
+                    server.cpu_us.append(sum(used.values()) / count * 1e6)
                     # Whatever else ran meanwhile (other jobs on a shared machine, the kernel).
                     server.other_cores.append((machine - sum(used.values()) - wrk_cpu) / wall)
                     server.busiest.append(max(used.values()) / sum(used.values()))
@@ -264,16 +266,17 @@ def throughput_mode(rounds: int, seconds: int, pin: str | None, stock: bool) -> 
         + f", {rounds} interleaved rounds, {os.cpu_count()} CPUs"
     )
     print(
-        "| app | workers | req/s (median) | vs 1 worker | vs bare "
+        "| app | workers | req/s (median) | vs 1 worker | vs bare | server CPU µs/request "
         "| server cores busy | busiest process' share | wrk cores busy | other cores busy |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for s in servers:
         one = med[(s.app, 1)]
         bare = med[("bare", s.workers)]
         print(
             f"| {s.app} | {s.workers} | {med[(s.app, s.workers)]:,.0f} | "
             f"{med[(s.app, s.workers)] / one:.2f}x | {med[(s.app, s.workers)] / bare:.2f}x | "
+            f"{statistics.median(s.cpu_us):.0f} | "
             f"{statistics.median(s.server_cores):.2f} | {statistics.median(s.busiest):.0%} | "
             f"{statistics.median(s.wrk_cores):.2f} | {statistics.median(s.other_cores):.2f} |"
         )
