@@ -445,6 +445,28 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
         ("notifier", "outcome"),
         component="ops",
     ),
+    # -- Batch jobs (asgi_perf.push.push_on_exit) --------------------------------------------------
+    MetricSpec(
+        "batch_job_duration_seconds",
+        "gauge",
+        "Wall-clock duration of the job's last run, pushed when it ended.",
+        (),
+        component="push",
+    ),
+    MetricSpec(
+        "batch_job_success",
+        "gauge",
+        "1 if the job's last run succeeded, 0 if it raised or exited non-zero.",
+        (),
+        component="push",
+    ),
+    MetricSpec(
+        "batch_job_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the job last succeeded; only a successful run pushes it.",
+        (),
+        component="push",
+    ),
     # -- Self ------------------------------------------------------------------------------------
     MetricSpec(
         "asgi_perf_instrumentation_errors_total",

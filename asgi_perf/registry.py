@@ -6,8 +6,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
@@ -243,6 +243,34 @@ class PerfRegistry:
         from .summary import build_summary
 
         return build_summary(self)
+
+    def push(
+        self,
+        gateway: str,
+        job: str,
+        *,
+        grouping_key: Mapping[str, str] | None = None,
+        method: Literal["put", "add"] = "put",
+        timeout: float = 10.0,
+        basic_auth: tuple[str, str] | None = None,
+        handler: Callable[..., Callable[[], None]] | None = None,
+    ) -> None:
+        """Push everything this registry exposes to a Pushgateway (see :func:`asgi_perf.push.push`).
+
+        ``ValueError`` for a bad argument; :class:`asgi_perf.push.PushError` if the push fails.
+        """
+        from .push import push
+
+        push(
+            self,
+            gateway,
+            job,
+            grouping_key=grouping_key,
+            method=method,
+            timeout=timeout,
+            basic_auth=basic_auth,
+            handler=handler,
+        )
 
     # -- self-observation ------------------------------------------------------------------------
     def count_overflow(self, name: str) -> None:

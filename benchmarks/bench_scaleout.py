@@ -1,20 +1,38 @@
-"""Scrape time of the merged multi-worker view: 4 live workers, then after 200 worker restarts.
+"""Multi-worker mode: scrape time of the merged view, and req/s with 2 uvicorn workers vs 1.
 
 Usage: ./scripts/bench scaleout [--rounds N]
-Each worker file holds a realistic registry (50 routes x 2 statuses of HTTP series). Rounds are
-interleaved; the table reports medians.
+       ./scripts/bench scaleout --mode throughput [--rounds N] [--seconds S] [--pin-wrk CPU]
+
+``scrape`` (default): each worker file holds a realistic registry (50 routes x 2 statuses of HTTP
+series); time to collect the merged view with 4 live workers, then after 200 worker restarts.
+
+``throughput``: ``examples/multiworker_app.py`` (multi-worker mode on, a fresh
+PROMETHEUS_MULTIPROC_DIR each) and its bare twin without asgi-perf (``benchmarks/_scale_apps.py``),
+each under uvicorn with ``--workers 1`` and ``--workers 2``, loaded by ``wrk -t1 -c16``. Also
+reports the CPU the server processes and wrk used (cores busy = CPU seconds / wall seconds), and
+checks that the merged ``/metrics`` counted the requests wrk completed.
+
+Rounds are interleaved; the tables report medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import resource
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 from prometheus_client import generate_latest
 
 from asgi_perf import PerfMiddleware, PerfRegistry
@@ -62,10 +80,7 @@ def scrape_ms(mp: Multiprocess, compact: bool) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=15)
-    args = parser.parse_args()
+def scrape_mode(rounds: int) -> None:
     results: dict[str, list[float]] = {
         "4 workers": [],
         "4 + 200 dead, no compaction": [],
@@ -82,7 +97,7 @@ def main() -> None:
         churned = setup(Path(b), 200)
         compacted = setup(Path(c), 200)
         scrape_ms(compacted, True)  # the first scrape folds the 200 files
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             start = time.perf_counter()
             generate_latest(single.prometheus)
             results["1 process, no multi-worker mode"].append((time.perf_counter() - start) * 1000)
@@ -99,6 +114,197 @@ def main() -> None:
     for name, values in results.items():
         med = statistics.median(values)
         print(f"| {name} | {med:.2f} | {med / base:.2f}x |")
+
+
+# -- throughput: req/s with 2 workers vs 1 ---------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = (
+    ("bare", "benchmarks._scale_apps:app", 1),
+    ("bare", "benchmarks._scale_apps:app", 2),
+    ("asgi-perf", "examples.multiworker_app:app", 1),
+    ("asgi-perf", "examples.multiworker_app:app", 2),
+)
+
+
+@dataclass
+class Server:
+    app: str
+    workers: int
+    proc: subprocess.Popen[bytes]
+    port: int
+    rps: list[float] = field(default_factory=list)
+    server_cores: list[float] = field(default_factory=list)
+    wrk_cores: list[float] = field(default_factory=list)
+    busiest: list[float] = field(default_factory=list)
+    other_cores: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    completed: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds of the uvicorn process and of every worker it started, by pid."""
+        root = psutil.Process(self.proc.pid)
+        out: dict[int, float] = {}
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[proc.pid] = times.user + times.system
+        return out
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds every process on the machine has used (``/proc/stat``, all but idle/iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    ticks = sum(fields) - fields[3] - fields[4]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(app: str, spec: str, workers: int, scratch: Path, stock: bool) -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if app == "asgi-perf":
+        directory = scratch / f"metrics-{workers}"
+        directory.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if stock:
+        cmd = [sys.executable, "-m", "uvicorn", spec, "--port", str(port),
+               "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    else:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "_uvicorn_workers.py"), spec, str(port),
+               str(workers)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    server = Server(app, workers, proc, port)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(server.url + "/work", timeout=1).read()
+        except OSError:
+            time.sleep(0.1)
+        else:
+            break
+    # uvicorn answers once the first worker is up: wait until every worker has served a request.
+    pids: set[str] = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < workers and time.monotonic() < deadline:
+        with urllib.request.urlopen(server.url + "/work", timeout=1) as response:
+            pids.add(response.read().decode())
+    return server
+
+
+def run_wrk(server: Server, seconds: int, pin: str | None) -> tuple[float, int, float]:
+    """(req/s, requests completed, wrk CPU seconds) of one wrk run against ``server``."""
+    cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", server.url + "/work"]
+    if pin is not None:
+        cmd = ["taskset", "-c", pin, *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
+    if rps is None or count is None or "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(out)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return float(rps.group(1)), int(count.group(1)), cpu
+
+
+def counted_requests(server: Server) -> float:
+    """http_requests_total for /work with status 200, from the merged /metrics of any worker."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    pattern = r'^http_requests_total\{method="GET",route="/work",status="200"\} (\S+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
+
+
+def throughput_mode(rounds: int, seconds: int, pin: str | None, stock: bool) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("throughput mode needs wrk: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as scratch:
+        servers = [start_server(app, spec, n, Path(scratch), stock) for app, spec, n in SERVERS]
+        try:
+            for server in servers:
+                server.completed += run_wrk(server, 2, pin)[1]  # warm-up
+            for _ in range(rounds):
+                for server in servers:
+                    cpu_before, machine_before = server.cpu_seconds(), busy_cpu_seconds()
+                    start = time.monotonic()
+                    rps, count, wrk_cpu = run_wrk(server, seconds, pin)
+                    wall = time.monotonic() - start
+                    cpu_after, machine = server.cpu_seconds(), busy_cpu_seconds() - machine_before
+                    used = {p: t - cpu_before.get(p, 0.0) for p, t in cpu_after.items()}
+                    server.server_cores.append(sum(used.values()) / wall)
+                    server.cpu_us.append(sum(used.values()) / count * 1e6)
+                    # Whatever else ran meanwhile (other jobs on a shared machine, the kernel).
+                    server.other_cores.append((machine - sum(used.values()) - wrk_cpu) / wall)
+                    server.busiest.append(max(used.values()) / sum(used.values()))
+                    server.wrk_cores.append(wrk_cpu / wall)
+                    server.rps.append(rps)
+                    server.completed += count
+            time.sleep(2.5)  # every worker publishes within its 1 s interval
+            checks = [(s, counted_requests(s)) for s in servers if s.app == "asgi-perf"]
+        finally:
+            for server in servers:
+                server.proc.terminate()
+            for server in servers:
+                server.proc.wait()
+    med = {(s.app, s.workers): statistics.median(s.rps) for s in servers}
+    print(
+        ("stock `uvicorn --workers N`" if stock else "uvicorn supervisor, TCP_NODELAY restored")
+        + f", 1 or 2 workers, wrk -t1 -c16 -d{seconds}s"
+        + (f" pinned to CPU {pin}" if pin else "")
+        + f", {rounds} interleaved rounds, {os.cpu_count()} CPUs"
+    )
+    print(
+        "| app | workers | req/s (median) | vs 1 worker | vs bare | server CPU µs/request "
+        "| server cores busy | busiest process' share | wrk cores busy | other cores busy |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for s in servers:
+        one = med[(s.app, 1)]
+        bare = med[("bare", s.workers)]
+        print(
+            f"| {s.app} | {s.workers} | {med[(s.app, s.workers)]:,.0f} | "
+            f"{med[(s.app, s.workers)] / one:.2f}x | {med[(s.app, s.workers)] / bare:.2f}x | "
+            f"{statistics.median(s.cpu_us):.0f} | "
+            f"{statistics.median(s.server_cores):.2f} | {statistics.median(s.busiest):.0%} | "
+            f"{statistics.median(s.wrk_cores):.2f} | {statistics.median(s.other_cores):.2f} |"
+        )
+    for s, counted in checks:
+        print(
+            f"asgi-perf, {s.workers} worker(s): merged /metrics counted {counted:,.0f} requests "
+            f"with status 200; wrk completed {s.completed:,}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=("scrape", "throughput"), default="scrape")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="default 15 (scrape), 5 (throughput)"
+    )
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run (throughput)")
+    parser.add_argument("--pin-wrk", default=None, help="taskset CPU list for wrk (throughput)")
+    parser.add_argument(
+        "--stock-uvicorn",
+        action="store_true",
+        help="run `uvicorn --workers N` as is (Nagle delay on keep-alive; see _uvicorn_workers.py)",
+    )
+    args = parser.parse_args()
+    if args.mode == "scrape":
+        scrape_mode(args.rounds or 15)
+    else:
+        throughput_mode(args.rounds or 5, args.seconds, args.pin_wrk, args.stock_uvicorn)
 
 
 if __name__ == "__main__":

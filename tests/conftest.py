@@ -1,4 +1,4 @@
-"""Shared fixtures: an asyncio anyio backend, service gating, a real uvicorn server, promtool."""
+"""Shared fixtures: asyncio backend, service gating, real uvicorn, promtool and Pushgateway."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from asgi_perf import PerfRegistry
 
+from ._pushgateway import Pushgateway, binary, run_pushgateway
 from ._server import ServerFactory, serve_app
 
 REQUIRE_SERVICES = os.environ.get("ASGI_PERF_REQUIRE_SERVICES") == "1"
@@ -72,3 +74,25 @@ def server() -> Iterator[ServerFactory]:
     """Start ``module:attr`` apps under a real uvicorn subprocess on 127.0.0.1; yields a factory."""
     with serve_app() as factory:
         yield factory
+
+
+def _pushgateway_binary() -> str:
+    path = binary()
+    if path is None:
+        need_service("Pushgateway", "install the Debian package 'prometheus-pushgateway'")
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[Pushgateway]:
+    """A real Pushgateway on 127.0.0.1, in memory, fresh for each test."""
+    with run_pushgateway(_pushgateway_binary(), tmp_path) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def pushgateway_auth(tmp_path: Path) -> Iterator[Pushgateway]:
+    """A real Pushgateway that requires HTTP basic auth (``gateway.auth`` holds the credentials)."""
+    with run_pushgateway(_pushgateway_binary(), tmp_path, basic_auth=True) as gateway:
+        yield gateway
