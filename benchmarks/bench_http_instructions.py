@@ -8,7 +8,7 @@ cancel out. ``--no-gc`` disables the cyclic garbage collector in the child, to s
 middleware's own code path from collector passes whose cost grows with everything alive in the
 process.
 
-Usage: ./scripts/bench http_instructions [--requests 1000] [--no-gc] [--contenders bare,asgi-perf,...]
+Usage: ./scripts/bench http_instructions [--requests 1000] [--no-gc] [--contenders bare,...]
 """
 
 from __future__ import annotations
