@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from ._cache_decorators import ERR_GENERATOR, ERR_KEY
-from ._cache_redis_codec import Key
+from ._cache_redis_codec import Key, encode_key
 
 if TYPE_CHECKING:
     from .cache_redis import TieredCache
@@ -69,12 +69,15 @@ def cached_tiered(
 
 
 def _default_key(func: Callable[..., Any]) -> Callable[..., Key]:
-    name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}"
+    # Built as the already-encoded string (the same one the tuple would encode to), so a call
+    # does not build a tuple and re-escape the function's name every time.
+    name = encode_key((f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}",))
 
     def key(*args: Any, **kwargs: Any) -> Key:
         if kwargs:
-            named = [x for k in sorted(kwargs) for x in (f"{k}=", kwargs[k])]
-            return (name, *args, *named)
-        return (name, *args)
+            args = (*args, *[x for k in sorted(kwargs) for x in (f"{k}=", kwargs[k])])
+        if not args:
+            return name
+        return name + ":" + encode_key(args)
 
     return key

@@ -255,12 +255,21 @@ class TieredCache:
 
     def _store_local(self, k: str, value: Any, epoch: int) -> None:
         local = self.local
-        lock = local.lock if local.lock is not None else contextlib.nullcontext()
-        with lock:
-            # An invalidation while this load ran may concern this key: do not store then.
-            if local._epoch == epoch:
-                with contextlib.suppress(ValueError):  # larger than maxsize: counted rejected
-                    local[k] = value
+        lock = local.lock
+        if lock is not None:
+            with lock:
+                self._store_unlocked(k, value, epoch)
+        else:
+            self._store_unlocked(k, value, epoch)
+
+    def _store_unlocked(self, k: str, value: Any, epoch: int) -> None:
+        local = self.local
+        # An invalidation while this load ran may concern this key: do not store then.
+        if local._epoch == epoch:
+            try:  # noqa: SIM105 - on the fill path; suppress() costs an object per call
+                local[k] = value
+            except ValueError:  # larger than maxsize: counted as rejected by the cache
+                pass
 
     # -- writing -------------------------------------------------------------------------------
     async def set(self, key: Key, value: Any) -> None:

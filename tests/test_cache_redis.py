@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asgi_perf import PerfRegistry, metrics_app
+from asgi_perf._cache_redis_codec import encode_key
 from asgi_perf._cache_redis_stats import ERR_TIER_DUPLICATE, LOG_INTERVAL, CircuitBreaker
 from asgi_perf.cache import ERR_JITTER, ERR_TTL, LRUCache, TTLCache
 from asgi_perf.cache_redis import (
@@ -870,7 +871,15 @@ async def test_decorator_forms_and_invalidate(
     assert await user(1, full=True) == {"id": 1}
     assert calls == [(1, False), (1, True)]
     name = f"{__name__}.test_decorator_forms_and_invalidate.<locals>.user"
-    assert user.cache_key(1, full=True) == (name, 1, "full=", True)
+    assert user.cache_key(1, full=True) == f"{name}:1:full=:True"
+    assert user.cache_key(1, full=True) == encode_key((name, 1, "full=", True))
+
+    @t.cached
+    async def no_args() -> int:
+        return 3
+
+    assert await no_args() == 3
+    assert no_args.cache_key() == f"{__name__}.test_decorator_forms_and_invalidate.<locals>.no_args"
     assert await by_key(3) == 3
     assert await client.get(f"{ns}:u:3") == b"3"
     await by_key.invalidate(3)
