@@ -73,11 +73,19 @@ def _default_key(func: Callable[..., Any]) -> Callable[..., Key]:
     # does not build a tuple and re-escape the function's name every time.
     name = encode_key((f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}",))
 
+    head = name + ":"
+
     def key(*args: Any, **kwargs: Any) -> Key:
         if kwargs:
             args = (*args, *[x for k in sorted(kwargs) for x in (f"{k}=", kwargs[k])])
+        elif len(args) == 1:  # the common case, spelled out: one str or int argument
+            arg = args[0]
+            if type(arg) is int:
+                return head + str(arg)
+            if type(arg) is str and ":" not in arg and "\\" not in arg:
+                return head + arg
         if not args:
             return name
-        return name + ":" + encode_key(args)
+        return head + encode_key(args)
 
     return key

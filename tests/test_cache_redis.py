@@ -885,6 +885,9 @@ async def test_decorator_forms_and_invalidate(
     await by_key.invalidate(3)
     assert await client.exists(f"{ns}:u:3") == 0
     assert await plain("ab") == "abab"
+    assert await plain("a:b") == "a:ba:b"
+    assert plain.cache_key("a:b") == encode_key((plain.cache_key(), "a:b"))
+    assert plain.cache_key(7) == plain.cache_key("7") == f"{plain.cache_key()}:7"
     assert plain.tier is t
     assert vars(user)["__wrapped__"].__name__ == "user"
 
