@@ -18,6 +18,10 @@ Kind = Literal["counter", "gauge", "histogram", "summary"]
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+#: Buckets for calls to a nearby server (seconds): a Redis round trip is 0.1-1 ms when healthy.
+FAST_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
 #: Item-count buckets for batches.
 COUNT_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 #: Per-request query-count buckets.
@@ -366,6 +370,78 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
         ("cache",),
         component="cache",
     ),
+    # -- Cache: Redis second tier ---------------------------------------------------------------
+    MetricSpec(
+        "cache_tier_requests_total",
+        "counter",
+        "Lookups in a second cache tier after a local miss, by tier and result (hit, miss, error).",
+        ("cache", "tier", "result"),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_errors_total",
+        "counter",
+        "Redis commands of a tiered cache that failed (connection, timeout, error reply).",
+        ("cache", "operation"),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_skipped_total",
+        "counter",
+        "Redis commands of a tiered cache not sent because its circuit breaker was open.",
+        ("cache", "operation"),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_fallbacks_total",
+        "counter",
+        "Local misses served by the loader because Redis could not be read (error, circuit_open).",
+        ("cache", "reason"),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_serialization_errors_total",
+        "counter",
+        "Values the serializer refused (dumps) and stored bytes it could not read (loads).",
+        ("cache", "operation"),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_invalidations_total",
+        "counter",
+        "Cross-process invalidation messages, by event (sent, received, malformed).",
+        ("cache", "event"),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_duration_seconds",
+        "histogram",
+        "Time of the Redis commands of a tiered cache (failed and timed-out ones included).",
+        ("cache", "operation"),
+        FAST_LATENCY_BUCKETS,
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_resubscribes_total",
+        "counter",
+        "Times the invalidation subscription was re-established (each clears the local tier).",
+        ("cache",),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_subscribed",
+        "gauge",
+        "1 while the tiered cache is subscribed to its invalidation channel, else 0.",
+        ("cache",),
+        component="cache_redis",
+    ),
+    MetricSpec(
+        "cache_redis_circuit_open",
+        "gauge",
+        "1 while the tiered cache's circuit breaker skips Redis, else 0.",
+        ("cache",),
+        component="cache_redis",
+    ),
     # -- Operations: custom timers and counters, system figures, alerts -------------------------
     MetricSpec(
         "app_timer_duration_seconds",
@@ -505,6 +581,7 @@ def exposed_name(name: str, namespace: str = "") -> str:
 __all__ = [
     "CATALOGUE",
     "COUNT_BUCKETS",
+    "FAST_LATENCY_BUCKETS",
     "LATENCY_BUCKETS",
     "QUERY_COUNT_BUCKETS",
     "Kind",
