@@ -3,10 +3,9 @@
 Wall-clock and CPU-time benchmarks on a shared machine move with whatever else runs; an
 instruction count does not (the same binary and input give the same count, whatever the load).
 Each case runs the app in a child process under callgrind twice, with 0 and with N requests after
-the same warm-up, and the difference divided by N is the cost of one request: start-up and imports
-cancel out. ``--no-gc`` disables the cyclic garbage collector in the child, to separate the
-middleware's own code path from collector passes whose cost grows with everything alive in the
-process.
+the same warm-up, and the difference divided by N is the cost of one request (``_callgrind.py``).
+``--no-gc`` disables the cyclic garbage collector in the child, to separate the middleware's own
+code path from collector passes whose cost grows with everything alive in the process.
 
 Usage: ./scripts/bench http_instructions [--requests 1000] [--no-gc] [--contenders bare,...]
 """
@@ -16,18 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._callgrind import per_operation, require_valgrind  # noqa: E402
+
 CASES = [(10, "/items/1", "10 routes, plain"), (200, "/items/1", "200 routes, plain")]
 CASES.append((10, "/stream", "10 routes, 10-chunk stream"))
-COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
 def child(contender: str, routes: int, path: str, requests: int, no_gc: bool) -> None:
@@ -48,31 +45,9 @@ def child(contender: str, routes: int, path: str, requests: int, no_gc: bool) ->
     asyncio.run(serve())
 
 
-def instructions(contender: str, routes: int, path: str, requests: int, no_gc: bool) -> int:
-    command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--child",
-        contender,
-        str(routes),
-        path,
-        str(requests),
-    ]
-    if no_gc:
-        command.append("--no-gc")
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    found = COLLECTED.search(done.stderr)
-    if found is None:
-        raise RuntimeError("callgrind printed no instruction count:\n" + done.stderr[-2000:])
-    return int(found.group(1))
-
-
 def per_request(contender: str, routes: int, path: str, requests: int, no_gc: bool) -> float:
-    base = instructions(contender, routes, path, 0, no_gc)
-    return (instructions(contender, routes, path, requests, no_gc) - base) / requests
+    argv = [__file__, *(["--no-gc"] if no_gc else []), "--child", contender, str(routes), path]
+    return per_operation(argv, requests)
 
 
 def main() -> None:
@@ -86,8 +61,7 @@ def main() -> None:
         contender, routes, path, n = args.child
         child(contender, int(routes), path, int(n), args.no_gc)
         return
-    if shutil.which("valgrind") is None:
-        sys.exit("valgrind is not installed (Debian package 'valgrind')")
+    require_valgrind()
     contenders = args.contenders.split(",")
     gc_note = "cyclic GC off" if args.no_gc else "cyclic GC on"
     print(f"python {sys.version.split()[0]}; {args.requests} requests per case; {gc_note}")
