@@ -354,6 +354,7 @@ class _Builder:
                     "load_p95": None,
                     "load_errors": 0,
                     "coalesced": 0,
+                    "redis": None,
                 },
             )
 
@@ -384,7 +385,51 @@ class _Builder:
         loads = self.s.hist_by("cache_load_duration_seconds", lambda lb: (lb["cache"],))
         for (name,), hist in loads.items():
             row(name)["load_p95"] = hist.q(0.95)
+        for name, tier in self.redis_tiers().items():
+            row(name)["redis"] = tier
         return {"caches": [caches[name] for name in sorted(caches)]}
+
+    def redis_tiers(self) -> dict[str, dict[str, Any]]:
+        """Per cache with a Redis second tier: what Redis answered, errors, fallbacks, health."""
+        tiers: dict[str, dict[str, Any]] = {}
+
+        def tier(name: str) -> dict[str, Any]:
+            return tiers.setdefault(
+                name,
+                {
+                    "hits": 0,
+                    "misses": 0,
+                    "errors": 0,
+                    "hit_ratio": None,
+                    "fallbacks": 0,
+                    "get_p95": None,
+                    "subscribed": None,
+                    "circuit_open": None,
+                },
+            )
+
+        requests = self.s.sum_by("cache_tier_requests_total", "cache", "tier", "result")
+        for (name, where, result), value in requests.items():
+            key = _TIER_RESULTS.get(result)
+            if where == "redis" and key is not None:
+                tier(name)[key] = int(value)
+        for (name,), value in self.s.sum_by("cache_redis_fallbacks_total", "cache").items():
+            tier(name)["fallbacks"] = int(value)
+        for metric, key in (
+            ("cache_redis_subscribed", "subscribed"),
+            ("cache_redis_circuit_open", "circuit_open"),
+        ):
+            for (name,), value in self.s.sum_by(metric, "cache").items():
+                tier(name)[key] = bool(value)
+        gets = self.s.hist_by(
+            "cache_redis_duration_seconds",
+            lambda lb: (lb["cache"],) if lb.get("operation") == "get" else None,
+        )
+        for (name,), hist in gets.items():
+            tier(name)["get_p95"] = hist.q(0.95)
+        for t in tiers.values():
+            t["hit_ratio"] = _ratio(t["hits"], t["hits"] + t["misses"])
+        return tiers
 
     def socketio(self) -> dict[str, Any]:
         s = self.s
@@ -460,6 +505,9 @@ def _merge(into: _Hist, other: _Hist) -> None:
     into.sum += other.sum
     for le, n in other.buckets.items():
         into.buckets[le] = into.buckets.get(le, 0.0) + n
+
+
+_TIER_RESULTS = {"hit": "hits", "miss": "misses", "error": "errors"}
 
 
 def _ratio(part: float, whole: float) -> float | None:

@@ -294,6 +294,9 @@ def test_dashboard_in_chromium_shows_the_json(server: ServerFactory) -> None:
     assert dom.cells[("users", "hit_ratio")] == f"{cache['hit_ratio'] * 100:.1f}%" == "90.0%"
     assert dom.cells[("users", "entries")] == "42"
     assert dom.cells[("users", "evictions")] == "7"
+    assert cache["redis"]["hit_ratio"] == 0.75
+    assert dom.cells[("users", "redis_hit_ratio")] == "75.0%"
+    assert dom.cells[("users", "redis_errors")] == "2"
     slow = summary["db"]["slow_queries"][0]
     assert dom.cells[("abc123", "sql")] == slow["sql"]  # shown as text, not markup
     assert dom.cells[("abc123", "duration")] == "1250.0 ms"

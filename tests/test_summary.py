@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -358,3 +359,56 @@ def test_system_collector_with_nothing_readable(registry: PerfRegistry, tmp_path
     assert sample(registry, "system_process_open_fds") is None
     assert sample(registry, "system_disk_ratio", {"path": str(tmp_path / "x")}) is None
     assert next(f.name for f in collector.describe()) == "system_cpu_ratio"
+
+
+@pytest.mark.anyio
+@pytest.mark.service("redis")
+async def test_summary_shows_a_redis_tier_from_the_real_redis(
+    registry: PerfRegistry, redis_url: str
+) -> None:
+    """A tiered cache on the real Redis: its cache row carries what Redis answered.
+
+    Instance ``a`` loads one key (Redis miss), ``b`` reads it from Redis (hit) and misses another
+    (miss): Redis answered 1 of b's 2 local misses. A cache without a tier has ``redis: None``.
+    """
+    pytest.importorskip("redis")
+    import redis.asyncio as aioredis
+
+    from asgi_perf.cache import LRUCache, TTLCache
+    from asgi_perf.cache_redis import TieredCache
+
+    namespace = f"t-{uuid.uuid4().hex[:12]}"
+    client = aioredis.Redis.from_url(redis_url)
+    plain: LRUCache[str, int] = LRUCache(10, name="plain", registry=registry)
+    plain["x"] = 1
+    tiers = [
+        TieredCache(
+            TTLCache(100, 60, name=name, registry=registry), client, namespace=namespace, ttl=60
+        )
+        for name in ("a", "b")
+    ]
+    a, b = tiers
+
+    async def load() -> int:
+        return 7
+
+    try:
+        assert await a.get_or_load("k", load) == 7
+        assert await b.get_or_load("k", load) == 7
+        assert await b.get_or_load("other", load) == 7
+        caches = {c["cache"]: c for c in registry.summary()["cache"]["caches"]}
+    finally:
+        await client.delete(f"{namespace}:k", f"{namespace}:other")
+        for t in tiers:
+            await t.aclose()
+        await client.aclose()
+    assert caches["plain"]["redis"] is None
+    assert caches["a"]["redis"]["hits"] == 0
+    assert caches["a"]["redis"]["misses"] == 1
+    redis_b = caches["b"]["redis"]
+    assert (redis_b["hits"], redis_b["misses"], redis_b["errors"]) == (1, 1, 0)
+    assert redis_b["hit_ratio"] == 0.5
+    assert redis_b["fallbacks"] == 0
+    assert redis_b["circuit_open"] is False
+    assert redis_b["get_p95"] is not None
+    assert redis_b["get_p95"] > 0

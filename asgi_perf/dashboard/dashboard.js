@@ -117,6 +117,8 @@
       ["misses", (c) => int(c.misses)],
       ["entries", (c) => int(c.entries)],
       ["evictions", (c) => int(Object.values(c.evictions).reduce((a, b) => a + b, 0))],
+      ["redis_hit_ratio", (c) => (c.redis ? pct(c.redis.hit_ratio) : dash)],
+      ["redis_errors", (c) => (c.redis ? int(c.redis.errors) : dash)],
     ]);
     fillTable("slow-queries", s.db.slow_queries, (q) => q.fingerprint || q.sql, [
       ["engine", (q) => q.engine],
