@@ -63,6 +63,10 @@ class CircuitBreaker:
     Closed: every call goes through. Open: calls are skipped until ``reset_after`` has passed,
     then exactly one call probes Redis (half-open); its success closes the circuit, its failure
     opens it for another ``reset_after``. A probe that ends neither way (cancelled) frees the slot.
+
+    :meth:`allow` hands each admitted call a token; a verdict counts only with the current one.
+    Opening the circuit and admitting a probe each start a new generation, so a command sent
+    before the circuit opened, that ends after, can neither close it nor free the probe slot.
     """
 
     def __init__(self, threshold: int, reset_after: float, timer: Callable[[], float]) -> None:
@@ -73,36 +77,45 @@ class CircuitBreaker:
         self.opened_at: float | None = None
         self.probing = False
         self.opened = 0
+        self.generation = 0
 
     @property
     def is_open(self) -> bool:
         """True while calls are being skipped (or one probe is out)."""
         return self.opened_at is not None
 
-    def allow(self) -> bool:
-        """Whether the next call may go to Redis (claims the probe slot when half-open)."""
+    def allow(self) -> int | None:
+        """A token if the next call may go to Redis (claims the probe slot when half-open),
+        else None."""
         if self.opened_at is None:
-            return True
+            return self.generation
         if self.probing or self.timer() - self.opened_at < self.reset_after:
-            return False
+            return None
         self.probing = True
-        return True
+        self.generation += 1
+        return self.generation
 
-    def success(self) -> None:
+    def success(self, token: int) -> None:
+        if token != self.generation:
+            return
         self.failures = 0
         self.opened_at = None
         self.probing = False
 
-    def failure(self) -> None:
+    def failure(self, token: int) -> None:
+        if token != self.generation:
+            return
         self.failures += 1
         self.probing = False
         if self.opened_at is not None or self.failures >= self.threshold:
             if self.opened_at is None:
                 self.opened += 1
             self.opened_at = self.timer()
+            self.generation += 1
 
-    def release(self) -> None:
-        self.probing = False
+    def release(self, token: int) -> None:
+        if token == self.generation:
+            self.probing = False
 
 
 class RateLimitedLog:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 #: Reconnect backoff: the first wait, and the cap (seconds); each wait is jittered 50-100%.
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 5.0
+#: The doubling stops here (0.05 * 2**16 is far past the cap): an outage of any length never
+#: overflows the float.
+_MAX_DOUBLINGS = 16
 
 
 class Silent(ConnectionError):
@@ -81,23 +84,33 @@ class Subscriber:
     async def run(self) -> None:
         """Subscribe, pump messages, and on any failure back off and start again; forever."""
         while True:
-            pubsub = self.client.pubsub()
             try:
-                await self.bounded(pubsub.subscribe(self.channel))
-                await self._pump(pubsub)
+                await self._session()
             except Exception as exc:  # noqa: BLE001 - the subscriber must outlive any failure
                 self.stats.errors["subscribe"] += 1
                 self.log.report("the invalidation subscription", exc)
-            finally:
-                self.stats.subscribed = 0
-                with contextlib.suppress(Exception):
-                    await self.bounded(pubsub.aclose())  # type: ignore[no-untyped-call]
-            self.failures += 1
-            self.ready.set()  # start() waits for the first attempt, whatever its outcome
-            await asyncio.sleep(self.backoff())
+            try:
+                self.failures += 1
+                self.ready.set()  # start() waits for the first attempt, whatever its outcome
+                await asyncio.sleep(self.backoff())
+            except Exception as exc:  # noqa: BLE001 - nor may waiting to retry end it
+                self.stats.errors["subscribe"] += 1
+                self.log.report("waiting to renew the invalidation subscription", exc)
+                await asyncio.sleep(BACKOFF_CAP)
+
+    async def _session(self) -> None:
+        pubsub = self.client.pubsub()
+        try:
+            await self.bounded(pubsub.subscribe(self.channel))
+            await self._pump(pubsub)
+        finally:
+            self.stats.subscribed = 0
+            with contextlib.suppress(Exception):
+                await self.bounded(pubsub.aclose())  # type: ignore[no-untyped-call]
 
     def backoff(self) -> float:
-        wait = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** (self.failures - 1))
+        doublings = min(max(self.failures - 1, 0), _MAX_DOUBLINGS)
+        wait = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0**doublings)
         return wait * (0.5 + self.rng.random() / 2)
 
     async def _pump(self, pubsub: Any) -> None:

@@ -70,6 +70,17 @@ _SKIPPED: Any = object()
 _FAILED: Any = object()
 
 
+class _Flight:
+    """One load of one key. ``stale`` once an invalidation matched it: its callers still get
+    its value, but it is stored in neither tier."""
+
+    __slots__ = ("stale", "task")
+
+    def __init__(self) -> None:
+        self.stale = False
+        self.task: asyncio.Task[Any] | None = None
+
+
 def _positive(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
@@ -164,10 +175,12 @@ class TieredCache:
         self._origin = uuid.uuid4().hex
         db = redis.connection_pool.connection_kwargs.get("db", 0)
         self._channel = channel_name(db, namespace)
-        self._flights: dict[str, asyncio.Task[Any]] = {}
+        self._flights: dict[str, _Flight] = {}
         self._breaker = CircuitBreaker(failure_threshold, reset_after, timer)
         self._log = RateLimitedLog(local.name, timer)
         self._task: asyncio.Task[None] | None = None
+        self._sub: Subscriber | None = None
+        self._restart: asyncio.TimerHandle | None = None
         self._ping_interval = ping_interval
         self.stats = TierStats(local.name)
         self.stats.circuit_open = lambda: self._breaker.is_open
@@ -183,8 +196,10 @@ class TieredCache:
         """The value for ``key``: local tier, else Redis, else ``await loader()``.
 
         One load per key at a time in this process: concurrent callers share it, a cancelled
-        caller does not cancel it, and a loader exception reaches every waiter uncached. Redis
-        failures are never raised here.
+        caller does not cancel it, and a loader exception reaches every waiter uncached. An
+        invalidation of the key while it loads detaches the load: its callers get its value,
+        which is stored nowhere, and a call made after the invalidation starts a new load.
+        Redis failures are never raised here.
         """
         k = encode_key(key)
         local = self.local
@@ -203,23 +218,26 @@ class TieredCache:
         return await asyncio.shield(task)
 
     def _join(self, k: str, loader: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
-        task = self._flights.get(k)
+        flight = self._flights.get(k)
         loop = asyncio.get_running_loop()
+        task = None if flight is None else flight.task
         if task is None or task.done() or task.get_loop() is not loop:
-            task = loop.create_task(self._fill(k, loader, self.local._epoch))
-            self._flights[k] = task
-            task.add_done_callback(functools.partial(self._landed, k))
+            flight = _Flight()
+            task = loop.create_task(self._fill(k, loader, flight))
+            flight.task = task
+            self._flights[k] = flight
+            task.add_done_callback(functools.partial(self._landed, k, flight))
         else:
             self.local._coalesced += 1
         return task
 
-    def _landed(self, k: str, task: asyncio.Task[Any]) -> None:
-        if self._flights.get(k) is task:
+    def _landed(self, k: str, flight: _Flight, task: asyncio.Task[Any]) -> None:
+        if self._flights.get(k) is flight:
             del self._flights[k]
         if not task.cancelled():
             task.exception()  # retrieved, even if every caller went away
 
-    async def _fill(self, k: str, loader: Callable[[], Awaitable[Any]], epoch: int) -> Any:
+    async def _fill(self, k: str, loader: Callable[[], Awaitable[Any]], flight: _Flight) -> Any:
         stats = self.stats
         raw = await self._call("get", self.redis.get, self._prefix + k)
         if raw is _SKIPPED:
@@ -237,7 +255,7 @@ class TieredCache:
                 self._log.report("reading a value from Redis", exc, detail=False)
             else:
                 stats.hits += 1
-                self._store_local(k, value, epoch)
+                self._store_local(k, value, flight)
                 return value
         local = self.local
         start = perf_counter()
@@ -247,27 +265,26 @@ class TieredCache:
             local._load_errors += 1
             raise
         local._loads.observe(perf_counter() - start)
-        self._store_local(k, value, epoch)
+        self._store_local(k, value, flight)
         # Redis was just unreachable: do not wait for a second failure to store the value.
-        if raw is not _SKIPPED and raw is not _FAILED and local._epoch == epoch:
+        if raw is not _SKIPPED and raw is not _FAILED and not flight.stale:
             await self._store_remote(k, value)
         return value
 
-    def _store_local(self, k: str, value: Any, epoch: int) -> None:
+    def _store_local(self, k: str, value: Any, flight: _Flight | None) -> None:
         local = self.local
         lock = local.lock
         if lock is not None:
             with lock:
-                self._store_unlocked(k, value, epoch)
+                self._store_unlocked(k, value, flight)
         else:
-            self._store_unlocked(k, value, epoch)
+            self._store_unlocked(k, value, flight)
 
-    def _store_unlocked(self, k: str, value: Any, epoch: int) -> None:
-        local = self.local
-        # An invalidation while this load ran may concern this key: do not store then.
-        if local._epoch == epoch:
+    def _store_unlocked(self, k: str, value: Any, flight: _Flight | None) -> None:
+        # An invalidation of this key while its load ran: do not store the loaded value.
+        if flight is None or not flight.stale:
             try:  # noqa: SIM105 - on the fill path; suppress() costs an object per call
-                local[k] = value
+                self.local[k] = value
             except ValueError:  # larger than maxsize: counted as rejected by the cache
                 pass
 
@@ -275,12 +292,13 @@ class TieredCache:
     async def set(self, key: Key, value: Any) -> None:
         """Store ``value`` in both tiers and tell the other processes to drop their copy.
 
-        A value the serializer refuses is kept locally only, and the Redis copy is deleted so
-        no process reads the old value from Redis (counted, logged without the value).
+        When the value is not stored in Redis (the serializer refuses it, the SET fails or is
+        skipped) it is kept locally only, and the old Redis copy is deleted (best effort) before
+        the other processes are told, so they do not read the old value back from Redis.
         """
         k = encode_key(key)
         self._drop_local([k])
-        self._store_local(k, value, self.local._epoch)
+        self._store_local(k, value, None)
         if not await self._store_remote(k, value):
             await self._call("delete", self.redis.unlink, self._prefix + k)
         await self._publish(message(self._origin, keys=[k]))
@@ -324,6 +342,7 @@ class TieredCache:
                 return removed
 
     async def _store_remote(self, k: str, value: Any) -> bool:
+        """SET the value in Redis: whether Redis accepted it (failures are counted)."""
         try:
             data = self.serializer.dumps(value)
         except Exception as exc:  # noqa: BLE001 - the caller still gets the value
@@ -333,8 +352,8 @@ class TieredCache:
         ms = self.ttl * 1000.0
         if self.jitter:
             ms *= 1.0 - self.jitter * self._rng.random()
-        await self._call("set", self.redis.set, self._prefix + k, data, px=max(1, int(ms)))
-        return True
+        reply = await self._call("set", self.redis.set, self._prefix + k, data, px=max(1, int(ms)))
+        return reply is not _SKIPPED and reply is not _FAILED
 
     async def _publish(self, payload: bytes) -> None:
         reply = await self._call("publish", self.redis.publish, self._channel, payload)
@@ -342,21 +361,35 @@ class TieredCache:
             self.stats.invalidations["sent"] += 1
 
     # -- local tier ----------------------------------------------------------------------------
+    # An invalidation drops the local entries it matches and detaches the loads in flight for
+    # them, marked stale: their value is stored nowhere, and a later call starts a new load
+    # instead of joining one that may have read the data before the write.
     def _drop_local(self, keys: list[str]) -> None:
         local = self.local
+        flights = self._flights
         with local.lock if local.lock is not None else contextlib.nullcontext():
             for k in keys:
                 local.discard(k)
+                flight = flights.pop(k, None)
+                if flight is not None:
+                    flight.stale = True
 
     def _drop_prefix(self, p: str) -> None:
         local = self.local
+        flights = self._flights
         with local.lock if local.lock is not None else contextlib.nullcontext():
             local.invalidate_where(lambda k: isinstance(k, str) and k.startswith(p))
+            for k in [k for k in flights if k.startswith(p)]:
+                flights.pop(k).stale = True
 
     def _clear_local(self) -> None:
         local = self.local
+        flights = self._flights
         with local.lock if local.lock is not None else contextlib.nullcontext():
             local.clear()
+            for flight in flights.values():
+                flight.stale = True
+            flights.clear()
 
     # -- one Redis command ---------------------------------------------------------------------
     async def _call(
@@ -365,7 +398,8 @@ class TieredCache:
         """``await command(...)`` within ``timeout``: its reply, or ``_SKIPPED``/``_FAILED``."""
         stats = self.stats
         breaker = self._breaker
-        if not breaker.allow():
+        token = breaker.allow()
+        if token is None:
             stats.skipped[op] += 1
             return _SKIPPED
         start = perf_counter()
@@ -377,16 +411,16 @@ class TieredCache:
             if op == "get":
                 stats.read_errors += 1
             if isinstance(exc, _DOWN):
-                breaker.failure()
+                breaker.failure(token)
             else:
-                breaker.success()  # an error reply: the server is up
+                breaker.success(token)  # an error reply: the server is up
             self._log.report(f"Redis {op}", exc)
             return _FAILED
         except BaseException:
-            breaker.release()
+            breaker.release(token)
             raise
         stats.durations[op].observe(perf_counter() - start)
-        breaker.success()
+        breaker.success(token)
         return reply
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -408,19 +442,47 @@ class TieredCache:
             ping_interval=self._ping_interval,
             rng=self._rng,
         )
-        self._task = asyncio.get_running_loop().create_task(
-            sub.run(), name=f"asgi-perf tiered cache {self.name}"
-        )
+        self._sub = sub
+        self._spawn(sub)
         await sub.ready.wait()
 
+    def _spawn(self, sub: Subscriber) -> None:
+        self._restart = None
+        task = asyncio.get_running_loop().create_task(
+            sub.run(), name=f"asgi-perf tiered cache {self.name}"
+        )
+        task.add_done_callback(self._subscriber_ended)
+        self._task = task
+
+    def _subscriber_ended(self, task: asyncio.Task[None]) -> None:
+        """The subscriber never returns: an exit that is not aclose()'s cancel is a failure,
+        counted, logged, and followed by a new subscriber after a backoff."""
+        exc = None if task.cancelled() else task.exception()  # retrieved in every case
+        sub = self._sub
+        if task is not self._task or sub is None:
+            return  # stopped by aclose()
+        self.stats.errors["subscribe"] += 1
+        self.stats.subscribed = 0
+        self._log.report(
+            "the invalidation subscriber", exc or RuntimeError("the subscriber task ended")
+        )
+        sub.ready.set()  # never leave start() waiting
+        sub.failures += 1
+        self._restart = task.get_loop().call_later(sub.backoff(), self._spawn, sub)
+
     async def aclose(self) -> None:
-        """Stop the subscriber. The Redis client is not closed; loads in flight go on."""
-        task, self._task = self._task, None
+        """Stop the subscriber. The Redis client is not closed; loads in flight go on.
+
+        A cancellation of the caller while it waits for the subscriber to stop propagates."""
+        task, self._task, self._sub = self._task, None, None
+        restart, self._restart = self._restart, None
+        if restart is not None:
+            restart.cancel()
+        self.stats.subscribed = 0
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.stats.subscribed = 0
+            # Not ``await task``: its CancelledError could not be told from one aimed at us.
+            await asyncio.wait({task})
 
     async def __aenter__(self) -> TieredCache:
         await self.start()

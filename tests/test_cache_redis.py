@@ -21,7 +21,14 @@ from redis.backoff import NoBackoff
 
 from asgi_perf import PerfRegistry, metrics_app
 from asgi_perf._cache_redis_codec import encode_key
-from asgi_perf._cache_redis_stats import ERR_TIER_DUPLICATE, LOG_INTERVAL, CircuitBreaker
+from asgi_perf._cache_redis_stats import (
+    ERR_TIER_DUPLICATE,
+    LOG_INTERVAL,
+    CircuitBreaker,
+    RateLimitedLog,
+    TierStats,
+)
+from asgi_perf._cache_redis_sub import BACKOFF_CAP, BACKOFF_FIRST, Subscriber
 from asgi_perf.cache import ERR_JITTER, ERR_TTL, LRUCache, TTLCache
 from asgi_perf.cache_redis import (
     ERR_BREAKER,
@@ -37,6 +44,7 @@ from asgi_perf.cache_redis import (
     JsonSerializer,
     PickleSerializer,
     TieredCache,
+    _Flight,
     cached_tiered,
 )
 from asgi_perf.testing import sample, scrape
@@ -616,7 +624,7 @@ async def test_redis_down_falls_back_to_the_loader_and_never_raises(
     assert calls == [1, 1]
     s = t.stats
     assert s.errors == {
-        "get": 2, "set": 1, "delete": 1, "invalidate_prefix": 1, "publish": 3, "subscribe": 1,
+        "get": 2, "set": 1, "delete": 2, "invalidate_prefix": 1, "publish": 3, "subscribe": 1,
     }  # fmt: skip
     assert (s.read_errors, s.fallbacks["error"], s.invalidations["sent"]) == (2, 2, 0)
     assert s.subscribed == 0
@@ -678,7 +686,7 @@ async def test_circuit_breaker_with_a_fake_clock(
     assert t.stats.skipped == {
         "get": 5,
         "set": 1,
-        "delete": 0,
+        "delete": 1,  # the failed SET's best-effort UNLINK, skipped as well
         "invalidate_prefix": 0,
         "publish": 1,
     }
@@ -715,7 +723,7 @@ async def test_a_stale_done_callback_never_removes_a_newer_flight(
     await eventually(lambda: "k" in t._flights, "the flight to start")
     older: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     older.set_result(0)
-    t._landed("k", older)  # type: ignore[arg-type]
+    t._landed("k", _Flight(), older)  # type: ignore[arg-type]
     assert "k" in t._flights
     release.set()
     assert await newer == 1
@@ -726,13 +734,14 @@ def test_breaker_probe_slot_is_freed_when_the_probe_is_cancelled() -> None:
     """Half-open admits one probe at a time; a probe that ends without a verdict frees the slot."""
     clock = FakeClock()
     b = CircuitBreaker(1, 10, clock)
-    b.failure()
-    assert not b.allow()
+    b.failure(b.generation)
+    assert b.allow() is None
     clock.now += 10
-    assert b.allow()
-    assert not b.allow()  # the slot is taken
-    b.release()
-    assert b.allow()
+    probe = b.allow()
+    assert probe is not None
+    assert b.allow() is None  # the slot is taken
+    b.release(probe)
+    assert b.allow() is not None
 
 
 async def test_cancelling_a_caller_during_a_redis_command_frees_the_probe(
@@ -743,12 +752,14 @@ async def test_cancelling_a_caller_during_a_redis_command_frees_the_probe(
     c = aioredis.Redis.from_url(proxy.url)
     t = tier(registry, c, ns, failure_threshold=1, reset_after=1, timer=clock, timeout=30)
     await t.get_or_load("warm", loader_of(0, []))
-    t._breaker.failure()
+    t._breaker.failure(t._breaker.generation)
     clock.now += 1
     proxy.freeze()
     caller = asyncio.ensure_future(t.get_or_load("k", loader_of(1, [])))
     await eventually(lambda: bool(t._flights) and t._breaker.probing, "the probe to start")
-    t._flights["k"].cancel()
+    probe = t._flights["k"].task
+    assert probe is not None
+    probe.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert not t._breaker.probing
@@ -980,3 +991,262 @@ async def test_namespaced_registry_prefixes_tier_metrics(client: aioredis.Redis,
     assert (
         registry.prometheus.get_sample_value("app_cache_redis_subscribed", {"cache": "users"}) == 0
     )
+
+
+# -- loads racing invalidations ------------------------------------------------------------------
+
+
+def blocked_loader(result: Any, started: list[int], release: asyncio.Event) -> Any:
+    async def load() -> Any:
+        started.append(1)
+        await release.wait()
+        return result
+
+    return load
+
+
+async def test_invalidating_other_keys_does_not_stop_a_load_from_being_stored(
+    registry: PerfRegistry, client: aioredis.Redis, ns: str
+) -> None:
+    """Deletes, sets and prefix invalidations of other keys, here or from another process, while
+    a load runs: the load is still stored in both tiers (only its own key's invalidation or a
+    clear stops it)."""
+    async with tier(registry, client, ns, "a") as a, tier(registry, client, ns, "b") as b:
+        release = asyncio.Event()
+        started: list[int] = []
+        task = asyncio.ensure_future(a.get_or_load("hot", blocked_loader("v", started, release)))
+        await eventually(lambda: started == [1], "the load to start")
+        await a.delete("other")
+        await a.set("other2", 1)
+        await a.invalidate_prefix("zzz")
+        received = a.stats.invalidations["received"]
+        await b.delete("other3")
+        await b.invalidate_prefix("h-not-hot")
+        await eventually(lambda: a.stats.invalidations["received"] == received + 2, "delivery")
+        release.set()
+        assert await task == "v"
+        assert a.local.peek("hot") == "v"
+        assert await client.get(f"{ns}:hot") == b'"v"'
+
+
+@pytest.mark.parametrize("how", ["delete", "set", "prefix", "message", "resubscribe"])
+async def test_an_invalidation_detaches_the_flight_it_matches(
+    registry: PerfRegistry, client: aioredis.Redis, ns: str, how: str
+) -> None:
+    """A read that starts after an invalidation of its key returned does not join the load that
+    started before it: it loads afresh and gets the new data. The old load's callers (who asked
+    before the write) still get its value, which is stored nowhere."""
+    t = tier(registry, client, ns)
+    db = {"v": "old"}
+    release = asyncio.Event()
+    read: list[str] = []
+
+    async def load() -> str:
+        seen = db["v"]
+        read.append(seen)
+        await release.wait()
+        return seen
+
+    first = asyncio.ensure_future(t.get_or_load("k", load))
+    await eventually(lambda: read == ["old"], "the load to read the data")
+    db["v"] = "new"
+    if how == "delete":
+        await t.delete("k")
+    elif how == "set":
+        await t.set("k", "new")
+    elif how == "prefix":
+        await t.invalidate_prefix("")
+    elif how == "message":
+        t._drop_local(["k"])  # what the subscriber does with another process's message
+    else:
+        t._clear_local()  # what the subscriber does on (re)subscribing
+    second = asyncio.ensure_future(t.get_or_load("k", load))
+    await settle()
+    release.set()
+    assert await second == "new"
+    assert await first == "old"
+    assert t.local.peek("k") == "new"
+    assert await client.get(f"{ns}:k") == b'"new"'
+    assert t.local.stats()["coalesced"] == 0
+    assert t._flights == {}
+
+
+# -- a failed SET --------------------------------------------------------------------------------
+
+
+async def test_a_refused_set_unlinks_the_old_value_before_telling_the_others(
+    registry: PerfRegistry, client: aioredis.Redis, ns: str, redis_url: str
+) -> None:
+    """Redis refuses our SET with an error reply (here an ACL refusal, as an OOM under
+    noeviction would): the old Redis copy is removed before the invalidation is published, so
+    the other process does not read the old value back from Redis."""
+    user = f"asgi-perf-{ns}"
+    password = uuid.uuid4().hex
+    await client.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=[f"{ns}:*"],
+        channels=["*"],
+        commands=["+@all", "-set"],
+        reset=True,
+    )
+    limited = aioredis.Redis.from_url(redis_url, username=user, password=password)
+    try:
+        async with tier(registry, limited, ns, "a") as a, tier(registry, client, ns, "b") as b:
+            await b.set("k", "v1")
+            assert await a.get_or_load("k", loader_of("db", [])) == "v1"
+            await a.set("k", "v2")
+            assert a.stats.errors["set"] == 1
+            assert a.local.peek("k") == "v2"
+            assert await client.exists(f"{ns}:k") == 0
+            await eventually(lambda: b.stats.invalidations["received"] == 1, "B to hear of it")
+            assert await b.get_or_load("k", loader_of("db", [])) == "db"
+    finally:
+        await limited.aclose()
+        await client.acl_deluser(user)
+
+
+# -- the subscriber task -------------------------------------------------------------------------
+
+
+def test_backoff_is_capped_after_any_number_of_failures() -> None:
+    """Thousands of consecutive failures (hours of outage) still give a wait within the cap."""
+    stats = TierStats("c")
+    sub = Subscriber(
+        aioredis.Redis(),
+        "ch",
+        "me",
+        stats,
+        RateLimitedLog("c", FakeClock()),
+        bounded=lambda aw: aw,
+        on_subscribed=lambda: None,
+        on_keys=lambda keys: None,
+        on_prefix=lambda p: None,
+        ping_interval=1.0,
+        rng=random.Random(1),
+    )
+    for failures in (1, 2, 1025, 10**6):
+        sub.failures = failures
+        assert BACKOFF_FIRST / 2 <= sub.backoff() <= BACKOFF_CAP
+
+
+async def test_subscriber_outlives_a_long_outage(registry: PerfRegistry, ns: str) -> None:
+    """After as many failed attempts as an hour of outage makes, the subscriber is still
+    retrying, and aclose() stops it without raising."""
+    c = dead_client()
+    t = tier(registry, c, ns)
+    await t.start()
+    assert t._sub is not None
+    assert t.stats.errors["subscribe"] == 1
+    t._sub.failures = 2000
+    await eventually(lambda: t.stats.errors["subscribe"] == 2, "one more failed attempt")
+    await settle()
+    task = t._task
+    assert task is not None
+    assert not task.done()
+    await t.aclose()
+    assert task.cancelled()
+    await c.aclose()
+
+
+async def test_a_subscriber_task_that_ends_is_logged_counted_and_restarted(
+    registry: PerfRegistry,
+    client: aioredis.Redis,
+    ns: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the subscriber task ever end by itself, that is counted as a subscribe error,
+    logged on asgi_perf.cache, and a new subscriber starts after a backoff."""
+    real_run = Subscriber.run
+    runs: list[int] = []
+
+    async def run(self: Subscriber) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("boom")
+        await real_run(self)
+
+    monkeypatch.setattr(Subscriber, "run", run)
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.cache"):
+        async with tier(registry, client, ns, "b") as b:
+            assert b.stats.errors["subscribe"] == 1
+            assert "the invalidation subscriber failed (RuntimeError: boom)" in caplog.text
+            await eventually(lambda: b.stats.subscribed == 1, "a new subscriber")
+            assert len(runs) == 2
+            await b.get_or_load("k", loader_of(1, []))
+            await tier(registry, client, ns, "a").delete("k")
+            await eventually(lambda: "k" not in b.local, "the new subscriber to receive")
+
+
+async def test_aclose_while_a_restart_is_pending_cancels_it(
+    registry: PerfRegistry, client: aioredis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def run(self: Subscriber) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Subscriber, "run", run)
+    t = tier(registry, client, ns)
+    await t.start()
+    assert t._restart is not None
+    restart = t._restart
+    await t.aclose()
+    assert restart.cancelled()
+    assert vars(t)["_restart"] is None
+    assert (t._task, t.stats.subscribed) == (None, 0)
+
+
+async def test_aclose_lets_the_callers_own_cancellation_through(
+    registry: PerfRegistry, client: aioredis.Redis, ns: str
+) -> None:
+    """A task cancelled while aclose() waits for the subscriber to stop is cancelled: aclose()
+    does not swallow a cancellation aimed at its caller."""
+    t = tier(registry, client, ns)
+    await t.start()
+    sub_task = t._task
+    assert sub_task is not None
+
+    async def closer() -> str:
+        await t.aclose()
+        return "returned"
+
+    outer = asyncio.ensure_future(closer())
+    await asyncio.sleep(0)  # closer now waits for the subscriber task
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert outer.cancelled()
+    await eventually(sub_task.done, "the subscriber to stop anyway")
+    assert sub_task.cancelled()
+
+
+# -- the breaker's tokens ------------------------------------------------------------------------
+
+
+def test_a_command_sent_before_the_circuit_opened_cannot_close_it_or_free_the_probe() -> None:
+    """Only the verdict of a call admitted in the current state counts: a slow command from
+    before the circuit opened, ending while it is open or half-open, changes nothing."""
+    clock = FakeClock()
+    b = CircuitBreaker(2, 10, clock)
+    early = b.allow()
+    assert early is not None
+    b.failure(b.allow())  # type: ignore[arg-type]
+    b.failure(b.allow())  # type: ignore[arg-type]
+    assert b.is_open
+    b.success(early)
+    assert b.is_open
+    opened_at = clock.now
+    clock.now += 5
+    b.failure(early)
+    assert b.opened_at == opened_at  # not reopened later by the old call
+    clock.now += 5
+    probe = b.allow()
+    assert probe is not None
+    b.success(early)
+    b.release(early)
+    b.failure(early)
+    assert (b.is_open, b.probing, b.allow()) == (True, True, None)
+    b.success(probe)
+    assert b.allow() == probe  # closed: every call admitted
+    assert b.opened == 1
