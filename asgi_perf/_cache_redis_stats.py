@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import (
     HistogramMetricFamily,
     Metric,
 )
+from redis.exceptions import ResponseError
 
 from ._histogram import Histogram
 from .catalogue import CATALOGUE
@@ -128,7 +129,7 @@ class RateLimitedLog:
         self._held: dict[str, int] = {}
 
     def report(self, what: str, exc: BaseException, *, detail: bool = True) -> None:
-        # The exception's text only when it cannot hold a key or a value (Redis errors); for a
+        # The exception's text only where it cannot hold a key or a value (see _describe); for a
         # serializer error only its type: json's messages quote the offending value.
         now = self.timer()
         last = self._last.get(what)
@@ -137,7 +138,7 @@ class RateLimitedLog:
             return
         self._last[what] = now
         held = self._held.pop(what, 0)
-        reason = f"{type(exc).__name__}: {exc}" if detail else type(exc).__name__
+        reason = _describe(exc) if detail else type(exc).__name__
         logger.warning(
             "tiered cache %r: %s failed (%s); the caller was served without it "
             "(%d similar failures not logged since the last report)",
@@ -146,6 +147,19 @@ class RateLimitedLog:
             reason,
             held,
         )
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception for the log, without cache keys.
+
+    Connection and timeout errors name the server, never a key. A Redis *error reply* can quote
+    the command's arguments (``ERR unknown command 'GET', with args beginning with: 'ns:key'``
+    where a command is renamed or disabled), so of a reply only its error code is kept.
+    """
+    if isinstance(exc, ResponseError):
+        code = str(exc).split(" ", 1)[0]
+        return f"{type(exc).__name__}: {code}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class TierSet:

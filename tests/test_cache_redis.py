@@ -655,15 +655,38 @@ async def test_a_black_holed_redis_times_out_and_falls_back(
 
 
 async def test_an_error_reply_is_counted_but_does_not_open_the_circuit(
-    registry: PerfRegistry, client: aioredis.Redis, ns: str
+    registry: PerfRegistry, client: aioredis.Redis, ns: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A WRONGTYPE reply (someone else's list under our key) is an error, not an outage."""
+    """A WRONGTYPE reply (someone else's list under our key) is an error, not an outage; the
+    log names the reply's error code only."""
     await client.lpush(f"{ns}:k", b"x")
     t = tier(registry, client, ns, failure_threshold=1)
-    assert await t.get_or_load("k", loader_of(1, [])) == 1
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.cache"):
+        assert await t.get_or_load("k", loader_of(1, [])) == 1
     assert t.stats.errors["get"] == 1
     assert t.stats.fallbacks["error"] == 1
     assert not circuit_open(t)
+    assert "Redis get failed (ResponseError: WRONGTYPE)" in caplog.text
+    assert "Operation against a key" not in caplog.text
+
+
+def test_a_reply_quoting_the_command_keeps_its_key_out_of_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Where a command is renamed or disabled, Redis's reply quotes its arguments, the key among
+    them (a server set up that way cannot be made here at runtime, so the reply is built)."""
+    log = RateLimitedLog("users", FakeClock())
+    reply = redis.exceptions.ResponseError(
+        "unknown command 'GET', with args beginning with: 'ns:user-secret-42'"
+    )
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.cache"):
+        log.report("Redis get", reply)
+        log.report(
+            "Redis set", redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1.")
+        )
+    assert "Redis get failed (ResponseError: unknown)" in caplog.text
+    assert "user-secret-42" not in caplog.text
+    assert "Redis set failed (ConnectionError: Error 111 connecting to 127.0.0.1:1.)" in caplog.text
 
 
 async def test_circuit_breaker_with_a_fake_clock(
