@@ -72,6 +72,7 @@ ERR_REGISTRY = "push needs a PerfRegistry, got {!r}"
 ERR_PUSH = "push to the Pushgateway at {} (job {!r}) failed: {}"
 
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_SCHEME_RE = re.compile(r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*://")
 #: How much of the Pushgateway's error body goes into the exception (it says what was rejected).
 _BODY_LIMIT = 500
 
@@ -154,7 +155,15 @@ def _split_gateway(gateway: object) -> tuple[str, tuple[str, str] | None]:
         parts.port  # noqa: B018 - parsing the port is the check (ValueError if out of range)
     except ValueError:
         raise ValueError(ERR_GATEWAY.format(_redact(gateway))) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        # An "@" past the host means userinfo urlsplit did not see as such ("http://us/er:pw@h"):
+        # kept, it would put the password into the URL that messages and logs show.
+        or "@" in parts.path
+    ):
         raise ValueError(ERR_GATEWAY.format(_redact(gateway)))
     userinfo = None
     if parts.username is not None or parts.password is not None:
@@ -167,8 +176,16 @@ def _split_gateway(gateway: object) -> tuple[str, tuple[str, str] | None]:
 
 
 def _redact(gateway: str) -> str:
-    """The gateway text with any ``user:password@`` replaced, for error messages."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", gateway) if "@" in gateway else gateway
+    """The gateway text with everything before its last ``@`` replaced, for error messages.
+
+    Userinfo can hold ``/``, ``?``, ``:`` or ``@`` when it is malformed, so nothing before the last
+    ``@`` is trusted to be free of it; only a leading ``scheme://`` is kept.
+    """
+    head, at, tail = gateway.rpartition("@")
+    if not at:
+        return gateway
+    scheme = _SCHEME_RE.match(head)
+    return f"{scheme.group(0) if scheme else ''}***@{tail}"
 
 
 def _check_grouping_key(grouping_key: object) -> Mapping[str, str]:

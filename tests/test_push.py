@@ -285,11 +285,41 @@ def test_bad_arguments_raise_value_error(override: dict[str, Any], message: str)
     assert str(info.value) == message
 
 
-def test_bad_gateway_message_hides_the_password() -> None:
-    """A malformed gateway URL with credentials is reported without them."""
-    with pytest.raises(ValueError, match=r"\*\*\*@") as info:
-        push(PerfRegistry(), "ftp://user:hunter2@gw", "j")
-    assert "hunter2" not in str(info.value)
+BAD_GATEWAYS_WITH_PASSWORD = [
+    ("ftp://user:s3cret@gw", "ftp://***@gw"),
+    ("user:s3cret@pushgateway:9091?x=1", "***@pushgateway:9091?x=1"),
+    ("user:s3cret@pushgateway:99999", "***@pushgateway:99999"),
+    ("http://user:p@s3cret@pushgateway:9091?x=1", "http://***@pushgateway:9091?x=1"),
+    ("http://us/er:s3cret@pushgateway:9091/x?y", "http://***@pushgateway:9091/x?y"),
+    ("http://us/er:s3cret@pushgateway:9091", "http://***@pushgateway:9091"),
+    ("http://us?er:s3cret@pushgateway:9091", "http://***@pushgateway:9091"),
+    ("http://[user:s3cret@pushgateway:9091", "http://***@pushgateway:9091"),
+    ("http://user:s3cret@gw:9091/#x@y", "http://***@y"),
+]
+
+
+@pytest.mark.parametrize(("gateway", "shown"), BAD_GATEWAYS_WITH_PASSWORD)
+def test_bad_gateway_message_hides_the_password(gateway: str, shown: str) -> None:
+    """A malformed gateway URL is reported with nothing that precedes its last ``@``."""
+    for build in (push, push_on_exit):
+        with pytest.raises(ValueError, match=re.escape(ERR_GATEWAY.format(shown))) as info:
+            build(PerfRegistry(), gateway, "j")
+        assert "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "userinfo", ["user:s3cret", "us%2Fer:s3cret", "user:p@s3cret", "user:s3cret:more"]
+)
+@pytest.mark.parametrize("scheme", ["", "http://"])
+def test_lost_push_logs_never_show_the_password(
+    closed_port: str, caplog: pytest.LogCaptureFixture, scheme: str, userinfo: str
+) -> None:
+    """Accepted credentials of any shape stay out of the log line of a lost push."""
+    pusher = push_on_exit(PerfRegistry(), f"{scheme}{userinfo}@{closed_port}", "down")
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.push"), pusher:
+        pass
+    assert f"http://{closed_port} " in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 def test_push_needs_a_perf_registry() -> None:
