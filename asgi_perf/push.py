@@ -13,6 +13,7 @@ every worker on the host is pushed, as ``/metrics`` would serve it.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -352,12 +353,18 @@ class PushOnExit:
         self.target = target
         self.method = method
         self.outcome = registry.component("push.outcome", lambda: JobOutcome(registry))
-        self._starts: list[float] = []
+        #: Where run durations are read from (``time.perf_counter``; replaceable in tests).
+        self.clock: Callable[[], float] = time.perf_counter
+        # Start times of the ``with`` blocks open in the current context, innermost last: a
+        # ContextVar so overlapping blocks in other tasks or threads never take each other's.
+        self._starts: contextvars.ContextVar[tuple[float, ...]] = contextvars.ContextVar(
+            f"asgi_perf_push_starts_{id(self):x}", default=()
+        )
         # Resolved now so the failure path has nothing left that could raise.
         self._errors = registry.counter("asgi_perf_instrumentation_errors_total").labels(COMPONENT)
 
     def __enter__(self) -> PushOnExit:
-        self._starts.append(time.perf_counter())
+        self._starts.set((*self._starts.get(), self.clock()))
         return self
 
     def __exit__(
@@ -366,7 +373,12 @@ class PushOnExit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.finish(self._starts.pop(), exc)
+        self.finish(self._pop_start(), exc)
+
+    def _pop_start(self) -> float:
+        starts = self._starts.get()
+        self._starts.set(starts[:-1])
+        return starts[-1]
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(func):
@@ -374,26 +386,38 @@ class PushOnExit:
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with self:
-                    return await afunc(*args, **kwargs)
+                started = self.clock()
+                try:
+                    result = await afunc(*args, **kwargs)
+                except BaseException as exc:
+                    self.finish(started, exc)
+                    raise
+                self.finish(started)
+                return result
 
             return cast("Callable[P, R]", async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self:
-                return func(*args, **kwargs)
+            started = self.clock()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                self.finish(started, exc)
+                raise
+            self.finish(started)
+            return result
 
         return wrapper
 
     def finish(self, started: float, exc: BaseException | None = None) -> bool:
-        """Record the run that began at ``started`` (``perf_counter()``) and push; never raises.
+        """Record the run that began at ``started`` (read from ``clock``) and push; never raises.
 
         A run succeeded when it returned, or left through ``sys.exit(0)``. Returns whether the
         push reached the Pushgateway.
         """
         try:
-            self.outcome.record(time.perf_counter() - started, _succeeded(exc))
+            self.outcome.record(self.clock() - started, _succeeded(exc))
             _send(self.target, self.method, self.registry)
         except Exception as error:  # noqa: BLE001 - a failed push must not change how the job ends
             logger.warning("asgi-perf: the push at the end of the job was lost: %s", error)

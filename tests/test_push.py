@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -460,6 +462,90 @@ def test_finish_reports_whether_the_push_arrived(
     registry = PerfRegistry()
     assert push_on_exit(registry, pushgateway.url, "fin").finish(0.0) is True
     assert push_on_exit(registry, closed_port, "fin").finish(0.0) is False
+
+
+class FakeClock:
+    """A clock the test moves by hand: ``now`` is what the next reading returns."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def recorded_durations(pusher: push_module.PushOnExit) -> list[float]:
+    """The durations ``pusher`` records, in the order the runs end."""
+    durations: list[float] = []
+    record = pusher.outcome.record
+
+    def spy(duration: float, succeeded: bool) -> None:
+        durations.append(duration)
+        record(duration, succeeded)
+
+    pusher.outcome.record = spy  # type: ignore[method-assign]
+    return durations
+
+
+async def overlapping_runs(clock: FakeClock, run: Any) -> None:
+    """Run A from t=0 to t=13 and run B from t=10 to t=30: B starts inside A and outlives it."""
+    a_may_end, b_may_end = asyncio.Event(), asyncio.Event()
+    a = asyncio.create_task(run(a_may_end))
+    await asyncio.sleep(0)
+    clock.now = 10.0
+    b = asyncio.create_task(run(b_may_end))
+    await asyncio.sleep(0)
+    clock.now = 13.0
+    a_may_end.set()
+    await a
+    clock.now = 30.0
+    b_may_end.set()
+    await b
+
+
+@pytest.mark.parametrize("form", ["decorator", "with"])
+def test_overlapping_runs_record_their_own_durations(closed_port: str, form: str) -> None:
+    """Two overlapping runs of one pusher each record their own start-to-end time."""
+    pusher = push_on_exit(PerfRegistry(), closed_port, "overlap")
+    clock = pusher.clock = FakeClock()
+    durations = recorded_durations(pusher)
+
+    @pusher
+    async def decorated(gate: asyncio.Event) -> None:
+        await gate.wait()
+
+    async def with_block(gate: asyncio.Event) -> None:
+        with pusher:
+            await gate.wait()
+
+    asyncio.run(overlapping_runs(clock, decorated if form == "decorator" else with_block))
+    assert durations == [13.0, 20.0]
+
+
+def test_nested_blocks_and_threads_keep_their_own_start(closed_port: str) -> None:
+    """Nested ``with`` blocks pair innermost-first; another thread's block is independent."""
+    pusher = push_on_exit(PerfRegistry(), closed_port, "nested")
+    clock = pusher.clock = FakeClock()
+    durations = recorded_durations(pusher)
+    inner_open, outer_may_end = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        with pusher:
+            inner_open.set()
+            outer_may_end.wait()
+
+    with pusher:
+        clock.now = 1.0
+        with pusher:
+            clock.now = 3.0
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        inner_open.wait()
+        clock.now = 4.0
+    clock.now = 9.0
+    outer_may_end.set()
+    thread.join()
+    assert durations == [2.0, 4.0, 6.0]
 
 
 def test_outcome_is_exported_by_the_registry_too(registry: PerfRegistry) -> None:
