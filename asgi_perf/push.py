@@ -13,6 +13,7 @@ every worker on the host is pushed, as ``/metrics`` would serve it.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -341,7 +342,7 @@ def _succeeded(exc: BaseException | None) -> bool:
 
 
 class PushOnExit:
-    """Context manager and decorator (sync or async) that pushes once when the job ends.
+    """Context manager (sync or async) and decorator (sync or async): pushes once at the job's end.
 
     Build it with :func:`push_on_exit`. The job's exception, if any, propagates unchanged; a
     failed push is logged (logger ``asgi_perf.push``, no credentials) and counted in
@@ -375,6 +376,17 @@ class PushOnExit:
     ) -> None:
         self.finish(self._pop_start(), exc)
 
+    async def __aenter__(self) -> PushOnExit:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.afinish(self._pop_start(), exc)
+
     def _pop_start(self) -> float:
         starts = self._starts.get()
         self._starts.set(starts[:-1])
@@ -390,9 +402,9 @@ class PushOnExit:
                 try:
                     result = await afunc(*args, **kwargs)
                 except BaseException as exc:
-                    self.finish(started, exc)
+                    await self.afinish(started, exc)
                     raise
-                self.finish(started)
+                await self.afinish(started)
                 return result
 
             return cast("Callable[P, R]", async_wrapper)
@@ -414,16 +426,35 @@ class PushOnExit:
         """Record the run that began at ``started`` (read from ``clock``) and push; never raises.
 
         A run succeeded when it returned, or left through ``sys.exit(0)``. Returns whether the
-        push reached the Pushgateway.
+        push reached the Pushgateway. The push blocks for up to ``timeout``: in a coroutine,
+        await :meth:`afinish` instead.
         """
+        return self._report(self.clock() - started, exc)
+
+    async def afinish(self, started: float, exc: BaseException | None = None) -> bool:
+        """:meth:`finish` for coroutines: the push runs in a thread, the event loop runs on.
+
+        Never raises, except ``CancelledError`` if the awaiting task is cancelled during the
+        push (which then goes on in its thread).
+        """
+        duration = self.clock() - started
         try:
-            self.outcome.record(self.clock() - started, _succeeded(exc))
+            return await asyncio.to_thread(self._report, duration, exc)
+        except Exception as error:  # noqa: BLE001 - e.g. no thread left to run it at shutdown
+            return self._lost(error)
+
+    def _report(self, duration: float, exc: BaseException | None) -> bool:
+        try:
+            self.outcome.record(duration, _succeeded(exc))
             _send(self.target, self.method, self.registry)
         except Exception as error:  # noqa: BLE001 - a failed push must not change how the job ends
-            logger.warning("asgi-perf: the push at the end of the job was lost: %s", error)
-            self._errors.inc()
-            return False
+            return self._lost(error)
         return True
+
+    def _lost(self, error: Exception) -> bool:
+        logger.warning("asgi-perf: the push at the end of the job was lost: %s", error)
+        self._errors.inc()
+        return False
 
 
 def push_on_exit(
@@ -439,9 +470,10 @@ def push_on_exit(
 ) -> PushOnExit:
     """Push ``registry`` once when the wrapped job ends, whether it returns or raises.
 
-    Use it as ``with push_on_exit(...):`` around the job or as ``@push_on_exit(...)`` on its
-    ``main`` (sync or async). Each run also exports ``batch_job_duration_seconds``,
-    ``batch_job_success`` (1 or 0) and, after a success,
+    Use it as ``with push_on_exit(...):`` (``async with`` in a coroutine) around the job or as
+    ``@push_on_exit(...)`` on its ``main`` (sync or async). The async forms push in a thread, so
+    the event loop is not blocked while the push waits for the gateway. Each run also exports
+    ``batch_job_duration_seconds``, ``batch_job_success`` (1 or 0) and, after a success,
     ``batch_job_last_success_timestamp_seconds``.
 
     Arguments as :func:`push`, checked now (``ValueError``), except that ``method`` defaults to

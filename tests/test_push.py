@@ -503,7 +503,7 @@ async def overlapping_runs(clock: FakeClock, run: Any) -> None:
     await b
 
 
-@pytest.mark.parametrize("form", ["decorator", "with"])
+@pytest.mark.parametrize("form", ["decorator", "with", "async with"])
 def test_overlapping_runs_record_their_own_durations(closed_port: str, form: str) -> None:
     """Two overlapping runs of one pusher each record their own start-to-end time."""
     pusher = push_on_exit(PerfRegistry(), closed_port, "overlap")
@@ -518,7 +518,12 @@ def test_overlapping_runs_record_their_own_durations(closed_port: str, form: str
         with pusher:
             await gate.wait()
 
-    asyncio.run(overlapping_runs(clock, decorated if form == "decorator" else with_block))
+    async def async_with_block(gate: asyncio.Event) -> None:
+        async with pusher:
+            await gate.wait()
+
+    forms = {"decorator": decorated, "with": with_block, "async with": async_with_block}
+    asyncio.run(overlapping_runs(clock, forms[form]))
     assert durations == [13.0, 20.0]
 
 
@@ -546,6 +551,117 @@ def test_nested_blocks_and_threads_keep_their_own_start(closed_port: str) -> Non
     outer_may_end.set()
     thread.join()
     assert durations == [2.0, 4.0, 6.0]
+
+
+def errors_counted(registry: PerfRegistry) -> float | None:
+    return registry.prometheus.get_sample_value(
+        "asgi_perf_instrumentation_errors_total", {"component": "push"}
+    )
+
+
+@pytest.mark.parametrize("form", ["decorator", "async with"])
+def test_async_push_does_not_block_the_event_loop(form: str) -> None:
+    """While the push waits on a gateway that never answers, other tasks keep running."""
+    registry = PerfRegistry()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.setblocking(False)
+        pusher = push_on_exit(registry, f"127.0.0.1:{server.getsockname()[1]}", "stuck", timeout=5)
+
+        @pusher
+        async def decorated() -> str:
+            return "done"
+
+        async def async_with_block() -> str:
+            async with pusher:
+                return "done"
+
+        async def main() -> tuple[bool, str]:
+            loop = asyncio.get_running_loop()
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            job = asyncio.create_task(decorated() if form == "decorator" else async_with_block())
+            other = asyncio.create_task(ticker())
+            # The loop accepts the push's connection, so the push is under way and waiting...
+            accept = asyncio.ensure_future(loop.sock_accept(server))
+            await asyncio.wait({accept, job}, return_when=asyncio.FIRST_COMPLETED)
+            if not accept.done():  # the job ended (push included) before the loop could accept
+                accept.cancel()
+                other.cancel()
+                return False, await job
+            connection, _ = accept.result()
+            with connection:
+                # ...and another task makes progress meanwhile; the job has not ended yet.
+                seen = ticks
+                while ticks < seen + 100:
+                    await asyncio.sleep(0)
+                pushing = not job.done()
+            # The gateway hangs up without an answer: the push fails, the job returns.
+            result = await job
+            other.cancel()
+            return pushing, result
+
+        pushing, result = asyncio.run(main())
+    assert pushing
+    assert result == "done"
+    assert errors_counted(registry) == 1
+    assert registry.prometheus.get_sample_value("batch_job_success") == 1
+
+
+@pytest.mark.parametrize("form", ["decorator", "async with"])
+def test_cancelled_async_job_is_pushed_and_stays_cancelled(closed_port: str, form: str) -> None:
+    """A cancelled async job records a failure, attempts the push and is still cancelled."""
+    registry = PerfRegistry()
+    pusher = push_on_exit(registry, closed_port, "cancelled")
+
+    @pusher
+    async def decorated(started: asyncio.Event) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def async_with_block(started: asyncio.Event) -> None:
+        async with pusher:
+            started.set()
+            await asyncio.Event().wait()
+
+    async def main() -> None:
+        started = asyncio.Event()
+        job = decorated if form == "decorator" else async_with_block
+        task = asyncio.create_task(job(started))
+        waiting = asyncio.ensure_future(started.wait())
+        await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert registry.prometheus.get_sample_value("batch_job_success") == 0
+    assert errors_counted(registry) == 1
+
+
+def test_afinish_never_raises_when_no_thread_can_push(
+    closed_port: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the push cannot even be handed to a thread (shutdown), it is logged and counted."""
+    registry = PerfRegistry()
+    pusher = push_on_exit(registry, closed_port, "no_thread")
+
+    async def no_thread(*args: Any) -> bool:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.push"):
+        assert asyncio.run(pusher.afinish(0.0)) is False
+    assert "cannot schedule new futures" in caplog.text
+    assert errors_counted(registry) == 1
 
 
 def test_outcome_is_exported_by_the_registry_too(registry: PerfRegistry) -> None:
