@@ -13,6 +13,8 @@ every worker on the host is pushed, as ``/metrics`` would serve it.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -72,6 +74,7 @@ ERR_REGISTRY = "push needs a PerfRegistry, got {!r}"
 ERR_PUSH = "push to the Pushgateway at {} (job {!r}) failed: {}"
 
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_SCHEME_RE = re.compile(r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*://")
 #: How much of the Pushgateway's error body goes into the exception (it says what was rejected).
 _BODY_LIMIT = 500
 
@@ -154,7 +157,15 @@ def _split_gateway(gateway: object) -> tuple[str, tuple[str, str] | None]:
         parts.port  # noqa: B018 - parsing the port is the check (ValueError if out of range)
     except ValueError:
         raise ValueError(ERR_GATEWAY.format(_redact(gateway))) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        # An "@" past the host means userinfo urlsplit did not see as such ("http://us/er:pw@h"):
+        # kept, it would put the password into the URL that messages and logs show.
+        or "@" in parts.path
+    ):
         raise ValueError(ERR_GATEWAY.format(_redact(gateway)))
     userinfo = None
     if parts.username is not None or parts.password is not None:
@@ -167,8 +178,16 @@ def _split_gateway(gateway: object) -> tuple[str, tuple[str, str] | None]:
 
 
 def _redact(gateway: str) -> str:
-    """The gateway text with any ``user:password@`` replaced, for error messages."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", gateway) if "@" in gateway else gateway
+    """The gateway text with everything before its last ``@`` replaced, for error messages.
+
+    Userinfo can hold ``/``, ``?``, ``:`` or ``@`` when it is malformed, so nothing before the last
+    ``@`` is trusted to be free of it; only a leading ``scheme://`` is kept.
+    """
+    head, at, tail = gateway.rpartition("@")
+    if not at:
+        return gateway
+    scheme = _SCHEME_RE.match(head)
+    return f"{scheme.group(0) if scheme else ''}***@{tail}"
 
 
 def _check_grouping_key(grouping_key: object) -> Mapping[str, str]:
@@ -323,7 +342,7 @@ def _succeeded(exc: BaseException | None) -> bool:
 
 
 class PushOnExit:
-    """Context manager and decorator (sync or async) that pushes once when the job ends.
+    """Context manager (sync or async) and decorator (sync or async): pushes once at the job's end.
 
     Build it with :func:`push_on_exit`. The job's exception, if any, propagates unchanged; a
     failed push is logged (logger ``asgi_perf.push``, no credentials) and counted in
@@ -335,12 +354,18 @@ class PushOnExit:
         self.target = target
         self.method = method
         self.outcome = registry.component("push.outcome", lambda: JobOutcome(registry))
-        self._starts: list[float] = []
+        #: Where run durations are read from (``time.perf_counter``; replaceable in tests).
+        self.clock: Callable[[], float] = time.perf_counter
+        # Start times of the ``with`` blocks open in the current context, innermost last: a
+        # ContextVar so overlapping blocks in other tasks or threads never take each other's.
+        self._starts: contextvars.ContextVar[tuple[float, ...]] = contextvars.ContextVar(
+            f"asgi_perf_push_starts_{id(self):x}", default=()
+        )
         # Resolved now so the failure path has nothing left that could raise.
         self._errors = registry.counter("asgi_perf_instrumentation_errors_total").labels(COMPONENT)
 
     def __enter__(self) -> PushOnExit:
-        self._starts.append(time.perf_counter())
+        self._starts.set((*self._starts.get(), self.clock()))
         return self
 
     def __exit__(
@@ -349,7 +374,23 @@ class PushOnExit:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.finish(self._starts.pop(), exc)
+        self.finish(self._pop_start(), exc)
+
+    async def __aenter__(self) -> PushOnExit:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.afinish(self._pop_start(), exc)
+
+    def _pop_start(self) -> float:
+        starts = self._starts.get()
+        self._starts.set(starts[:-1])
+        return starts[-1]
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(func):
@@ -357,32 +398,63 @@ class PushOnExit:
 
             @functools.wraps(func)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with self:
-                    return await afunc(*args, **kwargs)
+                started = self.clock()
+                try:
+                    result = await afunc(*args, **kwargs)
+                except BaseException as exc:
+                    await self.afinish(started, exc)
+                    raise
+                await self.afinish(started)
+                return result
 
             return cast("Callable[P, R]", async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self:
-                return func(*args, **kwargs)
+            started = self.clock()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                self.finish(started, exc)
+                raise
+            self.finish(started)
+            return result
 
         return wrapper
 
     def finish(self, started: float, exc: BaseException | None = None) -> bool:
-        """Record the run that began at ``started`` (``perf_counter()``) and push; never raises.
+        """Record the run that began at ``started`` (read from ``clock``) and push; never raises.
 
         A run succeeded when it returned, or left through ``sys.exit(0)``. Returns whether the
-        push reached the Pushgateway.
+        push reached the Pushgateway. The push blocks for up to ``timeout``: in a coroutine,
+        await :meth:`afinish` instead.
         """
+        return self._report(self.clock() - started, exc)
+
+    async def afinish(self, started: float, exc: BaseException | None = None) -> bool:
+        """:meth:`finish` for coroutines: the push runs in a thread, the event loop runs on.
+
+        Never raises, except ``CancelledError`` if the awaiting task is cancelled during the
+        push (which then goes on in its thread).
+        """
+        duration = self.clock() - started
         try:
-            self.outcome.record(time.perf_counter() - started, _succeeded(exc))
+            return await asyncio.to_thread(self._report, duration, exc)
+        except Exception as error:  # noqa: BLE001 - e.g. no thread left to run it at shutdown
+            return self._lost(error)
+
+    def _report(self, duration: float, exc: BaseException | None) -> bool:
+        try:
+            self.outcome.record(duration, _succeeded(exc))
             _send(self.target, self.method, self.registry)
         except Exception as error:  # noqa: BLE001 - a failed push must not change how the job ends
-            logger.warning("asgi-perf: the push at the end of the job was lost: %s", error)
-            self._errors.inc()
-            return False
+            return self._lost(error)
         return True
+
+    def _lost(self, error: Exception) -> bool:
+        logger.warning("asgi-perf: the push at the end of the job was lost: %s", error)
+        self._errors.inc()
+        return False
 
 
 def push_on_exit(
@@ -398,9 +470,10 @@ def push_on_exit(
 ) -> PushOnExit:
     """Push ``registry`` once when the wrapped job ends, whether it returns or raises.
 
-    Use it as ``with push_on_exit(...):`` around the job or as ``@push_on_exit(...)`` on its
-    ``main`` (sync or async). Each run also exports ``batch_job_duration_seconds``,
-    ``batch_job_success`` (1 or 0) and, after a success,
+    Use it as ``with push_on_exit(...):`` (``async with`` in a coroutine) around the job or as
+    ``@push_on_exit(...)`` on its ``main`` (sync or async). The async forms push in a thread, so
+    the event loop is not blocked while the push waits for the gateway. Each run also exports
+    ``batch_job_duration_seconds``, ``batch_job_success`` (1 or 0) and, after a success,
     ``batch_job_last_success_timestamp_seconds``.
 
     Arguments as :func:`push`, checked now (``ValueError``), except that ``method`` defaults to
