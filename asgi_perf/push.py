@@ -147,7 +147,10 @@ class Target:
 
 def _split_gateway(gateway: object) -> tuple[str, tuple[str, str] | None]:
     """The gateway URL without userinfo, and the userinfo as ``(user, password)`` if present."""
-    if not isinstance(gateway, str) or not gateway.strip():
+    if not isinstance(gateway, str):
+        # Only the type: a bytes or URL object's repr would show a password it carries.
+        raise ValueError(ERR_GATEWAY.format(type(gateway)))
+    if not gateway.strip():
         raise ValueError(ERR_GATEWAY.format(gateway))
     text = gateway.strip()
     if "://" not in text:
@@ -361,11 +364,15 @@ class PushOnExit:
         self._starts: contextvars.ContextVar[tuple[float, ...]] = contextvars.ContextVar(
             f"asgi_perf_push_starts_{id(self):x}", default=()
         )
+        # The latest start in any context, for a block left in another context than it was
+        # entered in (an async fixture's teardown task, an exit stack closed by another task).
+        self._last_start: float | None = None
         # Resolved now so the failure path has nothing left that could raise.
         self._errors = registry.counter("asgi_perf_instrumentation_errors_total").labels(COMPONENT)
 
     def __enter__(self) -> PushOnExit:
-        self._starts.set((*self._starts.get(), self.clock()))
+        self._last_start = started = self.clock()
+        self._starts.set((*self._starts.get(), started))
         return self
 
     def __exit__(
@@ -388,9 +395,13 @@ class PushOnExit:
         await self.afinish(self._pop_start(), exc)
 
     def _pop_start(self) -> float:
+        """This context's innermost start; never raises, so the push always happens."""
         starts = self._starts.get()
-        self._starts.set(starts[:-1])
-        return starts[-1]
+        if starts:
+            self._starts.set(starts[:-1])
+            return starts[-1]
+        # Entered in another context: its copy of the stack is not visible here.
+        return self._last_start if self._last_start is not None else self.clock()
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         if inspect.iscoroutinefunction(func):

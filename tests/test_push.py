@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
@@ -251,7 +252,8 @@ def test_unresponsive_gateway_times_out(silent_port: str) -> None:
 
 BAD_ARGUMENTS: list[tuple[dict[str, Any], str]] = [
     ({"gateway": ""}, ERR_GATEWAY.format("")),
-    ({"gateway": 9091}, ERR_GATEWAY.format(9091)),
+    ({"gateway": 9091}, ERR_GATEWAY.format(int)),
+    ({"gateway": b"http://user:s3cret@gw:9091"}, ERR_GATEWAY.format(bytes)),
     ({"gateway": "ftp://gw:21"}, ERR_GATEWAY.format("ftp://gw:21")),
     ({"gateway": "http://"}, ERR_GATEWAY.format("http://")),
     ({"gateway": "gw:99999"}, ERR_GATEWAY.format("gw:99999")),
@@ -567,6 +569,28 @@ def test_nested_blocks_and_threads_keep_their_own_start(closed_port: str) -> Non
     outer_may_end.set()
     thread.join()
     assert durations == [2.0, 4.0, 6.0]
+
+
+def test_a_block_left_in_another_context_still_pushes(closed_port: str) -> None:
+    """Entered in one task and left in another (an async fixture's setup and teardown, an exit
+    stack closed elsewhere): the run is recorded from its start and the exit never raises."""
+    pusher = push_on_exit(PerfRegistry(), closed_port, "elsewhere")
+    clock = pusher.clock = FakeClock()
+    durations = recorded_durations(pusher)
+
+    async def main() -> None:
+        clock.now = 5.0
+        await asyncio.create_task(pusher.__aenter__())
+        clock.now = 12.0
+        await asyncio.create_task(pusher.__aexit__(None, None, None))
+
+    asyncio.run(main())
+    clock.now = 20.0
+    contextvars.copy_context().run(pusher.__enter__)
+    clock.now = 21.0
+    pusher.__exit__(None, None, None)
+    assert durations == [7.0, 1.0]
+    assert pusher.outcome.succeeded
 
 
 def errors_counted(registry: PerfRegistry) -> float | None:
