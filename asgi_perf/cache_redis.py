@@ -455,12 +455,19 @@ class TieredCache:
         self._task = task
 
     def _subscriber_ended(self, task: asyncio.Task[None]) -> None:
-        """The subscriber never returns: an exit that is not aclose()'s cancel is a failure,
-        counted, logged, and followed by a new subscriber after a backoff."""
+        """The subscriber never returns: an exit with an exception (or a return) is a failure,
+        counted, logged, and followed by a new subscriber after a backoff. A cancellation is a
+        stop, not a failure: aclose(), or the event loop shutting down (``asyncio.run()``
+        cancels the tasks left over), where a restart would leave a task on a closed loop."""
         exc = None if task.cancelled() else task.exception()  # retrieved in every case
         sub = self._sub
         if task is not self._task or sub is None:
             return  # stopped by aclose()
+        if task.cancelled():
+            self._task = self._sub = None
+            self.stats.subscribed = 0
+            sub.ready.set()  # never leave start() waiting
+            return
         self.stats.errors["subscribe"] += 1
         self.stats.subscribed = 0
         self._log.report(
@@ -474,10 +481,12 @@ class TieredCache:
         """Stop the subscriber. The Redis client is not closed; loads in flight go on.
 
         A cancellation of the caller while it waits for the subscriber to stop propagates."""
-        task, self._task, self._sub = self._task, None, None
+        task, sub, self._task, self._sub = self._task, self._sub, None, None
         restart, self._restart = self._restart, None
         if restart is not None:
             restart.cancel()
+        if sub is not None:
+            sub.ready.set()  # a start() still waiting for the first attempt returns
         self.stats.subscribed = 0
         if task is not None:
             task.cancel()

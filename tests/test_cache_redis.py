@@ -1203,6 +1203,42 @@ async def test_a_subscriber_task_that_ends_is_logged_counted_and_restarted(
             await eventually(lambda: "k" not in b.local, "the new subscriber to receive")
 
 
+async def test_a_cancelled_subscriber_is_a_stop_not_a_failure(
+    registry: PerfRegistry, client: aioredis.Redis, ns: str
+) -> None:
+    """A subscriber cancelled by someone else than aclose() (asyncio.run() cancels the tasks
+    left over at shutdown) is not restarted on a loop about to close, nor counted as a
+    failure; start() subscribes again."""
+    t = tier(registry, client, ns)
+    await t.start()
+    task = t._task
+    assert task is not None
+    task.cancel()
+    await asyncio.wait({task})
+    await settle()
+    assert (t._task, t._restart, t.stats.subscribed) == (None, None, 0)
+    assert t.stats.errors["subscribe"] == 0
+    await t.start()
+    assert t.stats.subscribed == 1
+    await t.aclose()
+
+
+async def test_aclose_during_the_first_subscribe_lets_start_return(
+    registry: PerfRegistry, ns: str, proxy: TcpProxy
+) -> None:
+    """start() waits for the first subscribe attempt; an aclose() meanwhile ends that wait."""
+    c = aioredis.Redis.from_url(proxy.url, retry=Retry(NoBackoff(), 0))
+    t = tier(registry, c, ns, timeout=60)
+    proxy.freeze()  # the subscribe is sent and never answered
+    starting = asyncio.create_task(t.start())
+    await settle()
+    assert not starting.done()
+    await t.aclose()
+    await asyncio.wait_for(starting, 10)  # a bound against hanging, not a timing check
+    proxy.forward()
+    await c.aclose()
+
+
 async def test_aclose_while_a_restart_is_pending_cancels_it(
     registry: PerfRegistry, client: aioredis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
