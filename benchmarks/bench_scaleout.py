@@ -2,6 +2,7 @@
 
 Usage: ./scripts/bench scaleout [--rounds N]
        ./scripts/bench scaleout --mode throughput [--rounds N] [--seconds S] [--pin-wrk CPU]
+       [--close]
 
 ``scrape`` (default): each worker file holds a realistic registry (50 routes x 2 statuses of HTTP
 series); time to collect the merged view with 4 live workers, then after 200 worker restarts.
@@ -203,9 +204,18 @@ def start_server(app: str, spec: str, workers: int, scratch: Path, stock: bool) 
     return server
 
 
-def run_wrk(server: Server, seconds: int, pin: str | None) -> tuple[float, int, float]:
-    """(req/s, requests completed, wrk CPU seconds) of one wrk run against ``server``."""
+def run_wrk(
+    server: Server, seconds: int, pin: str | None, close: bool = False
+) -> tuple[float, int, float]:
+    """(req/s, requests completed, wrk CPU seconds) of one wrk run against ``server``.
+
+    ``close``: a new connection per request (``Connection: close``), so the kernel hands each one
+    to whichever worker waits: the load spreads over the workers instead of staying on the one
+    that accepted wrk's 16 keep-alive connections.
+    """
     cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", server.url + "/work"]
+    if close:
+        cmd[1:1] = ["-H", "Connection: close"]
     if pin is not None:
         cmd = ["taskset", "-c", pin, *cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -227,19 +237,21 @@ def counted_requests(server: Server) -> float:
     return sum(float(m.group(1)) for m in re.finditer(pattern, text, re.MULTILINE))
 
 
-def throughput_mode(rounds: int, seconds: int, pin: str | None, stock: bool) -> None:
+def throughput_mode(
+    rounds: int, seconds: int, pin: str | None, stock: bool, close: bool = False
+) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("throughput mode needs wrk: apt-get install wrk")
     with tempfile.TemporaryDirectory() as scratch:
         servers = [start_server(app, spec, n, Path(scratch), stock) for app, spec, n in SERVERS]
         try:
             for server in servers:
-                server.completed += run_wrk(server, 2, pin)[1]  # warm-up
+                server.completed += run_wrk(server, 2, pin, close)[1]  # warm-up
             for _ in range(rounds):
                 for server in servers:
                     cpu_before, machine_before = server.cpu_seconds(), busy_cpu_seconds()
                     start = time.monotonic()
-                    rps, count, wrk_cpu = run_wrk(server, seconds, pin)
+                    rps, count, wrk_cpu = run_wrk(server, seconds, pin, close)
                     wall = time.monotonic() - start
                     cpu_after, machine = server.cpu_seconds(), busy_cpu_seconds() - machine_before
                     used = {p: t - cpu_before.get(p, 0.0) for p, t in cpu_after.items()}
@@ -262,6 +274,7 @@ def throughput_mode(rounds: int, seconds: int, pin: str | None, stock: bool) -> 
     print(
         ("stock `uvicorn --workers N`" if stock else "uvicorn supervisor, TCP_NODELAY restored")
         + f", 1 or 2 workers, wrk -t1 -c16 -d{seconds}s"
+        + (" with Connection: close" if close else "")
         + (f" pinned to CPU {pin}" if pin else "")
         + f", {rounds} interleaved rounds, {os.cpu_count()} CPUs"
     )
@@ -296,6 +309,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run (throughput)")
     parser.add_argument("--pin-wrk", default=None, help="taskset CPU list for wrk (throughput)")
     parser.add_argument(
+        "--close", action="store_true", help="a new connection per request (throughput)"
+    )
+    parser.add_argument(
         "--stock-uvicorn",
         action="store_true",
         help="run `uvicorn --workers N` as is (Nagle delay on keep-alive; see _uvicorn_workers.py)",
@@ -304,7 +320,9 @@ def main() -> None:
     if args.mode == "scrape":
         scrape_mode(args.rounds or 15)
     else:
-        throughput_mode(args.rounds or 5, args.seconds, args.pin_wrk, args.stock_uvicorn)
+        throughput_mode(
+            args.rounds or 5, args.seconds, args.pin_wrk, args.stock_uvicorn, args.close
+        )
 
 
 if __name__ == "__main__":
