@@ -12,12 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 from redis.exceptions import ResponseError
 
 from ._histogram import Histogram
@@ -169,7 +164,6 @@ class TierSet:
         self._registry = registry
         self._tiers: dict[str, TierStats] = {}
         self._lock = threading.Lock()
-        self._names = {name: registry.metric_name(name) for name in _METRICS}
         registry.register(self)
 
     def add(self, stats: TierStats) -> None:
@@ -179,16 +173,7 @@ class TierSet:
             self._tiers[stats.name] = stats
 
     def _families(self) -> dict[str, Any]:
-        families: dict[str, Any] = {}
-        for name in _METRICS:
-            spec = CATALOGUE[name]
-            kind = {
-                "counter": CounterMetricFamily,
-                "gauge": GaugeMetricFamily,
-                "histogram": HistogramMetricFamily,
-            }[spec.kind]
-            families[name] = kind(self._names[name], spec.help, labels=list(spec.labels))
-        return families
+        return {name: self._registry.family(name) for name in _METRICS}
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families().values())

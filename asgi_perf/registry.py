@@ -10,6 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from ._labels import OVERFLOW, SeriesCap
@@ -34,6 +41,14 @@ ERR_MAX_SERIES = "max_series_per_metric must be an int >= 1, got {!r}"
 ERR_UNKNOWN_METRIC = "unknown metric {!r}: every metric must be declared in asgi_perf.catalogue"
 ERR_KIND = "metric {!r} is a {}, not a {}"
 ERR_BUCKETS = "metric {!r} was already created with buckets {}; got {}"
+
+
+_FAMILIES: dict[str, Callable[..., Metric]] = {
+    "counter": CounterMetricFamily,
+    "gauge": GaugeMetricFamily,
+    "histogram": HistogramMetricFamily,
+    "summary": SummaryMetricFamily,
+}
 
 
 class RequestHook(Protocol):
@@ -133,6 +148,12 @@ class PerfRegistry:
             return CATALOGUE[name]
         except KeyError:
             raise ValueError(ERR_UNKNOWN_METRIC.format(name)) from None
+
+    def family(self, name: str) -> Metric:
+        """An empty metric family for catalogue metric ``name`` (its type, exposed name, help and
+        labels), for scrape-time collectors to fill with ``add_metric``."""
+        spec = self.spec(name)
+        return _FAMILIES[spec.kind](self.metric_name(name), spec.help, labels=list(spec.labels))
 
     # -- native metrics --------------------------------------------------------------------------
     def counter(self, name: str) -> BoundedMetric:
