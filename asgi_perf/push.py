@@ -35,7 +35,7 @@ from prometheus_client.exposition import (
     push_to_gateway,
     pushadd_to_gateway,
 )
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .registry import PerfRegistry
@@ -257,6 +257,24 @@ def _send(target: Target, method: str, registry: PerfRegistry | None = None) -> 
         raise PushError(message, target.url) from exc
 
 
+def _checked(
+    registry: object,
+    method: object,
+    gateway: str,
+    job: str,
+    grouping_key: Mapping[str, str] | None,
+    timeout: float,
+    basic_auth: tuple[str, str] | None,
+    handler: Handler | None,
+) -> Target:
+    """Every argument of :func:`push` and :func:`push_on_exit` checked; the target to send to."""
+    if not isinstance(registry, PerfRegistry):
+        raise ValueError(ERR_REGISTRY.format(registry))
+    if method not in METHODS:
+        raise ValueError(ERR_METHOD.format(method))
+    return Target.build(gateway, job, grouping_key, timeout, basic_auth, handler)
+
+
 def push(
     registry: PerfRegistry,
     gateway: str,
@@ -282,11 +300,7 @@ def push(
     :raises PushError: the Pushgateway refused the push (its reason is in the message) or could
         not be reached.
     """
-    if not isinstance(registry, PerfRegistry):
-        raise ValueError(ERR_REGISTRY.format(registry))
-    if method not in METHODS:
-        raise ValueError(ERR_METHOD.format(method))
-    target = Target.build(gateway, job, grouping_key, timeout, basic_auth, handler)
+    target = _checked(registry, method, gateway, job, grouping_key, timeout, basic_auth, handler)
     _send(target, method, registry)
 
 
@@ -334,8 +348,10 @@ class JobOutcome:
             yield _gauge(reg, "batch_job_last_success_timestamp_seconds", self.finished_at)
 
 
-def _gauge(registry: PerfRegistry, name: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(registry.metric_name(name), registry.spec(name).help, value=value)
+def _gauge(registry: PerfRegistry, name: str, value: float) -> Metric:
+    family = registry.family(name)
+    family.add_metric([], value)  # type: ignore[attr-defined]
+    return family
 
 
 def _succeeded(exc: BaseException | None) -> bool:
@@ -490,11 +506,7 @@ def push_on_exit(
     Arguments as :func:`push`, checked now (``ValueError``), except that ``method`` defaults to
     ``add``: a failed run then replaces the metrics it pushes but keeps the last success time.
     """
-    if not isinstance(registry, PerfRegistry):
-        raise ValueError(ERR_REGISTRY.format(registry))
-    if method not in METHODS:
-        raise ValueError(ERR_METHOD.format(method))
-    target = Target.build(gateway, job, grouping_key, timeout, basic_auth, handler)
+    target = _checked(registry, method, gateway, job, grouping_key, timeout, basic_auth, handler)
     return PushOnExit(registry, target, method)
 
 
