@@ -89,14 +89,11 @@ class Subscriber:
             except Exception as exc:  # noqa: BLE001 - the subscriber must outlive any failure
                 self.stats.errors["subscribe"] += 1
                 self.log.report("the invalidation subscription", exc)
-            try:
-                self.failures += 1
-                self.ready.set()  # start() waits for the first attempt, whatever its outcome
-                await asyncio.sleep(self.backoff())
-            except Exception as exc:  # noqa: BLE001 - nor may waiting to retry end it
-                self.stats.errors["subscribe"] += 1
-                self.log.report("waiting to renew the invalidation subscription", exc)
-                await asyncio.sleep(BACKOFF_CAP)
+            self.failures += 1
+            self.ready.set()  # start() waits for the first attempt, whatever its outcome
+            # backoff() is bounded for any number of failures; should anything else end this
+            # task, TieredCache counts, logs and restarts it.
+            await asyncio.sleep(self.backoff())
 
     async def _session(self) -> None:
         pubsub = self.client.pubsub()

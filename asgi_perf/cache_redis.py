@@ -272,21 +272,13 @@ class TieredCache:
         return value
 
     def _store_local(self, k: str, value: Any, flight: _Flight | None) -> None:
-        local = self.local
-        lock = local.lock
-        if lock is not None:
-            with lock:
-                self._store_unlocked(k, value, flight)
-        else:
-            self._store_unlocked(k, value, flight)
-
-    def _store_unlocked(self, k: str, value: Any, flight: _Flight | None) -> None:
         # An invalidation of this key while its load ran: do not store the loaded value.
-        if flight is None or not flight.stale:
-            try:  # noqa: SIM105 - on the fill path; suppress() costs an object per call
-                self.local[k] = value
-            except ValueError:  # larger than maxsize: counted as rejected by the cache
-                pass
+        with self._guard():
+            if flight is None or not flight.stale:
+                try:  # noqa: SIM105 - on the fill path; suppress() costs an object per call
+                    self.local[k] = value
+                except ValueError:  # larger than maxsize: counted as rejected by the cache
+                    pass
 
     # -- writing -------------------------------------------------------------------------------
     async def set(self, key: Key, value: Any) -> None:
@@ -364,29 +356,30 @@ class TieredCache:
     # An invalidation drops the local entries it matches and detaches the loads in flight for
     # them, marked stale: their value is stored nowhere, and a later call starts a new load
     # instead of joining one that may have read the data before the write.
+    def _guard(self) -> contextlib.AbstractContextManager[Any]:
+        lock = self.local.lock
+        return lock if lock is not None else contextlib.nullcontext()
+
     def _drop_local(self, keys: list[str]) -> None:
-        local = self.local
         flights = self._flights
-        with local.lock if local.lock is not None else contextlib.nullcontext():
+        with self._guard():
             for k in keys:
-                local.discard(k)
+                self.local.discard(k)
                 flight = flights.pop(k, None)
                 if flight is not None:
                     flight.stale = True
 
     def _drop_prefix(self, p: str) -> None:
-        local = self.local
         flights = self._flights
-        with local.lock if local.lock is not None else contextlib.nullcontext():
-            local.invalidate_where(lambda k: isinstance(k, str) and k.startswith(p))
+        with self._guard():
+            self.local.invalidate_prefix(p)
             for k in [k for k in flights if k.startswith(p)]:
                 flights.pop(k).stale = True
 
     def _clear_local(self) -> None:
-        local = self.local
         flights = self._flights
-        with local.lock if local.lock is not None else contextlib.nullcontext():
-            local.clear()
+        with self._guard():
+            self.local.clear()
             for flight in flights.values():
                 flight.stale = True
             flights.clear()
