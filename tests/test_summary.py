@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -14,6 +15,8 @@ from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf._system import ERR_NO_PSUTIL, SystemCollector, SystemSampler
+from asgi_perf.cache import LRUCache, TTLCache
+from asgi_perf.cache_redis import TieredCache
 from asgi_perf.summary import SLOW_QUERY_COMPONENT, Summarizer, alert_figures
 from asgi_perf.testing import sample
 
@@ -371,12 +374,6 @@ async def test_summary_shows_a_redis_tier_from_the_real_redis(
     Instance ``a`` loads one key (Redis miss), ``b`` reads it from Redis (hit) and misses another
     (miss): Redis answered 1 of b's 2 local misses. A cache without a tier has ``redis: None``.
     """
-    pytest.importorskip("redis")
-    import redis.asyncio as aioredis
-
-    from asgi_perf.cache import LRUCache, TTLCache
-    from asgi_perf.cache_redis import TieredCache
-
     namespace = f"t-{uuid.uuid4().hex[:12]}"
     client = aioredis.Redis.from_url(redis_url)
     plain: LRUCache[str, int] = LRUCache(10, name="plain", registry=registry)
