@@ -103,7 +103,7 @@ class Subscriber:
         finally:
             self.stats.subscribed = 0
             with contextlib.suppress(Exception):
-                await self.bounded(pubsub.aclose())  # type: ignore[no-untyped-call]
+                await self.bounded(pubsub.aclose())
 
     def backoff(self) -> float:
         doublings = min(max(self.failures - 1, 0), _MAX_DOUBLINGS)

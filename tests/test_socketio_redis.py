@@ -63,5 +63,5 @@ async def test_two_nodes_count_per_node_and_publish_once_per_batch(
     for c in clients:
         await c.disconnect()
     await pubsub.unsubscribe(channel)
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()
     await listener.aclose()
