@@ -521,7 +521,7 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
         ("notifier", "outcome"),
         component="ops",
     ),
-    # -- Batch jobs (asgi_perf.push.push_on_exit) --------------------------------------------------
+    # -- Batch jobs (asgi_perf.export.push_on_exit) ------------------------------------------
     MetricSpec(
         "batch_job_duration_seconds",
         "gauge",

@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command in ("rules", "grafana", "report"):
         return _operations_command(args)
-    from ._demo_run import run_demo  # needs the demo extra
+    from .demo import run_demo  # needs the demo extra
 
     try:
         return run_demo(
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _operations_command(args: argparse.Namespace) -> int:
-    from .rules import grafana_dashboard, rules_yaml
+    from .export import grafana_dashboard, rules_yaml
 
     try:
         if args.command == "rules":

@@ -23,7 +23,7 @@ from ._labels import OVERFLOW, SeriesCap
 from .catalogue import CATALOGUE, MetricSpec
 
 if TYPE_CHECKING:
-    from .timing import Timer
+    from .operations import Timer
 
 logger = logging.getLogger("asgi_perf")
 
@@ -234,34 +234,37 @@ class PerfRegistry:
         """The shared state ``key`` if a component created it, else ``None``."""
         return self._components.get(key)
 
-    # -- operations: custom timing, stats, summary (thin delegates; see asgi_perf.timing) ---------
+    # -- operations: custom timing, stats, summary (thin delegates; see asgi_perf.operations) -----
     def timed(self, name: str | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]:
         """Decorator timing each call of a sync or async function as timer ``name``."""
-        from .timing import Timings
+        from .operations import Timings
 
         return Timings.of(self).timed(name)
 
     def timer(self, name: str) -> Timer:
         """Context manager (``with`` / ``async with``) timing its block as timer ``name``."""
-        from .timing import Timings
+        from .operations import Timings
 
         return Timings.of(self).timer(name)
 
     def count(self, name: str, value: float = 1) -> None:
         """Add ``value`` (default 1) to the custom counter ``name``."""
-        from .timing import Timings
+        from .operations import Timings
 
         Timings.of(self).count(name, value)
 
     def stats(self, name: str) -> dict[str, Any]:
         """count, total, min, max, avg, p50/p95/p99 (seconds) and errors of timer ``name``."""
-        from .timing import Timings
+        from .operations import Timings
 
         return Timings.of(self).stats(name)
 
     def summary(self) -> dict[str, Any]:
-        """One JSON-able dict of every component's key figures (see :mod:`asgi_perf.summary`)."""
-        from .summary import build_summary
+        """One JSON-able dict of every component's key figures.
+
+        See :func:`asgi_perf.operations.build_summary`.
+        """
+        from .operations import build_summary
 
         return build_summary(self)
 
@@ -276,11 +279,11 @@ class PerfRegistry:
         basic_auth: tuple[str, str] | None = None,
         handler: Callable[..., Callable[[], None]] | None = None,
     ) -> None:
-        """Push everything this registry exposes to a Pushgateway (see :func:`asgi_perf.push.push`).
+        """Push everything this registry exposes to a Pushgateway (:func:`asgi_perf.export.push`).
 
-        ``ValueError`` for a bad argument; :class:`asgi_perf.push.PushError` if the push fails.
+        ``ValueError`` for a bad argument; :class:`asgi_perf.export.PushError` if the push fails.
         """
-        from .push import push
+        from .export import push
 
         push(
             self,

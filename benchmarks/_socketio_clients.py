@@ -14,7 +14,7 @@ them with one JSON command per line on stdin; each answers with one JSON line on
   delivery, comparable across processes on Linux;
 * ``{"quit": true}``: disconnect and exit.
 
-Every client uses :func:`asgi_perf.socketio_client.unbatch`, so batched payloads reach the same
+Every client uses :func:`asgi_perf.socketio.unbatch`, so batched payloads reach the same
 per-message handler as unbatched ones.
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import socketio
 
-from asgi_perf.socketio_client import unbatch
+from asgi_perf.socketio import unbatch
 
 
 class Receiver:

@@ -21,7 +21,7 @@ from prometheus_client import Histogram as PromHistogram
 
 from asgi_perf import PerfRegistry
 from asgi_perf.catalogue import LATENCY_BUCKETS
-from asgi_perf.monitor import Monitor
+from asgi_perf.operations import Monitor
 
 
 def work() -> int:
@@ -68,7 +68,7 @@ def per_call_ns(func: Callable[[], int], calls: int) -> float:
 def summary_cost(routes: int, rounds: int) -> tuple[float, float]:
     """Median ms of one summary build and one monitor sample for ``routes`` routes."""
     registry = PerfRegistry()
-    from asgi_perf._http import HttpStats
+    from asgi_perf.http._stats import HttpStats
 
     stats = HttpStats(registry, LATENCY_BUCKETS, LATENCY_BUCKETS, (64.0, 1024.0, 65536.0))
     registry.register(stats)

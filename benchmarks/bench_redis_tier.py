@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from asgi_perf import PerfRegistry
 from asgi_perf.cache import LRUCache
-from asgi_perf.cache_redis import TieredCache
+from asgi_perf.cache.redis import TieredCache
 
 KEYS = [f"k{i}" for i in range(100)]
 VALUE = {"id": 42, "name": "Ada Lovelace", "roles": ["admin", "author"], "active": True}

@@ -37,9 +37,9 @@ import psutil
 from prometheus_client import generate_latest
 
 from asgi_perf import PerfMiddleware, PerfRegistry
-from asgi_perf import _mp_store as store
-from asgi_perf._http import HttpStats
-from asgi_perf.multiprocess import Multiprocess, enable_multiprocess
+from asgi_perf.export import Multiprocess, enable_multiprocess
+from asgi_perf.export import _mp_store as store
+from asgi_perf.http._stats import HttpStats
 
 
 def worker_registry() -> PerfRegistry:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from asgi_perf import PerfRegistry
 from asgi_perf.cache import LRUCache
-from asgi_perf.push import push_on_exit
+from asgi_perf.export import push_on_exit
 
 registry = PerfRegistry()
 customers: LRUCache[int, str] = LRUCache(100, name="customers", registry=registry)

@@ -18,8 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
-from asgi_perf.alerts import DEFAULT_RULES, AlertRule, CallbackNotifier, LogNotifier
-from asgi_perf.operations import enable
+from asgi_perf.operations import DEFAULT_RULES, AlertRule, CallbackNotifier, LogNotifier, enable
 
 logging.basicConfig(level=logging.INFO)
 registry = PerfRegistry()

@@ -25,7 +25,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf.cache import TTLCache
-from asgi_perf.cache_redis import TieredCache
+from asgi_perf.cache.redis import TieredCache
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 NAMES = {1: "grace", 2: "linus"}

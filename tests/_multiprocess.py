@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from asgi_perf import PerfRegistry
-from asgi_perf import _mp_store as store
+from asgi_perf.export import _mp_store as store
 
 POLL_LIMIT = 30.0  # a safety bound on polling loops, never a performance assertion
 

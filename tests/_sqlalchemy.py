@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 class FakeClock:
     """A ``perf_counter`` stand-in whose time moves only when ``advance`` is called.
 
-    Monkeypatch it over ``asgi_perf.sqlalchemy.perf_counter`` and give it to an engine's
+    Monkeypatch it over ``asgi_perf.sqlalchemy._engine.perf_counter`` and give it to an engine's
     ``sleep()`` SQL function: ``SELECT sleep(0.02)`` then takes exactly 0.02 s and every other
     statement exactly 0 s, however loaded the machine is.
     """

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from asgi_perf import PerfRegistry
-from asgi_perf._webhook import ERR_URL, ERR_WEBHOOK_OPTION
-from asgi_perf.alerts import (
+from asgi_perf.operations._alerts import (
     DEFAULT_RULES,
     ERR_ALREADY,
     ERR_DUPLICATE,
@@ -35,6 +34,7 @@ from asgi_perf.alerts import (
     LogNotifier,
     WebhookNotifier,
 )
+from asgi_perf.operations._webhook import ERR_URL, ERR_WEBHOOK_OPTION
 from asgi_perf.testing import sample
 
 from ._ops import exact

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from asgi_perf import _batching
-from asgi_perf._batching import Coalescer
+from asgi_perf.socketio import _batching
+from asgi_perf.socketio._batching import Coalescer
 
 pytestmark = pytest.mark.anyio
 

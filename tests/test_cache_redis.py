@@ -20,17 +20,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from asgi_perf import PerfRegistry, metrics_app
-from asgi_perf._cache_redis_codec import encode_key
-from asgi_perf._cache_redis_stats import (
+from asgi_perf.cache import ERR_JITTER, ERR_TTL, LRUCache, TTLCache
+from asgi_perf.cache.redis._codec import encode_key
+from asgi_perf.cache.redis._stats import (
     ERR_TIER_DUPLICATE,
     LOG_INTERVAL,
     CircuitBreaker,
     RateLimitedLog,
     TierStats,
 )
-from asgi_perf._cache_redis_sub import BACKOFF_CAP, BACKOFF_FIRST, Subscriber
-from asgi_perf.cache import ERR_JITTER, ERR_TTL, LRUCache, TTLCache
-from asgi_perf.cache_redis import (
+from asgi_perf.cache.redis._subscriber import BACKOFF_CAP, BACKOFF_FIRST, Subscriber
+from asgi_perf.cache.redis._tiered import (
     ERR_BREAKER,
     ERR_CLIENT,
     ERR_DECODE,

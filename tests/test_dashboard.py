@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from asgi_perf import PerfRegistry, instrument, metrics_app
-from asgi_perf._ops_http import ERR_QUERY, dashboard_html, dumps
 from asgi_perf._types import Message
-from asgi_perf.monitor import Monitor
+from asgi_perf.operations import Monitor
+from asgi_perf.operations._endpoints import ERR_QUERY, dashboard_html, dumps
 from asgi_perf.testing import scrape
 
 from ._server import ROOT, ServerFactory
@@ -159,7 +159,7 @@ def test_wheel_ships_the_dashboard(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("index.html", "dashboard.css", "dashboard.js"):
-        assert f"asgi_perf/dashboard/{name}" in names
+        assert f"asgi_perf/operations/dashboard/{name}" in names
 
 
 # -- the page in a real headless Chromium ---

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from asgi_perf._demo import DemoFailure, build_demo, demo_rules
-from asgi_perf._demo_run import ERR_CONCURRENCY, ERR_DURATION, generate, serve
 from asgi_perf.cli import main
-from asgi_perf.rules import grafana_dashboard, prometheus_rules
+from asgi_perf.demo._app import DemoFailure, build_demo, demo_rules
+from asgi_perf.demo._run import ERR_CONCURRENCY, ERR_DURATION, generate, serve
+from asgi_perf.export import grafana_dashboard, prometheus_rules
 
 from ._server import ServerFactory, free_port
 from .test_dashboard import ARTIFACTS, Dom, _browser, _chromium
@@ -238,7 +238,7 @@ def test_only_the_demo_failure_is_kept_out_of_the_server_log(
     """The filter drops uvicorn's record of /error's DemoFailure and keeps every other error."""
     import logging
 
-    from asgi_perf._demo_run import _DropDemoFailures
+    from asgi_perf.demo._run import _DropDemoFailures
 
     quiet = _DropDemoFailures()
 
@@ -270,7 +270,7 @@ async def test_build_demo_on_a_given_workdir_calls_back_on_alerts(tmp_path: Any)
 def test_dashboard_of_the_running_demo_in_chromium(server: ServerFactory) -> None:
     """In headless Chromium the demo's dashboard shows the figures of every component."""
     binary = _chromium()
-    base = server("asgi_perf._demo:create_app", "--factory", ready_path="/metrics")
+    base = server("asgi_perf.demo:create_app", "--factory", ready_path="/metrics")
     traffic = asyncio.run(generate(base, 3.0, 4, io.StringIO()))
     assert traffic.requests > 0
     assert traffic.sockets == 3

@@ -15,8 +15,14 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from asgi_perf import PerfMiddleware, PerfRegistry, instrument, metrics_app
-from asgi_perf._integration import ERR_METRICS_PATH
-from asgi_perf.exposition import ERR_ALLOW, ERR_BASIC, ERR_REGISTRY, ERR_TOKEN, GZIP_MIN_SIZE
+from asgi_perf.export._exposition import (
+    ERR_ALLOW,
+    ERR_BASIC,
+    ERR_REGISTRY,
+    ERR_TOKEN,
+    GZIP_MIN_SIZE,
+)
+from asgi_perf.http._instrument import ERR_METRICS_PATH
 from asgi_perf.testing import scrape
 
 from ._asgi import Receiver, Sender, http_scope

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from asgi_perf import PerfMiddleware, PerfRegistry
-from asgi_perf._http import HttpStats
-from asgi_perf.middleware import PerfMiddleware as MW
-from asgi_perf.routing import RouteResolver
+from asgi_perf.http import PerfMiddleware as MW
+from asgi_perf.http import RouteResolver
+from asgi_perf.http._stats import HttpStats
 
 from ._asgi import Receiver, Sender, http_scope
 
@@ -120,7 +120,7 @@ async def test_clock_failure_in_send_path_is_contained(monkeypatch: pytest.Monke
             raise OSError("clock")
         return time.perf_counter()
 
-    monkeypatch.setattr("asgi_perf.middleware.perf_counter", flaky)
+    monkeypatch.setattr("asgi_perf.http._middleware.perf_counter", flaky)
     sender = Sender()
     await mw(http_scope("/x"), Receiver(), sender)
     assert sender.messages == await reference()

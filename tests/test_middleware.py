@@ -11,7 +11,7 @@ import pytest
 
 from asgi_perf import UNMATCHED, PerfMiddleware, PerfRegistry
 from asgi_perf._types import Message, Receive, Scope, Send
-from asgi_perf.middleware import (
+from asgi_perf.http._middleware import (
     CLIENT_CLOSED_REQUEST,
     ERR_EXCLUDE_PATH,
     ERR_EXCLUDE_PATTERN,
@@ -65,7 +65,7 @@ async def test_duration_runs_to_last_body_byte_not_past_background_work(
 ) -> None:
     """Duration ends at the last body byte: work after it (background tasks) is excluded."""
     clock = FakeClock()
-    monkeypatch.setattr("asgi_perf.middleware.perf_counter", clock)
+    monkeypatch.setattr("asgi_perf.http._middleware.perf_counter", clock)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         clock.advance(0.003)
@@ -115,7 +115,7 @@ async def test_exception_is_500_with_duration_and_reraised(
 ) -> None:
     """An unhandled exception: recorded as 500 with its duration, counted by type, re-raised."""
     clock = FakeClock()
-    monkeypatch.setattr("asgi_perf.middleware.perf_counter", clock)
+    monkeypatch.setattr("asgi_perf.http._middleware.perf_counter", clock)
 
     class Boom(Exception):
         pass

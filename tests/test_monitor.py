@@ -14,9 +14,9 @@ from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf._types import Message
-from asgi_perf.alerts import AlertManager, AlertRule, CallbackNotifier
-from asgi_perf.monitor import ERR_ALREADY, ERR_HISTORY, ERR_INTERVAL, Monitor
-from asgi_perf.operations import ERR_REGISTRY, MonitorLifespan, enable
+from asgi_perf.operations import AlertManager, AlertRule, CallbackNotifier
+from asgi_perf.operations._enable import ERR_REGISTRY, MonitorLifespan, enable
+from asgi_perf.operations._monitor import ERR_ALREADY, ERR_HISTORY, ERR_INTERVAL, Monitor
 from asgi_perf.testing import sample, scrape
 
 from ._ops import exact
@@ -218,8 +218,7 @@ def test_enable_on_starlette_registers_everything(registry: PerfRegistry) -> Non
 
 def test_enable_with_own_notifiers_and_existing_collector(registry: PerfRegistry) -> None:
     """Given notifiers are used as given; an existing system collector is not registered again."""
-    from asgi_perf._system import SystemCollector
-    from asgi_perf.alerts import LogNotifier
+    from asgi_perf.operations import LogNotifier, SystemCollector
 
     existing = registry.component("system.collector", lambda: SystemCollector(registry))
     registry.register(existing)

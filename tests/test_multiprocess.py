@@ -1,4 +1,4 @@
-"""Multi-worker mode: configuration, snapshot merging, liveness, compaction (asgi_perf.multiprocess)."""
+"""Multi-worker mode: configuration, snapshot merging, liveness, compaction (asgi_perf.export)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from asgi_perf import PerfRegistry, metrics_app
-from asgi_perf import _mp_store as store
-from asgi_perf import multiprocess as mp
+from asgi_perf.export import _mp_store as store
+from asgi_perf.export import _multiprocess as mp
 from asgi_perf.testing import sample
 
 from ._multiprocess import dead_pid, live_process, parse, total, write_worker

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asgi_perf import _mp_store as store
+from asgi_perf.export import _mp_store as store
 
 from ._multiprocess import poll, scrape, total
 from ._server import ServerFactory

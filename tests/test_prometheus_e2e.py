@@ -21,7 +21,7 @@ import httpx
 import pytest
 import socketio
 
-from asgi_perf.socketio_client import unbatch
+from asgi_perf.socketio import unbatch
 
 from ._multiprocess import POLL_LIMIT, poll
 from ._server import ROOT, ServerFactory, free_port

@@ -22,10 +22,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.exposition import default_handler
 
 from asgi_perf import PerfRegistry
-from asgi_perf import push as push_module
 from asgi_perf.cache import LRUCache
-from asgi_perf.multiprocess import enable_multiprocess
-from asgi_perf.push import (
+from asgi_perf.export import _push as push_module
+from asgi_perf.export import enable_multiprocess
+from asgi_perf.export._push import (
     DEFAULT_TIMEOUT,
     ERR_AUTH_TWICE,
     ERR_BASIC,
@@ -185,7 +185,7 @@ def test_multiprocess_mode_pushes_the_merged_view(pushgateway: Pushgateway, tmp_
 
 
 def test_registry_push_defaults_match_the_module() -> None:
-    """PerfRegistry.push() and asgi_perf.push.push() share their defaults."""
+    """PerfRegistry.push() and asgi_perf.export.push() share their defaults."""
     method = inspect.signature(PerfRegistry.push).parameters
     function = inspect.signature(push).parameters
     assert method["timeout"].default == function["timeout"].default == DEFAULT_TIMEOUT
@@ -716,7 +716,7 @@ def test_outcome_is_exported_by_the_registry_too(registry: PerfRegistry) -> None
 BATCH_SCRIPT = """
 import sys
 from asgi_perf import PerfRegistry
-from asgi_perf.push import push_on_exit
+from asgi_perf.export import push_on_exit
 
 registry = PerfRegistry()
 
@@ -770,12 +770,12 @@ def test_batch_script_with_gateway_down_keeps_its_exit_code(
 
 
 def test_module_exports() -> None:
-    """asgi_perf.push.__all__ lists exactly its public names."""
+    """The Pushgateway module's ``__all__`` lists exactly its public names."""
     public = {
         name
         for name, obj in vars(push_module).items()
         if not name.startswith("_")
-        and getattr(obj, "__module__", "asgi_perf.push") == "asgi_perf.push"
+        and getattr(obj, "__module__", push_module.__name__) == push_module.__name__
         and not inspect.ismodule(obj)
         and name not in {"annotations", "logger", "P", "R", "Handler", "COMPONENT"}
     }

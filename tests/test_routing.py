@@ -267,7 +267,7 @@ def test_labels_never_contain_raw_values(tmp_path: Path) -> None:
 
 async def test_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A router that creates a new route object per request cannot grow the resolver's cache."""
-    monkeypatch.setattr("asgi_perf.routing.MAX_CACHED_ROUTES", 50)
+    monkeypatch.setattr("asgi_perf.http._routing.MAX_CACHED_ROUTES", 50)
 
     class Fresh:
         path = "/fresh/{n}"

@@ -13,7 +13,7 @@ import pytest
 from asgi_perf import CATALOGUE, PerfRegistry
 from asgi_perf.catalogue import exposed_name
 from asgi_perf.cli import main, summary_rows, to_csv
-from asgi_perf.rules import (
+from asgi_perf.export._rules import (
     ERR_NAMESPACE,
     ERR_WINDOW,
     grafana_dashboard,

@@ -12,10 +12,10 @@ import socketio
 import uvicorn
 
 from asgi_perf import PerfRegistry
-from asgi_perf import socketio as sio_mod
-from asgi_perf._batching import ERR_MAX_ITEMS
 from asgi_perf.socketio import Batcher, instrument_socketio
-from asgi_perf.socketio_client import ERR_NOT_CLIENT, unbatch
+from asgi_perf.socketio import _hook as sio_mod
+from asgi_perf.socketio._batching import ERR_MAX_ITEMS
+from asgi_perf.socketio._client import ERR_NOT_CLIENT, unbatch
 from asgi_perf.testing import sample, samples, series
 
 from ._server import free_port
@@ -379,7 +379,7 @@ def test_unbatch_sync_client_and_bad_client() -> None:
 
 def test_series_cap_folds_into_overflow() -> None:
     """Past the registry's series cap new label sets share the __overflow__ series, counted."""
-    from asgi_perf._socketio_stats import socketio_stats
+    from asgi_perf.socketio._stats import socketio_stats
 
     registry = PerfRegistry(max_series_per_metric=1)
     stats = socketio_stats(registry)

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 import socketio
 
-from asgi_perf.socketio_client import unbatch
+from asgi_perf.socketio import unbatch
 
 from ._server import ServerFactory
 from ._socketio import metrics, value

@@ -9,7 +9,7 @@ import string
 import pytest
 import socketio
 
-from asgi_perf.socketio_client import unbatch
+from asgi_perf.socketio import unbatch
 
 from ._server import ServerFactory
 from ._socketio import connect, metrics, names, value

@@ -29,7 +29,6 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from asgi_perf import PerfRegistry
-from asgi_perf._sqlstats import SlowQueryLog, slow_log_for
 from asgi_perf.sqlalchemy import (
     ERR_ENGINE,
     ERR_INTERVAL,
@@ -43,6 +42,7 @@ from asgi_perf.sqlalchemy import (
     InstrumentedEngine,
     instrument_engine,
 )
+from asgi_perf.sqlalchemy._stats import SlowQueryLog, slow_log_for
 from asgi_perf.testing import sample, samples
 
 from ._sqlalchemy import FakeClock, aiosqlite_engine, sqlite_engine
@@ -54,7 +54,7 @@ DURATION = "db_query_duration_seconds"
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """A fake perf_counter for the instrumentation; engines built with it sleep in fake time."""
     fake = FakeClock()
-    monkeypatch.setattr("asgi_perf.sqlalchemy.perf_counter", fake)
+    monkeypatch.setattr("asgi_perf.sqlalchemy._engine.perf_counter", fake)
     return fake
 
 
@@ -558,7 +558,7 @@ def test_statement_cache_starts_over_when_full(
     registry: PerfRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Distinct statement texts without end never grow the per-statement cache past its cap."""
-    monkeypatch.setattr("asgi_perf.sqlalchemy._MAX_CACHED_STATEMENTS", 5)
+    monkeypatch.setattr("asgi_perf.sqlalchemy._engine._MAX_CACHED_STATEMENTS", 5)
     engine = sqlite_engine()
     handle = instrument_engine(engine, registry=registry, name="main", statement_stats=True)
     with engine.connect() as conn:
@@ -585,7 +585,7 @@ def test_duration_series_are_capped_by_the_registry(tmp_path: Path) -> None:
 
 def test_slow_list_is_bounded_and_forgets_oldest_fingerprints() -> None:
     """The recent list keeps maxlen entries and at most max_fingerprints counts."""
-    from asgi_perf._sqlstats import SlowQueryLog
+    from asgi_perf.sqlalchemy import SlowQueryLog
 
     log = SlowQueryLog(maxlen=3, max_fingerprints=2)
     for fp in ("a", "b", "c", "a"):
@@ -664,7 +664,7 @@ def test_request_finished_in_another_context_clears_it(registry: PerfRegistry) -
     """A request hook finished outside the context it started in falls back to clearing."""
     import contextvars
 
-    from asgi_perf._sqlstats import RequestQueries
+    from asgi_perf.sqlalchemy._stats import RequestQueries
 
     instrument_engine(sqlite_engine(), registry=registry, name="main")
     hook = next(h for h in registry.request_hooks if isinstance(h, RequestQueries))
@@ -678,7 +678,7 @@ def test_statement_stats_survive_a_statement_cache_reset(
     registry: PerfRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Counts per fingerprint never go down when the statement-text cache starts over."""
-    monkeypatch.setattr("asgi_perf.sqlalchemy._MAX_CACHED_STATEMENTS", 200)
+    monkeypatch.setattr("asgi_perf.sqlalchemy._engine._MAX_CACHED_STATEMENTS", 200)
     engine = sqlite_engine()
     handle = instrument_engine(engine, registry=registry, name="main", statement_stats=True)
     with engine.connect() as conn:

@@ -1,4 +1,4 @@
-"""asgi_perf._sqlfingerprint: operations and literal-free, bounded statement fingerprints."""
+"""asgi_perf.sqlalchemy._fingerprint: operations and literal-free, bounded statement fingerprints."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgi_perf._sqlfingerprint import (
+from asgi_perf.sqlalchemy._fingerprint import (
     MAX_SQL_CHARS,
     FingerprintCache,
     fingerprint_id,

@@ -11,8 +11,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from asgi_perf import PerfRegistry
-from asgi_perf._sqlstats import SlowQueryLog, slow_log_for
 from asgi_perf.sqlalchemy import instrument_engine
+from asgi_perf.sqlalchemy._stats import SlowQueryLog, slow_log_for
 from asgi_perf.testing import sample
 
 from ._sqlalchemy import sa_url

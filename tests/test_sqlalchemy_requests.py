@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from asgi_perf import PerfMiddleware, PerfRegistry
-from asgi_perf._sqlstats import RequestQueries
 from asgi_perf.sqlalchemy import instrument_engine
+from asgi_perf.sqlalchemy._stats import RequestQueries
 from asgi_perf.testing import sample
 
 from ._server import ServerFactory
@@ -165,7 +165,7 @@ def test_request_finished_takes_no_lock(
     """Finishing a request observes every engine (zero included) without taking any engine lock."""
     from sqlalchemy import create_engine
 
-    from asgi_perf._sqlstats import stats_for
+    from asgi_perf.sqlalchemy._stats import stats_for
 
     for name in ("a", "b", "c"):
         instrument_engine(create_engine("sqlite://"), registry=registry, name=name)

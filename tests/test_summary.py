@@ -14,10 +14,10 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
-from asgi_perf._system import ERR_NO_PSUTIL, SystemCollector, SystemSampler
 from asgi_perf.cache import LRUCache, TTLCache
-from asgi_perf.cache_redis import TieredCache
-from asgi_perf.summary import SLOW_QUERY_COMPONENT, Summarizer, alert_figures
+from asgi_perf.cache.redis import TieredCache
+from asgi_perf.operations._summary import SLOW_QUERY_COMPONENT, Summarizer, alert_figures
+from asgi_perf.operations._system import ERR_NO_PSUTIL, SystemCollector, SystemSampler
 from asgi_perf.testing import sample
 
 
@@ -302,7 +302,7 @@ def test_each_cpu_reader_keeps_its_own_window(registry: PerfRegistry, tmp_path: 
     Reading the summary must not run the ``system_*`` collector (whose window is the time between
     scrapes), and a read-only summary must not shorten the monitor's window, nor the reverse.
     """
-    from asgi_perf.monitor import Monitor
+    from asgi_perf.operations import Monitor
 
     proc = _proc_tree(tmp_path, busy=100, idle=300)
     registry.register(SystemCollector(registry, SystemSampler(use_psutil=False, proc=proc)))

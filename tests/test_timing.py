@@ -9,8 +9,14 @@ from collections.abc import Iterator
 import pytest
 
 from asgi_perf import OTHER, PerfRegistry
+from asgi_perf.operations._timing import (
+    ERR_GENERATOR,
+    ERR_NAME,
+    ERR_NOT_CALLABLE,
+    ERR_VALUE,
+    Timings,
+)
 from asgi_perf.testing import sample
-from asgi_perf.timing import ERR_GENERATOR, ERR_NAME, ERR_NOT_CALLABLE, ERR_VALUE, Timings
 
 from ._ops import exact
 

@@ -15,9 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
-from asgi_perf.alerts import AlertRule
-from asgi_perf.operations import enable
-from asgi_perf.summary import SLOW_QUERY_COMPONENT
+from asgi_perf.operations import AlertRule, enable
+from asgi_perf.operations._summary import SLOW_QUERY_COMPONENT
 
 
 class SlowLog:

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from asgi_perf import PerfRegistry
 from asgi_perf.cache import TTLCache
-from asgi_perf.cache_redis import TieredCache
+from asgi_perf.cache.redis import TieredCache
 
 
 async def main(url: str, namespace: str) -> None:

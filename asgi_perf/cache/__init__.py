@@ -1,0 +1,70 @@
+"""Metered caches: cachetools caches that count, ``cached`` for sync and async functions.
+
+``LRUCache``, ``LFUCache``, ``TTLCache`` and ``TLRUCache`` behave exactly like cachetools' and count
+hits, misses and evictions by reason as plain ints; one scrape-time collector per registry exports
+them; ``cached`` memoizes ``def`` and ``async def`` functions with one load per key (see
+``docs/cache.md``). :mod:`asgi_perf.cache.redis` adds a Redis tier behind any of them. Requires
+the ``cachetools`` extra.
+"""
+
+from ._caches import (
+    COMPONENT_KEY,
+    ERR_ASYNC_CONDITION,
+    ERR_DUPLICATE,
+    ERR_GENERATOR,
+    ERR_JITTER,
+    ERR_KEY,
+    ERR_LOCK,
+    ERR_LOCK_MISMATCH,
+    ERR_MAXSIZE,
+    ERR_NAME,
+    ERR_NOT_METERED,
+    ERR_REGISTRY,
+    ERR_TOO_MANY,
+    ERR_TTL,
+    ERR_TTU,
+    Cached,
+    CacheInfo,
+    CacheSet,
+    CacheStats,
+    EvictionStats,
+    LFUCache,
+    Lock,
+    LRUCache,
+    MeteredCache,
+    TLRUCache,
+    TTLCache,
+    cached,
+    caches,
+)
+
+__all__ = [
+    "COMPONENT_KEY",
+    "ERR_ASYNC_CONDITION",
+    "ERR_DUPLICATE",
+    "ERR_GENERATOR",
+    "ERR_JITTER",
+    "ERR_KEY",
+    "ERR_LOCK",
+    "ERR_LOCK_MISMATCH",
+    "ERR_MAXSIZE",
+    "ERR_NAME",
+    "ERR_NOT_METERED",
+    "ERR_REGISTRY",
+    "ERR_TOO_MANY",
+    "ERR_TTL",
+    "ERR_TTU",
+    "CacheInfo",
+    "CacheSet",
+    "CacheStats",
+    "Cached",
+    "EvictionStats",
+    "LFUCache",
+    "LRUCache",
+    "Lock",
+    "MeteredCache",
+    "TLRUCache",
+    "TTLCache",
+    "cached",
+    "caches",
+]

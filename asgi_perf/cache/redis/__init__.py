@@ -1,0 +1,48 @@
+"""The Redis tier: a metered local cache in front of Redis, shared by every process.
+
+:class:`TieredCache` looks in the local tier, then Redis, then runs the loader once per key;
+writes and invalidations reach other processes through Redis pub/sub; Redis is an optimisation,
+never a dependency (see ``docs/cache.md``). Requires the ``redis`` extra.
+"""
+
+from ._tiered import (
+    ERR_BREAKER,
+    ERR_CLIENT,
+    ERR_DECODE,
+    ERR_KEY_TYPE,
+    ERR_LOCAL,
+    ERR_NAMESPACE,
+    ERR_NOT_ASYNC,
+    ERR_PING,
+    ERR_SERIALIZER,
+    ERR_TIMEOUT,
+    SCAN_COUNT,
+    JsonSerializer,
+    Key,
+    PickleSerializer,
+    Serializer,
+    TieredCache,
+    TieredCached,
+    cached_tiered,
+)
+
+__all__ = [
+    "ERR_BREAKER",
+    "ERR_CLIENT",
+    "ERR_DECODE",
+    "ERR_KEY_TYPE",
+    "ERR_LOCAL",
+    "ERR_NAMESPACE",
+    "ERR_NOT_ASYNC",
+    "ERR_PING",
+    "ERR_SERIALIZER",
+    "ERR_TIMEOUT",
+    "SCAN_COUNT",
+    "JsonSerializer",
+    "Key",
+    "PickleSerializer",
+    "Serializer",
+    "TieredCache",
+    "TieredCached",
+    "cached_tiered",
+]

@@ -1,0 +1,316 @@
+"""Multi-worker mode: every asgi-perf metric summed across uvicorn / gunicorn worker processes.
+
+prometheus_client's own multiprocess mode aggregates only its native metrics' value files and
+refuses custom collectors, yet most asgi-perf numbers are scrape-time collectors (the lock-free
+HTTP store, pools, caches, Socket.IO connections). So asgi-perf publishes instead: each worker
+writes *everything its registry exposes* into a snapshot file in ``PROMETHEUS_MULTIPROC_DIR``
+every ``interval`` seconds (and at exit, and whenever it serves a scrape), and the metrics endpoint
+of any worker merges all of them (see :mod:`asgi_perf.export._mp_store` for the rules and the
+locking).
+
+Nothing changes on the request path: the cost is one collect + JSON write per worker per
+interval. The price is staleness: another worker's numbers are up to ``interval`` old, and a
+worker killed with SIGKILL loses what it counted since its last publish (a graceful exit
+publishes first).
+
+Usage: nothing, when the app serves :func:`~asgi_perf.metrics_app` and the variable is set: the
+metrics app enables it. With gunicorn, add ``from asgi_perf.export import child_exit`` to
+``gunicorn.conf.py`` so a dead worker is compacted at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+
+from ..registry import PerfRegistry
+from . import _mp_store as store
+
+#: The variable prometheus_client uses; asgi-perf shares the directory (its files are distinct).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Overrides the publish interval (seconds) of an automatically enabled registry.
+INTERVAL_ENV = "ASGI_PERF_MULTIPROC_INTERVAL"
+DEFAULT_INTERVAL = 1.0
+COMPONENT = "multiprocess"
+
+ERR_DIR_MISSING = (
+    "PROMETHEUS_MULTIPROC_DIR={!r} does not exist: create it (empty) before starting the workers"
+)
+ERR_DIR_NOT_DIR = "PROMETHEUS_MULTIPROC_DIR={!r} is not a directory"
+ERR_DIR_NOT_WRITABLE = "PROMETHEUS_MULTIPROC_DIR={!r} is not writable by this process"
+ERR_NO_DIR = "multi-worker mode needs a directory: set PROMETHEUS_MULTIPROC_DIR or pass directory="
+ERR_INTERVAL = "interval must be a number of seconds > 0, got {!r}"
+ERR_GAUGE_MODE = "gauge mode for {!r} must be one of {}, got {!r}"
+
+#: Gauges that must not be summed across workers (catalogue names; the namespace is applied).
+DEFAULT_GAUGE_MODES: Mapping[str, str] = {
+    # Host-wide readings: every worker sees the same host, so the sum would be nonsense.
+    "system_cpu_ratio": "livemax",
+    "system_memory_ratio": "livemax",
+    "system_disk_ratio": "livemax",
+    # An in-process alert fires in one worker or several: the fleet view is "firing anywhere".
+    "asgi_perf_alerts_firing": "livemax",
+}
+
+
+def check_directory(directory: str | os.PathLike[str]) -> Path:
+    """The directory as a ``Path``; ``ValueError`` if missing, not a directory or read-only."""
+    path = Path(directory)
+    if not path.exists():
+        raise ValueError(ERR_DIR_MISSING.format(str(directory)))
+    if not path.is_dir():
+        raise ValueError(ERR_DIR_NOT_DIR.format(str(directory)))
+    try:
+        # Probe by creating the lock file the workers need anyway: os.access() says yes to root
+        # on a read-only mount.
+        with open(path / store.LOCK, "ab"):
+            pass
+    except OSError:
+        raise ValueError(ERR_DIR_NOT_WRITABLE.format(str(directory))) from None
+    return path
+
+
+def _check_interval(interval: object) -> float:
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, (int, float))
+        or not 0 < interval < float("inf")
+    ):
+        raise ValueError(ERR_INTERVAL.format(interval))
+    return float(interval)
+
+
+class Multiprocess:
+    """The multi-worker state of one registry: its publisher thread and the merged view.
+
+    Build it with :func:`enable_multiprocess`. ``view`` is a ``CollectorRegistry`` whose one
+    collector merges every worker's snapshot; :func:`~asgi_perf.metrics_app` serves it.
+    """
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        directory: Path,
+        interval: float,
+        gauge_modes: Mapping[str, str],
+    ) -> None:
+        self.registry = registry
+        self.directory = directory
+        self.interval = interval
+        self.gauge_modes = dict(gauge_modes)
+        self.view = CollectorRegistry(auto_describe=False)
+        self.view.register(_MergedCollector(self))
+        self._last: bytes = b""
+        self._closed = False
+        self._reset()
+        ref = weakref.ref(self)
+        # gunicorn --preload imports the app in the master and forks: the child must publish
+        # under its own pid and needs its own thread (threads do not survive fork).
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        atexit.register(self.close)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.pid = os.getpid()
+        # Zero-padded start time: a pid reused later gets a token that sorts after this one.
+        self.token = f"{time.time_ns():020d}"
+        self.path = self.directory / store.snapshot_name(self.pid, self.token)
+        self._last = b""
+        self._thread = threading.Thread(
+            target=self._run, name="asgi-perf-multiprocess", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.publish()
+
+    def publish(self) -> bool:
+        """Write this worker's snapshot now; ``False`` (counted, logged) if that failed."""
+        try:
+            with self._lock:
+                data = store.encode(self.pid, self.token, self.registry.prometheus.collect())
+                # An idle worker rewrites nothing.
+                if data != self._last:
+                    store.write_atomic(self.path, data)
+                    self._last = data
+        except Exception as exc:  # noqa: BLE001 - a failed publish is retried next interval
+            self.registry.report_error(COMPONENT, exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop the publisher thread after one final publish (runs at interpreter exit too)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        atexit.unregister(self.close)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)  # an ongoing publish finishes; the loop then ends
+        if os.getpid() == self.pid:
+            self.publish()
+
+    def collect(self, *, compact: bool = True) -> Iterator[Metric]:
+        """Every worker's families merged; dead workers compacted first (``compact=True``)."""
+        try:
+            self.publish()
+            files = store.snapshot_files(self.directory)
+            dead = store.dead_files(self.directory, files, self.pid)
+            if dead and compact:
+                with store.locked(self.directory, exclusive=True):
+                    store.compact(self.directory, store.dead_files(self.directory, files, self.pid))
+            with store.locked(self.directory, exclusive=False):
+                families = self._merge()
+        except Exception as exc:
+            # The scrape fails (Prometheus shows up == 0): serving one worker's numbers as the
+            # total would make every counter jump backwards.
+            self.registry.report_error(COMPONENT, exc)
+            raise
+        return store.to_metrics(families)
+
+    def _merge(self) -> store.Families:
+        modes = {self.registry.metric_name(k): v for k, v in DEFAULT_GAUGE_MODES.items()}
+        modes.update(self.gauge_modes)
+        compacted = store.load(self.directory / store.COMPACTED)
+        skip = store.folded_names(compacted)
+        files = [p for p in store.snapshot_files(self.directory) if p.name not in skip]
+        dead = set(store.dead_files(self.directory, files, self.pid))
+        families: store.Families = {}
+        # This worker first, so the families keep its (the registry's) order.
+        files.sort(key=lambda p: p != self.path)
+        for path in files:
+            try:
+                snap = store.load(path)
+                if snap is not None:
+                    store.merge_into(families, snap, path not in dead, modes)
+            except (ValueError, KeyError, TypeError) as exc:
+                # Not written by asgi-perf (writes are atomic renames): skip it, say so once.
+                self.registry.report_error(COMPONENT, exc)
+        if compacted is not None:
+            store.merge_into(families, compacted, live=False, gauge_modes=modes)
+        return families
+
+
+class _MergedCollector:
+    def __init__(self, owner: Multiprocess) -> None:
+        self._owner = weakref.ref(owner)
+
+    def collect(self) -> Iterator[Metric]:
+        owner = self._owner()
+        return owner.collect() if owner is not None else iter(())
+
+
+def _after_fork(ref: weakref.ref[Multiprocess]) -> None:
+    mp = ref()
+    if mp is not None and not mp._closed:
+        mp._reset()
+
+
+def enable_multiprocess(
+    registry: PerfRegistry,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    interval: float | None = None,
+    gauge_modes: Mapping[str, str] | None = None,
+) -> Multiprocess:
+    """Publish ``registry`` for the other workers and serve the merged view from it.
+
+    :param directory: shared by every worker of the app on this host; default
+        ``$PROMETHEUS_MULTIPROC_DIR``. It must exist; empty it before the app starts.
+    :param interval: seconds between publishes (default 1).
+    :param gauge_modes: exposed gauge name -> ``livesum`` (default), ``livemax``, ``livemin`` or
+        ``liveall`` (one series per worker, with a ``pid`` label).
+    :returns: the registry's one :class:`Multiprocess` (a second call returns the same one, with
+        the new interval if given).
+    """
+    if not isinstance(registry, PerfRegistry):
+        raise ValueError(f"registry must be a PerfRegistry, got {registry!r}")
+    if directory is None:
+        directory = os.environ.get(MULTIPROC_ENV) or None
+        if directory is None:
+            raise ValueError(ERR_NO_DIR)
+    path = check_directory(directory)
+    every = _check_interval(DEFAULT_INTERVAL if interval is None else interval)
+    modes = dict(gauge_modes or {})
+    for name, mode in modes.items():
+        if mode not in store.GAUGE_MODES:
+            raise ValueError(ERR_GAUGE_MODE.format(name, sorted(store.GAUGE_MODES), mode))
+    mp = registry.component(COMPONENT, lambda: Multiprocess(registry, path, every, modes))
+    mp.interval = every
+    mp.gauge_modes.update(modes)
+    return mp
+
+
+def enable_from_environment(registry: PerfRegistry) -> Multiprocess | None:
+    """:func:`enable_multiprocess` when ``PROMETHEUS_MULTIPROC_DIR`` is set, else nothing.
+
+    The interval comes from ``ASGI_PERF_MULTIPROC_INTERVAL`` (seconds) when that is set.
+    """
+    if not os.environ.get(MULTIPROC_ENV):
+        return None
+    raw = os.environ.get(INTERVAL_ENV)
+    try:
+        interval = float(raw) if raw else None
+    except ValueError:
+        raise ValueError(f"{INTERVAL_ENV}: " + ERR_INTERVAL.format(raw)) from None
+    return enable_multiprocess(registry, interval=interval)
+
+
+def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None) -> int:
+    """Compact a dead worker's files now (and prometheus_client's live gauges for ``pid``).
+
+    Safe to call from any process sharing the directory (the gunicorn master). Returns how many
+    asgi-perf snapshot files were folded.
+    """
+    from prometheus_client import multiprocess as prom_mp
+
+    directory = directory or os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        raise ValueError(ERR_NO_DIR)
+    path = check_directory(directory)
+    prom_mp.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+    files = [
+        p
+        for p in store.snapshot_files(path)
+        if (ids := store.parse_name(p)) is not None and ids[0] == pid
+    ]
+    if not files:
+        return 0
+    with store.locked(path, exclusive=True):
+        return store.compact(path, files)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: ``from asgi_perf.export import child_exit`` in gunicorn.conf.py."""
+    mark_process_dead(worker.pid)
+
+
+__all__ = [
+    "DEFAULT_GAUGE_MODES",
+    "DEFAULT_INTERVAL",
+    "ERR_DIR_MISSING",
+    "ERR_DIR_NOT_DIR",
+    "ERR_DIR_NOT_WRITABLE",
+    "ERR_GAUGE_MODE",
+    "ERR_INTERVAL",
+    "ERR_NO_DIR",
+    "INTERVAL_ENV",
+    "MULTIPROC_ENV",
+    "Multiprocess",
+    "check_directory",
+    "child_exit",
+    "enable_from_environment",
+    "enable_multiprocess",
+    "mark_process_dead",
+]

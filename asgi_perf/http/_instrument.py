@@ -1,0 +1,66 @@
+"""``instrument(app)``: the one-line set-up for Starlette / FastAPI apps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..export import OPS_ENDPOINTS, metrics_app
+from ..registry import PerfRegistry
+from ._middleware import PerfMiddleware
+
+ERR_NOT_STARLETTE = (
+    "instrument() needs a Starlette or FastAPI app (with add_middleware and add_route); "
+    "for other ASGI apps wrap it yourself: PerfMiddleware(app, registry=...)"
+)
+ERR_METRICS_PATH = (
+    "metrics_path must not end in summary, history, alerts or dashboard (the metrics app serves "
+    "those as its operations endpoints), got {!r}"
+)
+
+
+def instrument(
+    app: Any,
+    *,
+    registry: PerfRegistry | None = None,
+    metrics_path: str | None = "/metrics",
+    metrics_options: dict[str, Any] | None = None,
+    operations_routes: bool = True,
+    **middleware_options: Any,
+) -> PerfRegistry:
+    """Add :class:`PerfMiddleware` and a metrics route to a Starlette/FastAPI app.
+
+    :param metrics_path: where to serve the metrics (``None``: do not add the route). Its last
+        segment must not be ``summary``, ``history``, ``alerts`` or ``dashboard``.
+    :param metrics_options: keyword arguments for :func:`metrics_app` (``token``, ``allow``, ...).
+    :param operations_routes: also route ``<metrics_path>/summary``, ``/history``, ``/alerts``
+        and ``/dashboard`` to the metrics app (same access rules as the metrics).
+    :param middleware_options: keyword arguments for :class:`PerfMiddleware`.
+    :returns: the registry everything reports into (a fresh one unless given).
+    """
+    if not (
+        callable(getattr(app, "add_middleware", None)) and callable(getattr(app, "add_route", None))
+    ):
+        raise ValueError(ERR_NOT_STARLETTE)
+    if registry is None:
+        registry = PerfRegistry()
+    if metrics_path is not None and not metrics_path.startswith("/"):
+        raise ValueError(f"metrics_path must start with '/', got {metrics_path!r}")
+    if metrics_path is not None and metrics_path.rstrip("/").rpartition("/")[2] in OPS_ENDPOINTS:
+        # The metrics app picks the endpoint from the last path segment, wherever it is routed.
+        raise ValueError(ERR_METRICS_PATH.format(metrics_path))
+    exposition = metrics_app(registry, **(metrics_options or {}))
+    # Validate the middleware options now, not at the first request: add_middleware defers
+    # construction until the app builds its stack.
+    PerfMiddleware(_noop_app, registry=PerfRegistry(), **middleware_options)
+    app.add_middleware(PerfMiddleware, registry=registry, **middleware_options)
+    if metrics_path is not None:
+        app.add_route(metrics_path, exposition, include_in_schema=False)
+        if operations_routes:
+            base = metrics_path.rstrip("/")
+            for endpoint in sorted(OPS_ENDPOINTS):
+                app.add_route(f"{base}/{endpoint}", exposition, include_in_schema=False)
+    return registry
+
+
+async def _noop_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
+    return None

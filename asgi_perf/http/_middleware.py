@@ -1,0 +1,310 @@
+"""PerfMiddleware: pure-ASGI HTTP timing that costs a few microseconds and never breaks the app."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterable, Sequence
+from time import perf_counter
+from typing import Any
+
+from .._histogram import check_buckets
+from .._labels import (
+    METHOD_LABELS,
+    OTHER_METHOD,
+    OTHER_STATUS,
+    STATUS_CLASS_LABELS,
+    STATUS_LABELS,
+    UNMATCHED,
+)
+from .._types import ASGIApp, Message, Receive, Scope, Send
+from ..catalogue import LATENCY_BUCKETS
+from ..registry import PerfRegistry, RequestHook
+from ._routing import RouteResolver
+from ._stats import HttpStats
+
+#: Status recorded when the client went away before the response completed (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
+
+ERR_EXCLUDE_PATH = "exclude_paths entries must be strings starting with '/', got {!r}"
+ERR_EXCLUDE_PATTERN = "exclude_patterns entry {!r} is not a valid regular expression: {}"
+ERR_ROUTE_GETTER = "route_getter must be callable, got {!r}"
+ERR_REGISTRY = "registry must be a PerfRegistry, got {!r}"
+
+RouteGetter = Callable[[Scope], "str | None"]
+
+
+class PerfMiddleware:
+    """Times every HTTP request of the wrapped ASGI app into a :class:`PerfRegistry`.
+
+    Duration runs to the last response body byte (background tasks excluded), TTFB to the response
+    start; body sizes count the bytes actually received and sent. Labels are bounded: the route
+    template (``__unmatched__`` when nothing matched), a sanitised method, the status (or its class
+    with ``group_status=True``). An exception is recorded as 500 with its duration and re-raised
+    unchanged; a client that disconnects before the response completes is recorded as 499.
+
+    :param app: the ASGI application to wrap.
+    :param registry: where to report; a fresh :class:`PerfRegistry` if omitted (read it back from
+        ``middleware.registry``).
+    :param exclude_paths: exact request paths not to record (e.g. ``"/healthz"``).
+    :param exclude_patterns: regular expressions; a path that ``re.match``-es one is not recorded.
+    :param group_status: label status classes (``2xx``) instead of codes.
+    :param buckets: duration histogram bounds in seconds.
+    :param ttfb_buckets: time-to-first-byte bounds in seconds (default: ``buckets``).
+    :param route_getter: ``scope -> label | None`` for routers asgi-perf does not know; called after
+        the app ran. ``None`` means unmatched. Its results are still capped per metric.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        registry: PerfRegistry | None = None,
+        exclude_paths: Iterable[str] = (),
+        exclude_patterns: Iterable[str | re.Pattern[str]] = (),
+        group_status: bool = False,
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+        ttfb_buckets: Sequence[float] | None = None,
+        route_getter: RouteGetter | None = None,
+    ) -> None:
+        if registry is None:
+            registry = PerfRegistry()
+        if not isinstance(registry, PerfRegistry):
+            raise ValueError(ERR_REGISTRY.format(registry))
+        if isinstance(exclude_paths, str):
+            exclude_paths = (exclude_paths,)
+        paths = frozenset(exclude_paths)
+        for path in paths:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ValueError(ERR_EXCLUDE_PATH.format(path))
+        if isinstance(exclude_patterns, (str, re.Pattern)):
+            exclude_patterns = (exclude_patterns,)
+        compiled: list[re.Pattern[str]] = []
+        for pattern in exclude_patterns:
+            try:
+                compiled.append(re.compile(pattern))
+            except (re.error, TypeError) as exc:
+                raise ValueError(ERR_EXCLUDE_PATTERN.format(pattern, exc)) from None
+        if route_getter is not None and not callable(route_getter):
+            raise ValueError(ERR_ROUTE_GETTER.format(route_getter))
+        duration_b = check_buckets(buckets)
+        ttfb_b = check_buckets(ttfb_buckets) if ttfb_buckets is not None else duration_b
+
+        self.app = app
+        self.registry = registry
+        self._hooks = registry.request_hooks  # the list itself: later additions are seen
+        self._exclude_paths = paths
+        # One alternation, so an excluded-pattern check is a single C-level match per request.
+        self._exclude_re = (
+            re.compile("|".join(f"(?:{p.pattern})" for p in compiled)) if compiled else None
+        )
+        self._excluding = bool(paths or compiled)
+        self._status_labels = STATUS_CLASS_LABELS if group_status else STATUS_LABELS
+        # A bound method, not the resolver object: calling an instance's __call__ costs more.
+        self._route_getter: RouteGetter = route_getter or RouteResolver().resolve
+        created = False
+
+        def make() -> HttpStats:
+            nonlocal created
+            created = True
+            return HttpStats(registry, duration_b, ttfb_b)
+
+        self._stats = registry.component("http", make)
+        if created:
+            registry.register(self._stats)
+        else:
+            self._stats.check_buckets(duration_b, ttfb_b)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._excluding and self._excluded(scope.get("path")):
+            await self.app(scope, receive, send)
+            return
+
+        hooks = self._hooks
+        hook_states = self._start_hooks(hooks) if hooks else None
+        method = METHOD_LABELS.get(scope.get("method"), OTHER_METHOD)
+        in_progress = self._stats.in_progress
+        in_progress[method] += 1
+        start = perf_counter()
+        status = 0
+        response_started = 0.0
+        response_ended = 0.0
+        request_bytes = 0
+        response_bytes = 0
+        disconnected = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal request_bytes, disconnected
+            message = await receive()
+            try:
+                if message["type"] == "http.request":
+                    request_bytes += len(message.get("body", b""))
+                elif message["type"] == "http.disconnect" and not response_ended:
+                    # Gone before the last byte: servers drop later sends silently, so a
+                    # response the app "completes" afterwards never reached the client.
+                    disconnected = True
+            except Exception as exc:  # noqa: BLE001 - a malformed message is the app's business
+                self.registry.report_error("http", exc)
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started, response_ended, response_bytes
+            await send(message)
+            try:
+                kind = message["type"]
+                if kind == "http.response.body":
+                    response_bytes += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        response_ended = perf_counter()
+                elif kind == "http.response.start":
+                    response_started = perf_counter()
+                    status = message["status"]
+                elif kind == "http.response.pathsend":
+                    response_ended = perf_counter()
+            except Exception as exc:  # noqa: BLE001
+                self.registry.report_error("http", exc)
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BaseException as exc:
+            in_progress[method] -= 1
+            if hook_states is not None:
+                self._finish_hooks(hook_states)
+            self._finish(
+                scope,
+                method,
+                start,
+                status,
+                response_started,
+                response_ended,
+                request_bytes,
+                response_bytes,
+                disconnected,
+                exc,
+            )
+            raise
+        in_progress[method] -= 1
+        if hook_states is not None:
+            self._finish_hooks(hook_states)
+        if response_ended and not disconnected and status != 405:
+            # The common case, recorded inline: a call to _finish with ten arguments costs as
+            # much as the recording itself.
+            try:
+                self._stats.record(
+                    method,
+                    self._route_getter(scope) or UNMATCHED,
+                    self._status_labels.get(status, OTHER_STATUS),
+                    response_ended - start,
+                    response_started - start if response_started else None,
+                    request_bytes,
+                    response_bytes,
+                )
+            except Exception as exc:  # noqa: BLE001 - never let recording change the response
+                self.registry.report_error("http", exc)
+        else:
+            self._finish(
+                scope,
+                method,
+                start,
+                status,
+                response_started,
+                response_ended,
+                request_bytes,
+                response_bytes,
+                disconnected,
+                None,
+            )
+
+    def _excluded(self, path: object) -> bool:
+        if path in self._exclude_paths:
+            return True
+        return (
+            self._exclude_re is not None
+            and isinstance(path, str)
+            and self._exclude_re.match(path) is not None
+        )
+
+    def _start_hooks(self, hooks: list[RequestHook]) -> list[tuple[RequestHook, Any]]:
+        states = []
+        for hook in hooks:  # no await in this loop: a concurrent append cannot interleave
+            try:
+                states.append((hook, hook.request_started()))
+            except Exception as exc:  # noqa: BLE001
+                self.registry.report_error("http", exc)
+        return states
+
+    def _finish_hooks(self, states: list[tuple[RequestHook, Any]]) -> None:
+        for hook, state in states:
+            try:
+                hook.request_finished(state)
+            except Exception as exc:  # noqa: BLE001
+                self.registry.report_error("http", exc)
+
+    def _finish(
+        self,
+        scope: Scope,
+        method: str,
+        start: float,
+        status: int,
+        response_started: float,
+        response_ended: float,
+        request_bytes: int,
+        response_bytes: int,
+        disconnected: bool,
+        error: BaseException | None,
+    ) -> None:
+        """Record a request that did not end in the common way (error, disconnect, 405, ...)."""
+        try:
+            self._record_unusual(
+                scope,
+                method,
+                start,
+                status,
+                response_started,
+                response_ended,
+                request_bytes,
+                response_bytes,
+                disconnected,
+                error,
+            )
+        except Exception as exc:  # noqa: BLE001 - never let recording change the response
+            self.registry.report_error("http", exc)
+
+    def _record_unusual(
+        self,
+        scope: Scope,
+        method: str,
+        start: float,
+        status: int,
+        response_started: float,
+        response_ended: float,
+        request_bytes: int,
+        response_bytes: int,
+        disconnected: bool,
+        error: BaseException | None,
+    ) -> None:
+        duration = (response_ended or perf_counter()) - start
+        if disconnected or (isinstance(error, asyncio.CancelledError) and not response_ended):
+            status = CLIENT_CLOSED_REQUEST
+        elif not response_ended and (error is not None or not status):
+            status = 500
+        # 405: a method the route does not take is not a match (and never the raw path).
+        route = UNMATCHED if status == 405 else self._route_getter(scope) or UNMATCHED
+        status_label = self._status_labels.get(status, OTHER_STATUS)
+        self._stats.record(
+            method,
+            route,
+            status_label,
+            duration,
+            response_started - start if response_started else None,
+            request_bytes,
+            response_bytes,
+        )
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            self._stats.record_exception(method, route, type(error).__name__)
+
+
+__all__ = ["CLIENT_CLOSED_REQUEST", "PerfMiddleware", "RouteGetter"]

@@ -1,0 +1,73 @@
+"""Operations: custom timers, the monitor, alerts, system figures, the JSON summary and dashboard.
+
+:func:`enable` turns the layer on for an app in one call (monitor with history, alert rules and
+notifiers, ``system_*`` gauges); the metrics app serves its endpoints (``/metrics/summary``,
+``/history``, ``/alerts``, ``/dashboard``) through :func:`render_endpoint`. See
+``docs/operations.md``.
+"""
+
+from ._alerts import (
+    DEFAULT_RULES,
+    FIGURES,
+    SEVERITIES,
+    AlertManager,
+    AlertRule,
+    CallbackNotifier,
+    LogNotifier,
+    Notifier,
+    WebhookNotifier,
+)
+from ._enable import (
+    MonitorLifespan,
+    Operations,
+    enable,
+)
+from ._endpoints import (
+    render_endpoint,
+)
+from ._monitor import (
+    DEFAULT_HISTORY,
+    DEFAULT_INTERVAL,
+    Monitor,
+    snapshot,
+)
+from ._summary import (
+    Summarizer,
+    alert_figures,
+    build_summary,
+)
+from ._system import (
+    SystemCollector,
+    SystemSampler,
+)
+from ._timing import (
+    Timer,
+    Timings,
+)
+
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_RULES",
+    "FIGURES",
+    "SEVERITIES",
+    "AlertManager",
+    "AlertRule",
+    "CallbackNotifier",
+    "LogNotifier",
+    "Monitor",
+    "MonitorLifespan",
+    "Notifier",
+    "Operations",
+    "Summarizer",
+    "SystemCollector",
+    "SystemSampler",
+    "Timer",
+    "Timings",
+    "WebhookNotifier",
+    "alert_figures",
+    "build_summary",
+    "enable",
+    "render_endpoint",
+    "snapshot",
+]

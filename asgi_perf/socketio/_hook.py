@@ -1,0 +1,642 @@
+"""python-socketio: exact connection and event metrics, and an ordered, lossless batcher.
+
+``instrument_socketio(sio, registry=...)`` hooks one ``socketio.AsyncServer`` *instance*: it wraps a
+few of that instance's attributes (never a class, never engine.io process-wide) and leaves the
+application's own handlers alone, so they run exactly as before. ``Batcher(sio, ...)`` coalesces
+small emits per target into one event each; see :func:`asgi_perf.socketio.unbatch` for the client.
+
+Why these hook points (python-socketio 5.11+):
+
+* ``_handle_connect``: the only place that sees *every* connection attempt, including the ones a
+  ``connect`` handler rejects (they get ``pre_connect`` and a disconnect but never ``connect``,
+  which is why counting in the app's own handlers drifts negative).
+* ``_handle_disconnect`` and ``disconnect``: the client/transport side and the server side of a
+  disconnect; counted only when the client was connected, so nothing is counted twice.
+* ``_handle_event_internal``: runs once per event from a connected client, around the handler.
+* engine.io's ``message`` handler and ``send_packet``: every Socket.IO packet in and out, already
+  encoded, so bytes are measured without serialising anything again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from time import perf_counter
+from typing import Any
+
+from .._histogram import check_buckets
+from .._labels import OTHER, NameLimiter
+from ..catalogue import LATENCY_BUCKETS
+from ..registry import PerfRegistry
+from ._batching import Coalescer, Overflow, check_options
+from ._client import BATCH_EVENT
+from ._stats import SocketIOStats, socketio_stats
+
+#: Pass to ``PerfMiddleware(exclude_patterns=[SOCKETIO_PATH_PATTERN])`` so Socket.IO long-polling
+#: requests (held open up to the ping interval) stay out of the HTTP latency histograms.
+SOCKETIO_PATH_PATTERN = r"^/socket\.io/"
+
+ERR_NOT_ASYNC_SERVER = "expected a socketio.AsyncServer instance, got {!r}"
+ERR_OTHER_REGISTRY = (
+    "this server is already instrumented into another registry; call uninstall() on that hook first"
+)
+ERR_MAX_NAMES = "{} must be an int >= 1, got {!r}"
+ERR_EVENTS = "events must be an iterable of event-name strings, got {!r}"
+ERR_SIZER = "sizer must be callable, got {!r}"
+
+#: engine.io's disconnect reasons -> label values (anything else is ``unknown``).
+DISCONNECT_REASONS: dict[object, str] = {
+    "server disconnect": "server_disconnect",
+    "client disconnect": "client_disconnect",
+    "ping timeout": "ping_timeout",
+    "transport close": "transport_close",
+    "transport error": "transport_error",
+}
+UNKNOWN_REASON = "unknown"
+_MESSAGE = 4  # engine.io MESSAGE packet type: the ones carrying Socket.IO packets
+_HOOK_ATTR = "_asgi_perf_hook"
+
+
+def _check_max(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(ERR_MAX_NAMES.format(name, value))
+    return value
+
+
+def _wire_size(data: object) -> int:
+    if isinstance(data, str):
+        # isascii() is O(1) on CPython: the common case costs no copy.
+        return len(data) if data.isascii() else len(data.encode("utf-8"))
+    if isinstance(data, (bytes, bytearray)):
+        return len(data)
+    return 0
+
+
+def _packet_namespace(data: str) -> str:
+    """The namespace of an encoded Socket.IO packet (``2/chat,[...]``), ``/`` when absent."""
+    start = 1
+    if data[:1] in ("5", "6"):  # binary event/ack: "51-/chat,[...]"
+        start = data.find("-") + 1
+        if start == 0:
+            return "/"
+    if data[start : start + 1] != "/":
+        return "/"
+    end = data.find(",", start)
+    return data[start:end] if end != -1 else data[start:]
+
+
+class SocketIOHook:
+    """The instrumentation of one server; returned by :func:`instrument_socketio`."""
+
+    def __init__(
+        self,
+        sio: Any,
+        registry: PerfRegistry,
+        stats: SocketIOStats,
+        events: Iterable[str] | None,
+        max_events: int,
+        max_namespaces: int,
+    ) -> None:
+        self.server = sio
+        self.registry = registry
+        self._stats = stats
+        allow = list(events) if events is not None else None
+        # Clients choose event names, the server chooses what it emits: separate limits, so a
+        # client flooding random names cannot push the server's own events into __other__.
+        self._events_in = NameLimiter(allow=allow, max_names=max_events)
+        self._events_out = NameLimiter(allow=allow, max_names=max_events)
+        self._namespaces = NameLimiter(max_names=max_namespaces)
+        self._served_labels: dict[str, str] = {}
+        self._saved: list[tuple[Any, str, bool, Any, Any]] = []
+        self.installed = False
+
+    # -- labels ----------------------------------------------------------------------------------
+    def _namespace_label(self, namespace: str) -> str:
+        """The label for a namespace the server serves; ``__other__`` for anything else.
+
+        Every namespace label goes through here: namespaces come from client packets, and only
+        served ones may take one of the limited label slots (first come would let any client
+        push the real namespaces into ``__other__``).
+        """
+        label = self._served_labels.get(namespace)
+        if label is not None:
+            return label
+        sio = self.server
+        served = isinstance(namespace, str) and (
+            namespace in sio.handlers
+            or namespace in sio.namespace_handlers
+            or sio.namespaces == "*"
+            or namespace in sio.namespaces
+            or "*" in sio.handlers
+            or "*" in sio.namespace_handlers
+        )
+        # A client can ask for any namespace; one the server does not serve never gets a series.
+        if not served:
+            return OTHER
+        label = self._namespaces(namespace)
+        if label != OTHER:
+            self._served_labels[namespace] = label  # bounded by max_namespaces
+        return label
+
+    # -- install / uninstall ---------------------------------------------------------------------
+    def _replace(self, owner: Any, name: str, wrapper: Any) -> None:
+        if isinstance(owner, dict):
+            self._saved.append((owner, name, True, owner.get(name), wrapper))
+            owner[name] = wrapper
+            return
+        own = vars(owner)
+        self._saved.append((owner, name, name in own, own.get(name), wrapper))
+        setattr(owner, name, wrapper)
+
+    def install(self) -> None:
+        sio = self.server
+        eio = sio.eio
+        self._replace(sio, "_handle_connect", self._wrap_connect(sio._handle_connect))
+        self._replace(
+            sio, "_handle_disconnect", self._wrap_handle_disconnect(sio._handle_disconnect)
+        )
+        self._replace(sio, "disconnect", self._wrap_disconnect(sio.disconnect))
+        self._replace(sio, "_handle_event_internal", self._wrap_event(sio._handle_event_internal))
+        self._replace(sio, "emit", self._wrap_emit(sio.emit))
+        self._replace(eio.handlers, "message", self._wrap_message(eio.handlers["message"]))
+        self._replace(eio, "send_packet", self._wrap_send_packet(eio.send_packet))
+        setattr(sio, _HOOK_ATTR, self)
+        self._stats.servers.add(self)
+        self.installed = True
+
+    def uninstall(self) -> None:
+        """Restore every wrapped attribute and stop reporting this server. Idempotent."""
+        if not self.installed:
+            return
+        for owner, name, had_own, original, wrapper in reversed(self._saved):
+            current = owner.get(name) if isinstance(owner, dict) else vars(owner).get(name)
+            if current is not wrapper:
+                # Someone wrapped on top of us: removing ours would drop theirs. Our wrapper
+                # stays in their chain but turns into a pass-through (installed is False).
+                continue
+            if isinstance(owner, dict) or had_own:
+                if isinstance(owner, dict):
+                    owner[name] = original
+                else:
+                    setattr(owner, name, original)
+            else:
+                delattr(owner, name)
+        self._saved.clear()
+        self._stats.servers.discard(self)
+        if getattr(self.server, _HOOK_ATTR, None) is self:
+            delattr(self.server, _HOOK_ATTR)
+        self.installed = False
+
+    # -- wrappers --------------------------------------------------------------------------------
+    def _wrap_connect(self, original: Callable[..., Awaitable[Any]]) -> Any:
+        hook = self
+        manager_of = self._manager
+
+        async def _handle_connect(eio_sid: str, namespace: str | None, data: Any) -> Any:
+            if not hook.installed:
+                return await original(eio_sid, namespace, data)
+            ns = namespace or "/"
+            manager = manager_of()
+            before = manager.sid_from_eio_sid(eio_sid, ns)
+            try:
+                return await original(eio_sid, namespace, data)
+            finally:
+                try:
+                    after = manager.sid_from_eio_sid(eio_sid, ns)
+                    accepted = (
+                        after is not None and after != before and manager.is_connected(after, ns)
+                    )
+                    hook._stats.inc(
+                        "socketio_connects_total",
+                        (hook._namespace_label(ns), "accepted" if accepted else "rejected"),
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    hook.registry.report_error("socketio", exc)
+
+        return _handle_connect
+
+    def _count_disconnect(self, ns: str, reason: object) -> None:
+        try:
+            label = DISCONNECT_REASONS.get(reason, UNKNOWN_REASON)
+            self._stats.inc("socketio_disconnects_total", (self._namespace_label(ns), label))
+        except Exception as exc:  # noqa: BLE001
+            self.registry.report_error("socketio", exc)
+
+    def _wrap_handle_disconnect(self, original: Callable[..., Awaitable[Any]]) -> Any:
+        hook = self
+        manager_of = self._manager
+
+        async def _handle_disconnect(
+            eio_sid: str, namespace: str | None, reason: Any = None
+        ) -> Any:
+            if not hook.installed:
+                return await original(eio_sid, namespace, reason)
+            ns = namespace or "/"
+            manager = manager_of()
+            sid = manager.sid_from_eio_sid(eio_sid, ns)
+            was_connected = sid is not None and manager.is_connected(sid, ns)
+            try:
+                return await original(eio_sid, namespace, reason)
+            finally:
+                if was_connected:
+                    hook._count_disconnect(ns, reason or "client disconnect")
+
+        return _handle_disconnect
+
+    def _wrap_disconnect(self, original: Callable[..., Awaitable[Any]]) -> Any:
+        hook = self
+        manager_of = self._manager
+
+        async def disconnect(sid: str, namespace: str | None = None, **kwargs: Any) -> Any:
+            if not hook.installed:
+                return await original(sid, namespace, **kwargs)
+            ns = namespace or "/"
+            manager = manager_of()
+            # Local clients only: with a pub/sub manager a remote client's disconnect is
+            # counted by the node it is connected to, when that node runs this same method.
+            was_connected = manager.is_connected(sid, ns)
+            try:
+                return await original(sid, namespace, **kwargs)
+            finally:
+                if was_connected and not manager.is_connected(sid, ns):
+                    hook._count_disconnect(ns, "server disconnect")
+
+        return disconnect
+
+    def _wrap_event(self, original: Callable[..., Awaitable[Any]]) -> Any:
+        hook = self
+        stats = self._stats
+
+        async def _handle_event_internal(
+            server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
+        ) -> Any:
+            if not hook.installed:
+                return await original(server, sid, eio_sid, data, namespace, id)
+            start = perf_counter()
+            try:
+                return await original(server, sid, eio_sid, data, namespace, id)
+            finally:
+                elapsed = perf_counter() - start
+                try:
+                    name = data[0]
+                    key = (
+                        hook._namespace_label(namespace),
+                        hook._events_in(name) if type(name) is str else OTHER,
+                    )
+                    stats.inc("socketio_events_received_total", key)
+                    stats.observe_handler(key, elapsed)
+                except Exception as exc:  # noqa: BLE001
+                    hook.registry.report_error("socketio", exc)
+
+        return _handle_event_internal
+
+    def _wrap_emit(self, original: Callable[..., Awaitable[Any]]) -> Any:
+        hook = self
+        stats = self._stats
+
+        async def emit(event: str, *args: Any, **kwargs: Any) -> Any:
+            if hook.installed:
+                try:
+                    ns = args[4] if len(args) > 4 else kwargs.get("namespace")
+                    stats.inc(
+                        "socketio_events_emitted_total",
+                        (
+                            hook._namespace_label(ns or "/"),
+                            hook._events_out(event) if type(event) is str else OTHER,
+                        ),
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    hook.registry.report_error("socketio", exc)
+            return await original(event, *args, **kwargs)
+
+        return emit
+
+    def _wrap_message(self, original: Callable[..., Awaitable[Any]]) -> Any:
+        hook = self
+        stats = self._stats
+        binary = self.server._binary_packet
+        manager = self.server.manager
+
+        async def on_message(eio_sid: str, data: Any) -> Any:
+            if hook.installed:
+                try:
+                    if isinstance(data, str):
+                        ns = _packet_namespace(data)
+                    else:
+                        # An attachment belongs to the binary packet this socket is assembling;
+                        # a whole binary packet (msgpack serializer) is not parsed again.
+                        pkt = binary.get(eio_sid)
+                        ns = pkt.namespace or "/" if pkt is not None else OTHER
+                    # Only a namespace this socket is connected to names the bytes: a raw packet
+                    # can carry any namespace string.
+                    connected = ns != OTHER and manager.sid_from_eio_sid(eio_sid, ns) is not None
+                    label = hook._namespace_label(ns) if connected else OTHER
+                    stats.inc("socketio_received_bytes_total", (label,), _wire_size(data))
+                except Exception as exc:  # noqa: BLE001
+                    hook.registry.report_error("socketio", exc)
+            return await original(eio_sid, data)
+
+        return on_message
+
+    def _wrap_send_packet(self, original: Callable[..., Awaitable[Any]]) -> Any:
+        hook = self
+        stats = self._stats
+        # A broadcast sends the same packet object to every recipient: parse it once.
+        last: list[Any] = [None, ("/",), 0]
+
+        async def send_packet(sid: str, pkt: Any) -> Any:
+            if hook.installed and pkt.packet_type == _MESSAGE:
+                try:
+                    if pkt is not last[0]:
+                        data = pkt.data
+                        if isinstance(data, str):
+                            last[1] = (hook._namespace_label(_packet_namespace(data)),)
+                        # bytes: an attachment, counted under the packet that announced it
+                        last[0], last[2] = pkt, _wire_size(data)
+                    stats.inc("socketio_sent_bytes_total", last[1], last[2])
+                except Exception as exc:  # noqa: BLE001
+                    hook.registry.report_error("socketio", exc)
+            return await original(sid, pkt)
+
+        return send_packet
+
+    def _manager(self) -> Any:
+        return self.server.manager
+
+    # -- scrape time (ServerState) ---------------------------------------------------------------
+    def connections(self) -> Iterator[tuple[str, str, int]]:
+        manager = self.server.manager
+        sockets = self.server.eio.sockets
+        for namespace, rooms in _stable_items(manager.rooms):
+            members = rooms.get(None)
+            if not members:
+                continue
+            busy = set(manager.pending_connect.get(namespace, ()))
+            busy.update(manager.pending_disconnect.get(namespace, ()))
+            counts: dict[str, int] = {}
+            for sid, eio_sid in _stable_items(members):
+                if sid in busy:
+                    continue
+                socket = sockets.get(eio_sid)
+                transport = (
+                    UNKNOWN_REASON
+                    if socket is None
+                    else "websocket"
+                    if socket.upgraded
+                    else "polling"
+                )
+                counts[transport] = counts.get(transport, 0) + 1
+            label = self._namespace_label(namespace)
+            for transport, n in counts.items():
+                yield label, transport, n
+
+    def queue_depths(self) -> Iterator[int]:
+        for socket in [s for _, s in _stable_items(self.server.eio.sockets)]:
+            yield socket.queue.qsize()
+
+
+def _stable_items(mapping: Any) -> list[tuple[Any, Any]]:
+    """``list(mapping.items())``, retried if the event loop changed it meanwhile (scrape thread)."""
+    for _ in range(3):
+        try:
+            return list(mapping.items())
+        except RuntimeError:  # dictionary changed size during iteration
+            continue
+    return list(mapping.copy().items())
+
+
+def instrument_socketio(
+    sio: Any,
+    *,
+    registry: PerfRegistry | None = None,
+    events: Iterable[str] | None = None,
+    max_events: int = 100,
+    max_namespaces: int = 20,
+    buckets: Sequence[float] = LATENCY_BUCKETS,
+) -> SocketIOHook:
+    """Report ``sio`` (a ``socketio.AsyncServer``) into ``registry``.
+
+    :param events: allow-list of event names to label; anything else is ``__other__``. Without it,
+        the first ``max_events`` distinct names received (and, separately, emitted) are labelled.
+    :param max_namespaces: distinct namespace labels before ``__other__``.
+    :param buckets: handler duration bounds (seconds), one layout per registry.
+    :returns: the hook; ``hook.uninstall()`` restores the server. Calling again with the same
+        registry returns the same hook (idempotent); another registry is a ``ValueError``.
+    """
+    if registry is None:
+        registry = PerfRegistry()
+    if not isinstance(registry, PerfRegistry):
+        raise ValueError(f"registry must be a PerfRegistry, got {registry!r}")
+    is_async = getattr(sio, "is_asyncio_based", None)
+    if not (callable(is_async) and is_async() and hasattr(sio, "_handle_connect")):
+        raise ValueError(ERR_NOT_ASYNC_SERVER.format(sio))
+    if events is not None:
+        if isinstance(events, str):
+            raise ValueError(ERR_EVENTS.format(events))
+        events = list(events)
+        if not all(isinstance(e, str) for e in events):
+            raise ValueError(ERR_EVENTS.format(events))
+    max_events = _check_max("max_events", max_events)
+    max_namespaces = _check_max("max_namespaces", max_namespaces)
+    bounds = check_buckets(buckets)
+    existing = getattr(sio, _HOOK_ATTR, None)
+    if isinstance(existing, SocketIOHook) and existing.installed:
+        if existing.registry is not registry:
+            raise ValueError(ERR_OTHER_REGISTRY)
+        return existing
+    stats = socketio_stats(registry)
+    stats.claim_buckets(bounds)
+    hook = SocketIOHook(sio, registry, stats, events, max_events, max_namespaces)
+    hook.install()
+    return hook
+
+
+def _default_sizer(dumps: Callable[..., str]) -> Callable[[Any], int]:
+    def size(data: Any) -> int:
+        if isinstance(data, str):
+            return len(data)
+        if data is None or isinstance(data, (bool, int, float)):
+            return 8
+        # Raises TypeError for bytes: the caller sends binary payloads unbatched anyway.
+        return len(dumps(data))
+
+    return size
+
+
+class Batcher:
+    """Coalesces emits per target into one ``asgi-perf:batch`` event each.
+
+    The target key is ``(event, namespace, to/room, skip_sid)``. A batch leaves when it holds
+    ``max_items`` payloads or ``max_bytes`` (estimated JSON size), when its first payload is
+    ``max_delay`` seconds old, on :meth:`flush` and on :meth:`aclose`. Order per target is emit
+    order, across batched and unbatched emits. Emits with a ``callback``, binary payloads, tuple
+    (multi-argument) payloads and ``batch=False`` are sent alone, after the target's pending batch.
+
+    :param max_pending: items buffered at most; past it ``overflow`` decides: ``"block"`` (the
+        emitter waits while the oldest batch is sent), ``"drop_oldest"`` or ``"drop_newest"``
+        (counted in ``socketio_batch_dropped_total``).
+    :param sizer: ``payload -> bytes`` for the ``max_bytes`` trigger (default: length of the JSON).
+    :param clock: / :param sleep: monotonic clock and async sleep, for tests.
+    """
+
+    def __init__(
+        self,
+        sio: Any,
+        *,
+        registry: PerfRegistry | None = None,
+        max_items: int = 100,
+        max_bytes: int | None = 64_000,
+        max_delay: float = 0.05,
+        max_pending: int = 10_000,
+        overflow: Overflow = "block",
+        batch_event: str = BATCH_EVENT,
+        max_events: int = 100,
+        sizer: Callable[[Any], int] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] | None = None,
+    ) -> None:
+        if registry is None:
+            registry = PerfRegistry()
+        if not isinstance(registry, PerfRegistry):
+            raise ValueError(f"registry must be a PerfRegistry, got {registry!r}")
+        if not callable(getattr(sio, "emit", None)):
+            raise ValueError(ERR_NOT_ASYNC_SERVER.format(sio))
+        check_options(max_items, max_bytes, max_delay, max_pending, overflow)
+        if sizer is not None and not callable(sizer):
+            raise ValueError(ERR_SIZER.format(sizer))
+        if not isinstance(batch_event, str) or not batch_event:
+            raise ValueError(f"batch_event must be a non-empty string, got {batch_event!r}")
+        self.server = sio
+        self.registry = registry
+        self.batch_event = batch_event
+        self._stats = socketio_stats(registry)
+        self._events = NameLimiter(max_names=_check_max("max_events", max_events))
+        packet_class = getattr(sio, "packet_class", None)
+        dumps = getattr(getattr(packet_class, "json", None), "dumps", None) or json.dumps
+        self._size: Callable[[Any], int] | None = (
+            None if max_bytes is None else sizer or _default_sizer(dumps)
+        )
+        extra: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+        self._core: Coalescer[tuple[Any, ...]] = Coalescer(
+            self._send,
+            max_items=max_items,
+            max_bytes=max_bytes,
+            max_delay=max_delay,
+            max_pending=max_pending,
+            overflow=overflow,
+            on_drop=self._dropped,
+            on_error=self._error,
+            clock=clock,
+            **extra,
+        )
+        self._stats.batchers.add(self)
+
+    @property
+    def pending(self) -> int:
+        """Payloads buffered, not yet handed to the server."""
+        return self._core.pending
+
+    async def emit(
+        self,
+        event: str,
+        data: Any = None,
+        *,
+        to: Any = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        namespace: str | None = None,
+        callback: Callable[..., Any] | None = None,
+        batch: bool = True,
+    ) -> None:
+        """Queue ``data`` for ``event`` to the target (same arguments as ``AsyncServer.emit``)."""
+        target = to if to is not None else room
+        namespace = namespace or "/"
+        key = (event, namespace, _hashable(target), _hashable(skip_sid))
+        core = self._core
+        size = 0
+        if batch and callback is None and not isinstance(data, tuple) and not core.closed:
+            try:
+                if self._size is not None:
+                    size = self._size(data)
+                elif _is_binary(data):
+                    batch = False
+            except TypeError:
+                batch = False  # binary (or not JSON at all): socket.io's own emit decides
+            if batch:
+                await core.add(key, data, size)
+                return
+
+        async def send_alone() -> Any:
+            return await self.server.emit(
+                event, data, to=target, skip_sid=skip_sid, namespace=namespace, callback=callback
+            )
+
+        await core.run_in_order(key, send_alone)
+
+    async def flush(self) -> None:
+        """Send every pending batch now."""
+        await self._core.flush()
+
+    async def aclose(self) -> None:
+        """Flush everything and stop the timer; later emits are sent unbatched. Idempotent."""
+        await self._core.aclose()
+
+    async def __aenter__(self) -> Batcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(
+        self, key: tuple[Any, ...], items: list[Any], waited: float, reason: str
+    ) -> None:
+        event, namespace, target, skip_sid = key
+        await self.server.emit(
+            self.batch_event,
+            (event, items),
+            to=_unhashable(target),
+            skip_sid=_unhashable(skip_sid),
+            namespace=namespace,
+        )
+        # Counted once sent: a failed send is counted as dropped instead, never as both.
+        stats = self._stats
+        stats.inc("socketio_batches_total", (self._events(event), reason))
+        stats.batch_items.observe(len(items))
+        stats.batch_wait.observe(waited)
+
+    def _dropped(self, reason: str, count: int) -> None:
+        self._stats.inc("socketio_batch_dropped_total", (reason,), count)
+
+    def _error(self, exc: BaseException) -> None:
+        self.registry.report_error("socketio", exc)
+
+
+def _hashable(value: Any) -> Any:
+    # python-socketio takes a list of rooms (or of sids to skip); lists cannot key a dict.
+    return ("__list__", *value) if isinstance(value, list) else value
+
+
+def _unhashable(value: Any) -> Any:
+    if isinstance(value, tuple) and value[:1] == ("__list__",):
+        return list(value[1:])
+    return value
+
+
+def _is_binary(data: Any) -> bool:
+    if isinstance(data, (bytes, bytearray)):
+        return True
+    if isinstance(data, list):
+        return any(_is_binary(item) for item in data)
+    if isinstance(data, dict):
+        return any(_is_binary(item) for item in data.values())
+    return False
+
+
+__all__ = [
+    "DISCONNECT_REASONS",
+    "SOCKETIO_PATH_PATTERN",
+    "Batcher",
+    "SocketIOHook",
+    "instrument_socketio",
+]

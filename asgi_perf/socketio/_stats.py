@@ -1,0 +1,204 @@
+"""The Socket.IO series store: plain ints on the event-loop thread, exported at scrape time.
+
+One store per registry, shared by every instrumented server and every batcher on it. Counters and
+histograms are plain Python numbers (no prometheus_client lock per event); gauges — connections,
+engine.io queue depth, batcher backlog — are read from their owners when ``/metrics`` is scraped,
+so they cannot drift and are never negative.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from .._histogram import Histogram
+from .._labels import OVERFLOW
+from ..catalogue import COUNT_BUCKETS, LATENCY_BUCKETS
+from ..registry import PerfRegistry
+from ._batching import DROP_REASONS
+
+Key = tuple[str, ...]
+
+_COUNTERS: dict[str, tuple[str, ...]] = {
+    "socketio_connects_total": ("namespace", "outcome"),
+    "socketio_disconnects_total": ("namespace", "reason"),
+    "socketio_events_received_total": ("namespace", "event"),
+    "socketio_events_emitted_total": ("namespace", "event"),
+    "socketio_received_bytes_total": ("namespace",),
+    "socketio_sent_bytes_total": ("namespace",),
+    "socketio_batches_total": ("event", "flush_reason"),
+    "socketio_batch_dropped_total": ("reason",),
+}
+
+ERR_SHARED_BUCKETS = (
+    "this registry already records Socket.IO handler durations with other buckets; "
+    "use one bucket configuration per registry"
+)
+
+
+class ServerState(Protocol):
+    """What an instrumented server reports at scrape time."""
+
+    def connections(self) -> Iterable[tuple[str, str, int]]:
+        """``(namespace label, transport, count)`` triples."""
+        ...
+
+    def queue_depths(self) -> Iterable[int]:
+        """The outgoing queue length of every engine.io socket."""
+        ...
+
+
+class SocketIOStats:
+    """Every Socket.IO series of one registry. The event loop writes; scrapes read copies."""
+
+    def __init__(self, registry: PerfRegistry) -> None:
+        self.registry = registry
+        # Set by the first hook on this registry (a batcher alone has no handler histogram).
+        self.handler_buckets: tuple[float, ...] | None = None
+        self.limit = registry.max_series_per_metric
+        self.counters: dict[str, dict[Key, float]] = {name: {} for name in _COUNTERS}
+        self.handler: dict[Key, Histogram] = {}
+        self.batch_items = Histogram(COUNT_BUCKETS)
+        self.batch_wait = Histogram(LATENCY_BUCKETS)
+        # Weak: a server or batcher that is gone stops being reported, nothing to unregister.
+        self.servers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.batchers: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Declared up front so an alert on drops has a zero to compare with from the start.
+        for reason in DROP_REASONS:
+            self.counters["socketio_batch_dropped_total"][(reason,)] = 0
+
+    def claim_buckets(self, buckets: tuple[float, ...]) -> None:
+        """Fix the handler-duration buckets; ``ValueError`` if a hook already chose others."""
+        if self.handler_buckets is None:
+            self.handler_buckets = buckets
+        elif buckets != self.handler_buckets:
+            raise ValueError(ERR_SHARED_BUCKETS)
+
+    # -- writers (event loop) --------------------------------------------------------------------
+    def inc(self, name: str, key: Key, amount: float = 1) -> None:
+        series = self.counters[name]
+        value = series.get(key)
+        if value is None:
+            if len(series) >= self.limit:
+                self.registry.count_overflow(name)
+                key = (OVERFLOW,) * len(key)
+            value = series.get(key, 0)
+        series[key] = value + amount
+
+    def observe_handler(self, key: Key, seconds: float) -> None:
+        hist = self.handler.get(key)
+        if hist is None:
+            if len(self.handler) >= self.limit:
+                self.registry.count_overflow("socketio_handler_duration_seconds")
+                key = (OVERFLOW, OVERFLOW)
+            hist = self.handler.get(key)
+            if hist is None:
+                hist = self.handler[key] = Histogram(self.handler_buckets or LATENCY_BUCKETS)
+        hist.observe(seconds)
+
+    # -- scrape time -----------------------------------------------------------------------------
+    def _help(self, name: str) -> str:
+        return self.registry.spec(name).help
+
+    def collect(self) -> Iterator[Metric]:
+        reg = self.registry
+        for name, labels in _COUNTERS.items():
+            family = CounterMetricFamily(reg.metric_name(name), self._help(name), labels=labels)
+            for key, value in list(self.counters[name].items()):
+                family.add_metric(key, value)
+            yield family
+        name = "socketio_handler_duration_seconds"
+        handler = HistogramMetricFamily(
+            reg.metric_name(name), self._help(name), labels=("namespace", "event")
+        )
+        for key, hist in list(self.handler.items()):
+            buckets, total, _ = hist.cumulative()
+            handler.add_metric(key, buckets, total)
+        yield handler
+        for hist_name, hist in (
+            ("socketio_batch_items", self.batch_items),
+            ("socketio_batch_wait_seconds", self.batch_wait),
+        ):
+            batch = HistogramMetricFamily(reg.metric_name(hist_name), self._help(hist_name))
+            buckets, total, _ = hist.cumulative()
+            batch.add_metric((), buckets, total)
+            yield batch
+        yield from self._gauges()
+
+    def _gauges(self) -> Iterator[Metric]:
+        reg = self.registry
+        names = (
+            "socketio_connections",
+            "socketio_queue_depth_max",
+            "socketio_queue_depth_sum",
+            "socketio_batch_pending",
+        )
+        conn, depth_max, depth_sum, pending = (
+            GaugeMetricFamily(
+                reg.metric_name(n),
+                self._help(n),
+                labels=("namespace", "transport") if n == "socketio_connections" else (),
+            )
+            for n in names
+        )
+        counts: dict[tuple[str, str], int] = {}
+        deepest = total = 0
+        for server in list(self.servers):  # ServerState
+            try:
+                for namespace, transport, n in server.connections():
+                    counts[namespace, transport] = counts.get((namespace, transport), 0) + n
+                for depth in server.queue_depths():
+                    deepest = max(deepest, depth)
+                    total += depth
+            except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
+                reg.report_error("socketio", exc)
+        for key, n in sorted(counts.items()):
+            conn.add_metric(key, n)
+        depth_max.add_metric((), deepest)
+        depth_sum.add_metric((), total)
+        pending.add_metric((), sum(batcher.pending for batcher in list(self.batchers)))
+        yield conn
+        yield depth_max
+        yield depth_sum
+        yield pending
+
+    def describe(self) -> Iterator[Metric]:
+        # Families with their types only: describe() must not touch the servers.
+        reg = self.registry
+        for name in _COUNTERS:
+            yield CounterMetricFamily(reg.metric_name(name), self._help(name))
+        for name in (
+            "socketio_handler_duration_seconds",
+            "socketio_batch_items",
+            "socketio_batch_wait_seconds",
+        ):
+            yield HistogramMetricFamily(reg.metric_name(name), self._help(name))
+        for name in (
+            "socketio_connections",
+            "socketio_queue_depth_max",
+            "socketio_queue_depth_sum",
+            "socketio_batch_pending",
+        ):
+            yield GaugeMetricFamily(reg.metric_name(name), self._help(name))
+
+
+def socketio_stats(registry: PerfRegistry) -> SocketIOStats:
+    """The registry's one :class:`SocketIOStats`, created and registered on first use."""
+    created = False
+
+    def make() -> SocketIOStats:
+        nonlocal created
+        created = True
+        return SocketIOStats(registry)
+
+    stats = registry.component("socketio", make)
+    if created:
+        registry.register(stats)
+    return stats
+
+
+__all__ = ["ServerState", "SocketIOStats", "socketio_stats"]

@@ -1,0 +1,46 @@
+"""SQLAlchemy: statement timing, slow-query reports, pool health and queries per request.
+
+``instrument_engine(engine, registry=..., name="main")`` instruments a sync ``Engine`` or an
+``AsyncEngine`` (see ``docs/sqlalchemy.md``). Bad options raise ``ValueError`` with the messages in
+this module's ``ERR_*`` constants. Requires the ``sqlalchemy`` extra.
+"""
+
+from ._engine import (
+    CANCELLED,
+    DBAPI_ERRORS,
+    ERR_ENGINE,
+    ERR_INTERVAL,
+    ERR_MAX_FINGERPRINTS,
+    ERR_N_PLUS_ONE,
+    ERR_NAME,
+    ERR_NAME_TAKEN,
+    ERR_OTHER_REGISTRY,
+    ERR_REGISTRY,
+    ERR_THRESHOLD,
+    ERROR,
+    OK,
+    SLOW_QUERIES_KEY,
+    InstrumentedEngine,
+    SlowQueryLog,
+    instrument_engine,
+)
+
+__all__ = [
+    "CANCELLED",
+    "DBAPI_ERRORS",
+    "ERROR",
+    "ERR_ENGINE",
+    "ERR_INTERVAL",
+    "ERR_MAX_FINGERPRINTS",
+    "ERR_NAME",
+    "ERR_NAME_TAKEN",
+    "ERR_N_PLUS_ONE",
+    "ERR_OTHER_REGISTRY",
+    "ERR_REGISTRY",
+    "ERR_THRESHOLD",
+    "OK",
+    "SLOW_QUERIES_KEY",
+    "InstrumentedEngine",
+    "SlowQueryLog",
+    "instrument_engine",
+]

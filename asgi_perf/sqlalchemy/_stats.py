@@ -1,0 +1,294 @@
+"""The SQLAlchemy series store: per-registry state shared by every instrumented engine.
+
+Query durations are kept in plain :class:`~asgi_perf._histogram.Histogram` objects behind one
+short lock per engine (prometheus_client's ``observe`` takes several locks and walks the buckets in
+Python: it alone would cost more than the whole budget per query) and exported by one scrape-time
+collector, which also reads the pools' state from their owners. One collector per registry, because
+two collectors may not export the same metric family.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from .._histogram import Histogram
+from .._labels import OVERFLOW
+from ..catalogue import LATENCY_BUCKETS, QUERY_COUNT_BUCKETS
+from ..registry import PerfRegistry
+
+#: Component keys on the registry (the operations layer reads ``SLOW_QUERIES_KEY``).
+STATS_KEY = "sqlalchemy"
+SLOW_QUERIES_KEY = "sqlalchemy.slow_queries"
+
+_POOL_GAUGES = (
+    ("db_pool_size", "size"),
+    ("db_pool_checked_out", "checkedout"),
+    ("db_pool_checked_in", "checkedin"),
+    ("db_pool_overflow", "overflow"),
+)
+
+
+class PoolSource(Protocol):
+    """What the collector needs from an instrumented engine."""
+
+    name: str
+
+    def current_pool(self) -> Any: ...
+
+
+class EngineSeries:
+    """Everything recorded for one engine name.
+
+    Statement and checkout writers (any thread) hold ``lock`` for two list updates. The two
+    per-request histograms are written only by :class:`RequestQueries` on the event-loop thread,
+    without a lock, like the HTTP histograms.
+    """
+
+    __slots__ = ("checkout", "durations", "lock", "per_request_count", "per_request_time", "source")
+
+    def __init__(self, source: PoolSource, buckets: tuple[float, ...]) -> None:
+        self.source = source
+        self.lock = threading.Lock()
+        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.checkout = Histogram(buckets)
+        self.per_request_count = Histogram(QUERY_COUNT_BUCKETS)
+        self.per_request_time = Histogram(buckets)
+
+
+class SqlStats:
+    """Shared by every instrumented engine on one registry; registered once as a collector."""
+
+    def __init__(self, registry: PerfRegistry) -> None:
+        self.registry = registry
+        self.engines: dict[str, EngineSeries] = {}
+        #: ``(name, per-request count, per-request time)`` per engine, rebuilt on add/remove so
+        #: finishing a request walks one tuple instead of copying the engines dict.
+        self.request_series: tuple[tuple[str, Histogram, Histogram], ...] = ()
+        self.series_count = 0
+        self._lock = threading.Lock()
+
+    def add(self, source: PoolSource, buckets: tuple[float, ...]) -> EngineSeries:
+        with self._lock:
+            series = self.engines[source.name] = EngineSeries(source, buckets)
+            self._update_request_series()
+            return series
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            series = self.engines.pop(name, None)
+            if series is not None:
+                self.series_count -= len(series.durations)
+                self._update_request_series()
+
+    def _update_request_series(self) -> None:
+        self.request_series = tuple(
+            (name, series.per_request_count, series.per_request_time)
+            for name, series in self.engines.items()
+        )
+
+    def duration_series(self, engine: EngineSeries, operation: str, outcome: str) -> Histogram:
+        """The histogram for ``(operation, outcome)``, created under the registry's series cap."""
+        key = (operation, outcome)
+        with self._lock:
+            hist = engine.durations.get(key)
+            if hist is not None:
+                return hist
+            if self.series_count >= self.registry.max_series_per_metric:
+                self.registry.count_overflow("db_query_duration_seconds")
+                key = (OVERFLOW, outcome)
+                hist = engine.durations.get(key)
+                if hist is not None:
+                    return hist
+            hist = engine.durations[key] = Histogram(engine.checkout.bounds)
+            self.series_count += 1
+            return hist
+
+    # -- scrape time -----------------------------------------------------------------------------
+    def _family(self, name: str, kind: Callable[..., Metric], labels: list[str]) -> Metric:
+        return kind(self.registry.metric_name(name), self.registry.spec(name).help, labels=labels)
+
+    def collect(self) -> Iterator[Metric]:
+        durations = self._family(
+            "db_query_duration_seconds", HistogramMetricFamily, ["engine", "operation", "outcome"]
+        )
+        checkout = self._family("db_pool_checkout_seconds", HistogramMetricFamily, ["engine"])
+        per_count = self._family("db_queries_per_request", HistogramMetricFamily, ["engine"])
+        per_time = self._family("db_time_per_request_seconds", HistogramMetricFamily, ["engine"])
+        gauges = [
+            (self._family(metric, GaugeMetricFamily, ["engine"]), method)
+            for metric, method in _POOL_GAUGES
+        ]
+        for name, series in list(self.engines.items()):
+            with series.lock:
+                # Copy under the writers' lock so _count always equals the +Inf bucket.
+                snap = [(key, h.cumulative()) for key, h in list(series.durations.items())]
+                other = [
+                    (family, h.cumulative())
+                    for family, h in (
+                        (checkout, series.checkout),
+                        (per_count, series.per_request_count),
+                        (per_time, series.per_request_time),
+                    )
+                ]
+            for (operation, outcome), (buckets, total, _) in snap:
+                durations.add_metric([name, operation, outcome], buckets, total)  # type: ignore[attr-defined]
+            for family, (buckets, total, count) in other:
+                if count:
+                    family.add_metric([name], buckets, total)  # type: ignore[attr-defined]
+            self._pool_gauges(name, series.source, gauges)
+        yield durations
+        yield checkout
+        yield per_count
+        yield per_time
+        for family, _ in gauges:
+            yield family
+
+    def _pool_gauges(self, name: str, source: PoolSource, gauges: list[tuple[Metric, str]]) -> None:
+        try:
+            pool = source.current_pool()
+            for family, method in gauges:
+                # NullPool and StaticPool keep no counts: export what the pool has, nothing else.
+                read = getattr(pool, method, None)
+                if callable(read):
+                    family.add_metric([name], max(0, int(read())))  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a broken pool must not break the scrape
+            self.registry.report_error("sqlalchemy", exc)
+
+
+class SlowQueryLog:
+    """The bounded list of recent slow queries (the JSON summary and dashboard read it).
+
+    ``recent()`` returns dicts with exactly the keys ``engine, operation, fingerprint, sql,
+    duration, time, count``, newest first. ``count`` is how many slow occurrences of that
+    fingerprint were seen so far (tracked for at most ``max_fingerprints`` fingerprints; the
+    oldest-seen are forgotten first). Parameters are never stored here.
+    """
+
+    def __init__(self, maxlen: int = 100, max_fingerprints: int = 1000) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._counts: dict[tuple[str, str], int] = {}
+        self._max_fingerprints = max_fingerprints
+        self._lock = threading.Lock()
+
+    def add(self, engine: str, operation: str, fingerprint: str, sql: str, duration: float) -> int:
+        """Record one slow query; returns the fingerprint's count so far."""
+        key = (engine, fingerprint)
+        with self._lock:
+            count = self._counts.pop(key, 0) + 1
+            if len(self._counts) >= self._max_fingerprints:
+                del self._counts[next(iter(self._counts))]
+            # Re-inserted at the end: the dict's order is least recently seen first.
+            self._counts[key] = count
+            self._entries.append(
+                {
+                    "engine": engine,
+                    "operation": operation,
+                    "fingerprint": fingerprint,
+                    "sql": sql,
+                    "duration": duration,
+                    "time": time.time(),
+                    "count": count,
+                }
+            )
+        return count
+
+    def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The most recent slow queries, newest first (at most ``limit``)."""
+        with self._lock:
+            items = [dict(entry) for entry in reversed(self._entries)]
+        return items if limit is None else items[: max(0, limit)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RequestQueries:
+    """Per-HTTP-request query counts and time (a :class:`~asgi_perf.registry.RequestHook`).
+
+    ``request_started`` puts a fresh accumulator in a ContextVar; the instrumented engines add to
+    it from the request's task (or a thread or greenlet that copied its context: the accumulator
+    is a mutable object, so copies share it); ``request_finished`` observes one value per
+    instrumented engine, zero included, so "requests that touched no database" is visible too.
+
+    Both run on the HTTP middleware's event-loop thread, the only writer of the per-request
+    histograms, so finishing a request takes no lock: per engine, a dict lookup and two plain
+    observes. Requests the middleware excludes (``exclude_paths``, ``exclude_patterns``: health
+    checks, ``/metrics``) never reach the hook and are not counted.
+    """
+
+    def __init__(self, stats: SqlStats) -> None:
+        self.stats = stats
+        # One variable per registry: two registries in one process never see each other's counts.
+        self.var: ContextVar[dict[str, list[Any]] | None] = ContextVar(
+            "asgi_perf_sqlalchemy_request", default=None
+        )
+
+    def request_started(self) -> Any:
+        acc: dict[str, list[Any]] = {}
+        return self.var.set(acc), acc
+
+    def request_finished(self, state: Any) -> None:
+        token, acc = state
+        try:
+            self.var.reset(token)
+        except ValueError:
+            # Finished in another context than it started: clear this one instead.
+            self.var.set(None)
+        for name, count_hist, time_hist in self.stats.request_series:
+            entry = acc.get(name)
+            if entry is None:
+                count_hist.observe(0)
+                time_hist.observe(0.0)
+            else:
+                count_hist.observe(entry[0])
+                time_hist.observe(entry[1])
+
+
+def stats_for(registry: PerfRegistry) -> SqlStats:
+    """The registry's one :class:`SqlStats`, registered as a collector on first use."""
+    created = False
+
+    def make() -> SqlStats:
+        nonlocal created
+        created = True
+        return SqlStats(registry)
+
+    stats = registry.component(STATS_KEY, make)
+    if created:
+        registry.register(stats)
+    return stats
+
+
+def request_hook_for(registry: PerfRegistry, stats: SqlStats) -> RequestQueries:
+    """The registry's one :class:`RequestQueries`, added to ``request_hooks`` once."""
+    hook = registry.component("sqlalchemy.requests", lambda: RequestQueries(stats))
+    if hook not in registry.request_hooks:
+        registry.request_hooks.append(hook)
+    return hook
+
+
+def slow_log_for(registry: PerfRegistry) -> SlowQueryLog:
+    """The registry's one :class:`SlowQueryLog`."""
+    return registry.component(SLOW_QUERIES_KEY, SlowQueryLog)
+
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "SLOW_QUERIES_KEY",
+    "STATS_KEY",
+    "EngineSeries",
+    "RequestQueries",
+    "SlowQueryLog",
+    "SqlStats",
+    "request_hook_for",
+    "slow_log_for",
+    "stats_for",
+]
