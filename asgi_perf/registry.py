@@ -29,7 +29,6 @@ logger = logging.getLogger("asgi_perf")
 
 T = TypeVar("T")
 P = ParamSpec("P")
-M = TypeVar("M", Counter, Gauge, Histogram)
 
 DEFAULT_MAX_SERIES = 2000
 _NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")

@@ -28,8 +28,6 @@ OPS_ENDPOINTS = frozenset({"summary", "history", "alerts", "dashboard"})
 #: Responses smaller than this are sent uncompressed: gzip would cost more than it saves.
 GZIP_MIN_SIZE = 500
 
-Renderer = Callable[[], tuple[bytes, str]]
-
 
 def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers") or ():

@@ -51,11 +51,6 @@ def _path_format(route: Any) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def _is_router_mount(route: Any) -> bool:
-    fmt = _path_format(route)
-    return bool(getattr(route, "routes", None)) and fmt is not None and fmt.endswith(_MOUNT_SUFFIX)
-
-
 class _Index:
     """Every routable object under a router, with the full template(s) it answers to."""
 
