@@ -87,7 +87,7 @@ def documented_imports() -> list[tuple[str, str, list[str]]]:
 
 def documented_references() -> list[tuple[str, str]]:
     """(document, dotted path) for every ``asgi_perf.x.y`` the docs name in code spans."""
-    found = []
+    found: list[tuple[str, str]] = []
     for path in DOCUMENTS:
         where = str(path.relative_to(ROOT))
         found.extend((where, ref) for ref in DOTTED.findall(path.read_text()) if ref not in LOGGERS)
