@@ -67,16 +67,3 @@ class Sender:
         return b"".join(
             m.get("body", b"") for m in self.messages if m["type"] == "http.response.body"
         )
-
-
-class FakeClock:
-    """Stands in for ``time.perf_counter``: time moves only when a test advances it."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds

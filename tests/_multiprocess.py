@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,8 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from asgi_perf import PerfRegistry
 from asgi_perf.export import _mp_store as store
-
-POLL_LIMIT = 30.0  # a safety bound on polling loops, never a performance assertion
 
 
 @contextmanager
@@ -58,12 +55,3 @@ def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 
 def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return parse(httpx.get(base + "/metrics", timeout=10).text)
-
-
-def poll(check: Callable[[], bool], what: str) -> None:
-    """Wait until ``check()`` holds (bounded by POLL_LIMIT, so a bug fails instead of hanging)."""
-    deadline = time.monotonic() + POLL_LIMIT
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        time.sleep(0.05)

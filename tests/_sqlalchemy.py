@@ -9,23 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-
-class FakeClock:
-    """A ``perf_counter`` stand-in whose time moves only when ``advance`` is called.
-
-    Monkeypatch it over ``asgi_perf.sqlalchemy._engine.perf_counter`` and give it to an engine's
-    ``sleep()`` SQL function: ``SELECT sleep(0.02)`` then takes exactly 0.02 s and every other
-    statement exactly 0 s, however loaded the machine is.
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from ._time import FakeClock
 
 
 def add_sleep_function(
@@ -34,7 +18,9 @@ def add_sleep_function(
     """Give every SQLite connection of ``engine`` a ``sleep(seconds)`` SQL function.
 
     ``started`` is set when a sleep begins, so a test can cancel a statement that is really running.
-    With ``clock``, the sleep advances that fake clock instead of waiting.
+    With ``clock`` (monkeypatched over the engine module's ``perf_counter``), the sleep advances
+    that fake clock instead of waiting: ``SELECT sleep(0.02)`` then takes exactly 0.02 s and every
+    other statement exactly 0 s, however loaded the machine is.
     """
 
     def sleep(seconds: float) -> int:

@@ -1,0 +1,278 @@
+"""Route labels are the route templates, on every Starlette/FastAPI routing shape, never raw paths."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Host, Mount, Route, Router
+from starlette.staticfiles import StaticFiles
+
+from asgi_perf import UNMATCHED, PerfMiddleware, PerfRegistry, RouteResolver
+from asgi_perf.testing import samples
+
+from .._asgi import Receiver, Sender, http_scope
+
+pytestmark = pytest.mark.anyio
+
+
+async def ok(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def teapot(request: Request) -> Response:
+    return PlainTextResponse("no such user", status_code=404)
+
+
+def starlette_app(tmp: Path) -> Starlette:
+    (tmp / "app.js").write_text("js")
+    shared = Router(routes=[Route("/leaf/{leaf_id}", ok)])
+    api = Router(
+        routes=[
+            Route("/users/{user_id:int}", ok),
+            Route("/users/{user_id:int}/missing", teapot),
+            Mount("/deep", routes=[Route("/x/{x}", ok)]),
+        ]
+    )
+    return Starlette(
+        routes=[
+            Route("/", ok),
+            Route("/items/{item_id}", ok, methods=["GET"]),
+            Route("/files/{rest:path}", ok),
+            Mount("/api/v1", app=api),
+            Mount("/t/{tenant}", routes=[Route("/orders/{order_id}", ok)]),
+            Mount("/a", app=shared),
+            Mount("/b", app=shared),
+            Mount("/static", app=StaticFiles(directory=tmp), name="static"),
+            Host("admin.example.org", app=Router(routes=[Route("/panel", ok)])),
+        ]
+    )
+
+
+def fastapi_app() -> FastAPI:
+    inner = APIRouter()
+
+    @inner.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @inner.post("/items")
+    async def create() -> dict[str, bool]:
+        return {"ok": True}
+
+    outer = APIRouter()
+    outer.include_router(inner, prefix="/v1")
+    outer.include_router(inner, prefix="/v2")
+
+    @outer.get("/health")
+    async def health() -> str:
+        return "ok"
+
+    app = FastAPI()
+    app.include_router(outer, prefix="/api")
+
+    @app.get("/plain/{name}")
+    async def plain(name: str) -> str:
+        return name
+
+    sub = FastAPI()
+
+    @sub.get("/reports/{report_id}")
+    async def report(report_id: int) -> int:
+        return report_id
+
+    app.mount("/sub", sub)
+    app.mount("/legacy", Starlette(routes=[Route("/old/{k}", ok)]))
+    return app
+
+
+async def route_of(
+    app: Any, path: str, method: str = "GET", *, root_path: str = "", host: str = "test"
+) -> tuple[str, int]:
+    """Serve one request through PerfMiddleware; return (route label, status) recorded."""
+    registry = PerfRegistry()
+    mw = PerfMiddleware(app, registry=registry)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=mw, root_path=root_path),
+        base_url=f"http://{host}",
+    ) as client:
+        response = await client.request(method, root_path + path)
+    found = samples(registry, "http_requests_total")
+    assert len(found) == 1, found
+    return found[0]["route"], response.status_code
+
+
+STARLETTE_CASES = [
+    ("/", "GET", "/", 200),
+    ("/items/42", "GET", "/items/{item_id}", 200),
+    ("/files/a/b/c.txt", "GET", "/files/{rest}", 200),
+    ("/api/v1/users/7", "GET", "/api/v1/users/{user_id}", 200),
+    ("/api/v1/users/7/missing", "GET", "/api/v1/users/{user_id}/missing", 404),
+    ("/api/v1/deep/x/9", "GET", "/api/v1/deep/x/{x}", 200),
+    ("/t/acme/orders/5", "GET", "/t/{tenant}/orders/{order_id}", 200),
+    ("/a/leaf/1", "GET", "/a/leaf/{leaf_id}", 200),
+    ("/b/leaf/2", "GET", "/b/leaf/{leaf_id}", 200),
+    ("/static/app.js", "GET", "/static/{path}", 200),
+    ("/static/nope.js", "GET", "/static/{path}", 404),
+    ("/nope/123", "GET", UNMATCHED, 404),
+    ("/api/v1/nope", "GET", UNMATCHED, 404),
+    ("/items/42", "POST", UNMATCHED, 405),
+    ("/items/42/", "GET", UNMATCHED, 307),
+]
+
+
+@pytest.mark.parametrize(("path", "method", "label", "status"), STARLETTE_CASES)
+async def test_starlette_route_labels(
+    tmp_path: Path, path: str, method: str, label: str, status: int
+) -> None:
+    """Starlette: routes, converters, nested and parametrised mounts, shared sub-apps, static
+    files, 404/405/slash-redirects (one constant label), endpoint-raised 404 (keeps its route)."""
+    assert await route_of(starlette_app(tmp_path), path, method) == (label, status)
+
+
+async def test_starlette_host_route(tmp_path: Path) -> None:
+    """Host routes label the inner path template; the host is never a label."""
+    app = starlette_app(tmp_path)
+    assert await route_of(app, "/panel", host="admin.example.org") == ("/panel", 200)
+
+
+FASTAPI_CASES = [
+    ("/api/v1/items/3", "GET", "/api/v1/items/{item_id}", 200),
+    ("/api/v2/items/3", "GET", "/api/v2/items/{item_id}", 200),
+    ("/api/v1/items", "POST", "/api/v1/items", 200),
+    ("/api/v1/items/notanint", "GET", "/api/v1/items/{item_id}", 422),
+    ("/api/health", "GET", "/api/health", 200),
+    ("/plain/bob", "GET", "/plain/{name}", 200),
+    ("/sub/reports/1", "GET", "/sub/reports/{report_id}", 200),
+    ("/legacy/old/9", "GET", "/legacy/old/{k}", 200),
+    ("/api/v1/items/3", "DELETE", UNMATCHED, 405),
+    ("/api/nothing", "GET", UNMATCHED, 404),
+    ("/sub/nothing", "GET", UNMATCHED, 404),
+]
+
+
+@pytest.mark.parametrize(("path", "method", "label", "status"), FASTAPI_CASES)
+async def test_fastapi_route_labels(path: str, method: str, label: str, status: int) -> None:
+    """FastAPI: include_router prefixes (nested, and one router included twice) are in the label;
+    mounted sub-apps, validation errors keep the route, unmatched is one constant label."""
+    assert await route_of(fastapi_app(), path, method) == (label, status)
+
+
+@pytest.mark.parametrize("make", [starlette_app, fastapi_app])
+async def test_root_path_is_not_part_of_the_label(make: Any, tmp_path: Path) -> None:
+    """Behind a proxy prefix (root_path), the label is the app's own template."""
+    app = make(tmp_path) if make is starlette_app else make()
+    path = "/items/1" if make is starlette_app else "/plain/x"
+    label = "/items/{item_id}" if make is starlette_app else "/plain/{name}"
+    assert await route_of(app, path, root_path="/proxy") == (label, 200)
+
+
+async def test_route_added_after_first_request_is_found(tmp_path: Path) -> None:
+    """Routes registered after the router was first indexed still get their template."""
+    app = starlette_app(tmp_path)
+    registry = PerfRegistry()
+    mw = PerfMiddleware(app, registry=registry)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t") as c:
+        await c.get("/")
+        app.router.routes.append(Route("/late/{n}", ok))
+        await c.get("/late/5")
+    routes = {s["route"] for s in samples(registry, "http_requests_total")}
+    assert routes == {"/", "/late/{n}"}
+
+
+async def test_route_cost_does_not_depend_on_route_count() -> None:
+    """After the first request, resolving reads the router's choice: the tree is not walked again."""
+    routes = [Route(f"/r{i}/{{x}}", ok) for i in range(200)]
+    app = Starlette(routes=routes)
+    resolver = RouteResolver()
+    walks = 0
+    original = resolver._reindex
+
+    def counting(scope: Any) -> None:
+        nonlocal walks
+        walks += 1
+        original(scope)
+
+    resolver._reindex = counting  # type: ignore[method-assign]
+    mw = PerfMiddleware(app, route_getter=resolver)
+    for i in range(0, 200, 7):
+        for _ in range(3):
+            await mw(http_scope(f"/r{i}/v"), Receiver(), Sender())
+    assert walks == 1
+    assert len(samples(mw.registry, "http_requests_total")) == len(range(0, 200, 7))
+
+
+async def test_unknown_router_falls_back_to_route_path() -> None:
+    """A custom router that sets scope['route'] with a path (and no known tree) is still labelled;
+    one that sets nothing is unmatched."""
+
+    class MyRoute:
+        path = "/custom/{id}"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"].startswith("/custom"):
+            scope["route"] = MyRoute()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    registry = PerfRegistry()
+    mw = PerfMiddleware(app, registry=registry)
+    await mw(http_scope("/custom/1"), Receiver(), Sender())
+    await mw(http_scope("/other"), Receiver(), Sender())
+    routes = sorted(s["route"] for s in samples(registry, "http_requests_total"))
+    assert routes == sorted(["/custom/{id}", UNMATCHED])
+
+
+async def test_unknown_route_under_mount_is_unmatched_not_raw() -> None:
+    """A route the index cannot place, under a mount prefix, is unmatched rather than a raw path."""
+
+    class Odd:
+        path = "/x/{y}"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope["route"] = Odd()
+        scope["app_root_path"] = ""
+        scope["root_path"] = "/mounted/123"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    registry = PerfRegistry()
+    await PerfMiddleware(app, registry=registry)(
+        http_scope("/mounted/123/x/1"), Receiver(), Sender()
+    )
+    assert [s["route"] for s in samples(registry, "http_requests_total")] == [UNMATCHED]
+
+
+async def test_self_containing_router_does_not_recurse_forever() -> None:
+    """A router reachable from itself (a mount loop) is indexed without infinite recursion."""
+    router = Router(routes=[Route("/leaf", ok)])
+    router.routes.append(Mount("/loop", app=router))
+    registry = PerfRegistry()
+    await PerfMiddleware(router, registry=registry)(http_scope("/leaf"), Receiver(), Sender())
+    assert [s["route"] for s in samples(registry, "http_requests_total")] == ["/leaf"]
+
+
+def test_labels_never_contain_raw_values(tmp_path: Path) -> None:
+    """No label in the tables above carries a concrete id: every dynamic segment is a {param}."""
+    for _, _, label, _ in STARLETTE_CASES + FASTAPI_CASES:
+        assert not re.search(r"/\d+(/|$)", label), label
+
+
+async def test_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A router that creates a new route object per request cannot grow the resolver's cache."""
+    monkeypatch.setattr("asgi_perf.http._routing.MAX_CACHED_ROUTES", 50)
+
+    class Fresh:
+        path = "/fresh/{n}"
+
+    resolver = RouteResolver()
+    for _ in range(500):
+        assert resolver({"route": Fresh(), "root_path": ""}) == "/fresh/{n}"
+    assert len(resolver._cache) == 50

@@ -1,0 +1,154 @@
+"""The operations endpoints (summary, history, alerts, dashboard) served next to /metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from asgi_perf import PerfRegistry, instrument, metrics_app
+from asgi_perf._types import Message
+from asgi_perf.operations import Monitor
+from asgi_perf.operations._endpoints import ERR_QUERY, dashboard_html, dumps
+from asgi_perf.testing import scrape
+
+from .._server import ROOT
+
+
+@pytest.mark.anyio
+async def test_endpoints_without_monitor_or_alerts(registry: PerfRegistry) -> None:
+    """Summary works on its own; history and alerts say they are not enabled."""
+    app = metrics_app(registry)
+    summary = json.loads((await scrape(app, "/metrics/summary")).body)
+    assert summary["http"]["routes"] == []
+    history = json.loads((await scrape(app, "/metrics/history")).body)
+    assert history == {"enabled": False, "interval": None, "size": 0, "snapshots": []}
+    alerts = json.loads((await scrape(app, "/metrics/alerts")).body)
+    assert alerts == {"enabled": False, "alerts": [], "silences": {}}
+    metrics = await scrape(app, "/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.anyio
+async def test_history_query_and_errors(registry: PerfRegistry) -> None:
+    """history takes since= and limit=; malformed values get a 400, not a crash."""
+    ticks = iter(range(1000, 2000, 5))
+    monitor = Monitor(registry, clock=lambda: float(next(ticks)))
+    for _ in range(3):
+        monitor.sample()
+    app = metrics_app(registry, render_in_thread=False)
+    body = json.loads((await scrape(app, "/metrics/history")).body)
+    assert len(body["snapshots"]) == 3
+
+    async def get(query: str) -> Any:
+        scope_app = app
+        sent: list[Message] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await scope_app(
+            {
+                "type": "http",
+                "method": "GET",
+                "path": "/metrics/history",
+                "query_string": query.encode(),
+                "headers": [],
+            },
+            receive,
+            send,
+        )
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    status, limited = await get("limit=1")
+    assert status == 200
+    assert len(limited["snapshots"]) == 1
+    first = body["snapshots"][0]["time"]
+    status, since = await get(f"since={first}")
+    assert len(since["snapshots"]) == 2
+    for bad in ("limit=x", "since=abc", "limit=-1", "since=inf"):
+        status, error = await get(bad)
+        assert status == 400
+        assert error == {"error": ERR_QUERY}
+
+
+@pytest.mark.anyio
+async def test_operations_endpoints_share_the_metrics_auth(registry: PerfRegistry) -> None:
+    """Every operations endpoint needs the same token as /metrics."""
+    app = metrics_app(registry, token="s3cret")
+    for path in ("/metrics/summary", "/metrics/history", "/metrics/alerts", "/metrics/dashboard"):
+        assert (await scrape(app, path)).status == 401
+        ok = await scrape(app, path, headers=[("Authorization", "Bearer s3cret")])
+        assert ok.status == 200
+    head = await scrape(
+        app, "/metrics/summary", method="HEAD", headers=[("Authorization", "Bearer s3cret")]
+    )
+    assert head.body == b""
+
+
+@pytest.mark.anyio
+async def test_plain_collector_registry_has_no_operations() -> None:
+    """A metrics app over a bare CollectorRegistry answers 404 on the operations paths."""
+    app = metrics_app(CollectorRegistry())
+    assert (await scrape(app, "/metrics/summary")).status == 404
+
+
+@pytest.mark.anyio
+async def test_instrument_adds_the_operations_routes(registry: PerfRegistry) -> None:
+    """instrument() routes <metrics_path>/summary etc.; operations_routes=False leaves them out."""
+    app = Starlette()
+    instrument(app, registry=registry, metrics_path="/internal/metrics/")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/internal/metrics/summary")
+        assert response.status_code == 200
+        assert "http" in response.json()
+        page = await c.get("/internal/metrics/dashboard")
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+    bare = Starlette()
+    instrument(bare, registry=PerfRegistry(), operations_routes=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://t") as c:
+        assert (await c.get("/metrics/summary")).status_code == 404
+
+
+def test_page_is_self_contained() -> None:
+    """The page inlines its CSS and JS and loads nothing from another origin."""
+    html = dashboard_html().decode()
+    assert "/*__CSS__*/" not in html
+    assert "/*__JS__*/" not in html
+    assert "http://" not in html.replace('"http://www.w3.org/2000/svg"', "")
+    assert "https://" not in html
+    assert "innerHTML" not in html
+
+
+def test_json_never_holds_nan() -> None:
+    """NaN and infinities become null: browsers' JSON.parse rejects them."""
+    assert json.loads(dumps({"a": float("nan"), "b": [float("inf")], "c": (1.5,)})) == {
+        "a": None,
+        "b": [None],
+        "c": [1.5],
+    }
+
+
+def test_wheel_ships_the_dashboard(tmp_path: Path) -> None:
+    """The built wheel contains the dashboard's HTML, CSS and JS."""
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("index.html", "dashboard.css", "dashboard.js"):
+        assert f"asgi_perf/operations/dashboard/{name}" in names

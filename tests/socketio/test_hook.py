@@ -1,0 +1,448 @@
+"""The hook and the batcher in-process: a real AsyncServer under an in-loop uvicorn server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import socketio
+import uvicorn
+
+from asgi_perf import PerfRegistry
+from asgi_perf.socketio import Batcher, instrument_socketio
+from asgi_perf.socketio import _hook as sio_mod
+from asgi_perf.socketio._batching import ERR_MAX_ITEMS
+from asgi_perf.socketio._client import ERR_NOT_CLIENT, unbatch
+from asgi_perf.testing import sample, samples, series
+
+from .._server import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def live() -> AsyncIterator[tuple[socketio.AsyncServer, str]]:
+    """A fresh AsyncServer served by uvicorn in this event loop; yields (server, base URL)."""
+    sio = socketio.AsyncServer(async_mode="asgi", namespaces=["/", "/chat"])
+    port = free_port()
+    config = uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=port, log_level="error")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:  # uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    yield sio, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def client(base: str, **kwargs: Any) -> socketio.AsyncClient:
+    c = socketio.AsyncClient(reconnection=False)
+    await c.connect(base, transports=["websocket"], wait_timeout=5, **kwargs)
+    return c
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+async def test_counts_events_bytes_and_handler_time(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """Received/emitted events, bytes both ways and handler durations are counted per namespace
+    and event; the app's handler is called once per event."""
+    sio, base = live
+    seen: list[Any] = []
+
+    async def echo(sid: str, data: Any) -> Any:
+        seen.append(data)
+        await sio.emit("reply", data, to=sid, namespace="/chat")
+        return data
+
+    sio.on("echo", echo, namespace="/chat")
+
+    instrument_socketio(sio, registry=registry)
+    c = await client(base, namespaces=["/chat"])
+    assert await c.call("echo", "héllo", namespace="/chat") == "héllo"
+    await c.emit("echo", b"\x00\x01", namespace="/chat")
+    await settle()
+    assert len(seen) == 2
+    labels = {"namespace": "/chat", "event": "echo"}
+    assert sample(registry, "socketio_events_received_total", labels) == 2
+    assert sample(registry, "socketio_handler_duration_seconds", labels, suffix="_count") == 2
+    emitted = {"namespace": "/chat", "event": "reply"}
+    assert sample(registry, "socketio_events_emitted_total", emitted) == 2
+    # the binary attachment counts under the namespace of its packet
+    received = sample(registry, "socketio_received_bytes_total", {"namespace": "/chat"})
+    assert received is not None
+    assert received > len('2/chat,1["echo","héllo"]')
+    sent = sample(registry, "socketio_sent_bytes_total", {"namespace": "/chat"})
+    assert sent is not None
+    assert sent > 0
+    await c.disconnect()
+
+
+async def test_uninstall_restores_and_install_is_idempotent(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """A second instrument call returns the same hook; another registry is refused; uninstall
+    puts every original back and stops counting; the class is never touched."""
+    sio, base = live
+    before = {name: getattr(sio, name) for name in ("_handle_connect", "emit", "disconnect")}
+    message_handler = sio.eio.handlers["message"]
+    hook = instrument_socketio(sio, registry=registry)
+    assert instrument_socketio(sio, registry=registry) is hook
+    with pytest.raises(ValueError, match="another registry"):
+        instrument_socketio(sio, registry=PerfRegistry())
+    assert "emit" not in vars(socketio.AsyncServer) or vars(socketio.AsyncServer)["emit"] is (
+        socketio.AsyncServer.emit
+    )
+    hook.uninstall()
+    hook.uninstall()
+    assert {name: getattr(sio, name) for name in before} == before
+    assert sio.eio.handlers["message"] is message_handler
+    assert "send_packet" not in vars(sio.eio)
+    c = await client(base)
+    await settle()
+    assert (
+        sample(registry, "socketio_connects_total", {"namespace": "/", "outcome": "accepted"})
+        is None
+    )
+    await c.disconnect()
+
+
+async def test_wrapped_on_top_then_uninstalled_passes_through(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """If something wraps our wrapper, uninstall leaves the chain intact and stops counting."""
+    sio, base = live
+    hook = instrument_socketio(sio, registry=registry)
+    ours = sio.emit
+    outer_calls: list[str] = []
+
+    async def outer(event: str, *args: Any, **kwargs: Any) -> Any:
+        outer_calls.append(event)
+        return await ours(event, *args, **kwargs)
+
+    sio.emit = outer
+    hook.uninstall()
+    assert sio.emit is outer
+    c = await client(base)
+    await sio.emit("x", 1)
+    await c.disconnect()
+    await settle()
+    assert outer_calls == ["x"]
+    assert series(registry, "socketio_events_emitted_total") == 0
+    assert series(registry, "socketio_disconnects_total") == 0
+
+
+async def test_rejections_unknown_namespace_and_server_disconnect(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """A refused connect (ConnectionRefusedError) and a connect to an unserved namespace are
+    rejected; the unserved namespace is labelled __other__; a server kick is server_disconnect."""
+    sio, base = live
+
+    async def connect(sid: str, environ: Any, auth: Any) -> None:
+        if auth:
+            raise socketio.exceptions.ConnectionRefusedError("no")
+
+    sio.on("connect", connect)
+
+    instrument_socketio(sio, registry=registry)
+    bad = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await bad.connect(base, auth={"x": 1}, transports=["websocket"], wait_timeout=5)
+    await bad.disconnect()
+    other = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await other.connect(base, namespaces=["/nope"], transports=["websocket"], wait_timeout=5)
+    await other.disconnect()
+    c = await client(base)
+    await settle()
+    assert (
+        sample(registry, "socketio_connects_total", {"namespace": "/", "outcome": "rejected"}) == 1
+    )
+    assert (
+        sample(
+            registry, "socketio_connects_total", {"namespace": "__other__", "outcome": "rejected"}
+        )
+        == 1
+    )
+    assert (
+        sample(registry, "socketio_connections", {"namespace": "/", "transport": "websocket"}) == 1
+    )
+    assert sample(registry, "socketio_queue_depth_max") == 0
+    await sio.disconnect(next(iter(sio.manager.rooms["/"][None])))
+    await settle()
+    assert (
+        sample(
+            registry,
+            "socketio_disconnects_total",
+            {"namespace": "/", "reason": "server_disconnect"},
+        )
+        == 1
+    )
+    assert (
+        sample(registry, "socketio_connections", {"namespace": "/", "transport": "websocket"})
+        is None
+    )
+    await c.disconnect()
+
+
+async def test_instrumentation_error_never_reaches_the_app(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """A failure inside the hook is counted as an instrumentation error; the event still runs."""
+    sio, base = live
+    got: list[Any] = []
+    sio.on("ev", lambda sid, data: got.append(data))
+    hook = instrument_socketio(sio, registry=registry)
+
+    def broken(name: str) -> str:
+        raise RuntimeError("boom")
+
+    hook._events_in = broken  # type: ignore[assignment]
+    hook._events_out = broken  # type: ignore[assignment]
+    hook._namespaces = broken  # type: ignore[assignment]
+    c = await client(base)
+    await c.emit("ev", 1)
+    await settle()
+    await sio.emit("out", 1)
+    await c.disconnect()
+    await settle()
+    assert got == [1]
+    errors = sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "socketio"})
+    assert errors is not None
+    assert errors >= 3
+
+
+async def test_batcher_unbatched_paths_keep_order(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """Callbacks, binary and multi-argument payloads go alone, after the pending batch; lists of
+    rooms work; after aclose emits are sent directly; the client helper delivers in order."""
+    sio, base = live
+
+    async def connect(sid: str, environ: Any) -> None:
+        await sio.enter_room(sid, "r1")
+
+    sio.on("connect", connect)
+
+    c = await client(base)
+    got: list[Any] = []
+    c.on("e", lambda *args: got.append(args if len(args) > 1 else args[0]))
+    unbatch(c)
+    acks: list[Any] = []
+    sid = c.get_sid()
+    batcher = Batcher(sio, registry=registry, max_delay=10, max_bytes=None)
+    await batcher.emit("e", 1, to=["r1"])
+    await batcher.emit("e", 2, to=["r1"])
+    await batcher.emit("e", b"bin", to=["r1"])
+    await batcher.emit("e", (3, 4), to=["r1"])
+    await batcher.emit("e", 5, to=sid, callback=lambda *a: acks.append(a))
+    await batcher.emit("e", 6, to=["r1"], batch=False)
+    assert batcher.pending == 0
+    await batcher.emit("e", 7, to=["r1"])
+    async with batcher:
+        pass
+    await batcher.emit("e", 8, to=["r1"])
+    await settle()
+    assert got == [1, 2, b"bin", (3, 4), 5, 6, 7, 8]
+    assert (
+        sample(registry, "socketio_batches_total", {"event": "e", "flush_reason": "ordering"}) == 1
+    )
+    assert sample(registry, "socketio_batches_total", {"event": "e", "flush_reason": "close"}) == 1
+    await c.disconnect()
+
+
+async def test_batcher_bytes_and_failed_send(registry: PerfRegistry) -> None:
+    """The default sizer measures JSON length (max_bytes trigger); a failed emit is counted as
+    dropped with send_error and reported, never raised to the emitter."""
+    sent: list[Any] = []
+
+    class Server:
+        async def emit(self, event: str, data: Any, **kwargs: Any) -> None:
+            if data[1] == ["fail"]:
+                raise ConnectionError("down")
+            sent.append(data)
+
+    batcher = Batcher(Server(), registry=registry, max_bytes=25, max_delay=10)
+    await batcher.emit("e", {"k": "0123456789"})  # 19 bytes of JSON
+    await batcher.emit("e", "abc")  # 22: still fits
+    await batcher.emit("e", None)  # 8 more: flushes the first two
+    await batcher.emit("f", "fail", to="x")
+    await batcher.aclose()
+    assert sent == [("e", [{"k": "0123456789"}, "abc"]), ("e", [None])]
+    dropped = sample(registry, "socketio_batch_dropped_total", {"reason": "send_error"})
+    assert dropped == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_items": 0}, ERR_MAX_ITEMS.split("{")[0]),
+        ({"sizer": 3}, "sizer must be callable"),
+        ({"batch_event": ""}, "batch_event"),
+        ({"registry": object()}, "registry must be"),
+        ({"max_events": 0}, "max_events"),
+    ],
+)
+def test_batcher_bad_configuration(kwargs: dict[str, Any], message: str) -> None:
+    """Bad batcher options are ValueErrors at construction."""
+    sio = socketio.AsyncServer(async_mode="asgi")
+    with pytest.raises(ValueError, match=message):
+        Batcher(sio, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("target", "kwargs", "message"),
+    [
+        ("not a server", {}, "AsyncServer"),
+        (None, {"events": "connect"}, "events must be"),
+        (None, {"events": [1]}, "events must be"),
+        (None, {"max_events": 0}, "max_events"),
+        (None, {"max_namespaces": False}, "max_namespaces"),
+        (None, {"registry": object()}, "registry must be"),
+        (None, {"buckets": []}, "buckets"),
+    ],
+)
+def test_instrument_bad_configuration(target: Any, kwargs: dict[str, Any], message: str) -> None:
+    """Bad hook options (and a sync server or non-server) are ValueErrors."""
+    sio = target if target is not None else socketio.AsyncServer(async_mode="asgi")
+    with pytest.raises(ValueError, match=message):
+        instrument_socketio(sio, **kwargs)
+    assert not hasattr(socketio.Server(), "_asgi_perf_hook")
+    with pytest.raises(ValueError, match="AsyncServer"):
+        instrument_socketio(socketio.Server())
+
+
+def test_allow_list_and_default_registry() -> None:
+    """With events= only those names are labelled; a registry is created when none is given;
+    another hook with other buckets on the same registry is refused."""
+    sio = socketio.AsyncServer(async_mode="asgi")
+    hook = instrument_socketio(sio, events=["a"])
+    assert hook._events_in("a") == "a"
+    assert hook._events_in("b") == "__other__"
+    with pytest.raises(ValueError, match="other buckets"):
+        instrument_socketio(
+            socketio.AsyncServer(async_mode="asgi"), registry=hook.registry, buckets=[1.0]
+        )
+    assert Batcher(sio).registry is not hook.registry
+
+
+@pytest.mark.parametrize(
+    ("packet", "namespace"),
+    [
+        ('2["a",1]', "/"),
+        ('2/chat,["a",1]', "/chat"),
+        ("2/chat", "/chat"),
+        ('51-/chat,["a",{"_placeholder":true,"num":0}]', "/chat"),
+        ('51-["a",{"_placeholder":true,"num":0}]', "/"),
+        ("5", "/"),
+        ("", "/"),
+    ],
+)
+def test_packet_namespace(packet: str, namespace: str) -> None:
+    """The namespace is read from the encoded packet without decoding it."""
+    assert sio_mod._packet_namespace(packet) == namespace
+
+
+def test_wire_size_and_stable_items() -> None:
+    """Sizes are UTF-8 bytes; a mapping that keeps changing is still read."""
+    assert sio_mod._wire_size("abc") == 3
+    assert sio_mod._wire_size("é") == 2
+    assert sio_mod._wire_size(b"ab") == 2
+    assert sio_mod._wire_size(None) == 0
+
+    class Flaky(dict[str, int]):
+        def items(self) -> Any:
+            raise RuntimeError("dictionary changed size during iteration")
+
+    assert sio_mod._stable_items(Flaky(a=1)) == [("a", 1)]
+
+
+def test_unbatch_sync_client_and_bad_client() -> None:
+    """The helper works on the sync Client (handlers called per payload) and refuses others."""
+    c = socketio.Client()
+    got: list[Any] = []
+    c.on("e", got.append)
+    unbatch(c)
+    c.handlers["/"]["asgi-perf:batch"]("e", [1, 2])
+    assert got == [1, 2]
+    with pytest.raises(ValueError, match=re.escape(ERR_NOT_CLIENT.split("{")[0])):
+        unbatch(object())
+
+
+def test_series_cap_folds_into_overflow() -> None:
+    """Past the registry's series cap new label sets share the __overflow__ series, counted."""
+    from asgi_perf.socketio._stats import socketio_stats
+
+    registry = PerfRegistry(max_series_per_metric=1)
+    stats = socketio_stats(registry)
+    for name in ("a", "b", "c"):
+        stats.inc("socketio_events_received_total", ("/", name))
+        stats.observe_handler(("/", name), 0.01)
+    assert sample(registry, "socketio_events_received_total", {"namespace": "/", "event": "a"}) == 1
+    overflow = {"namespace": "__overflow__", "event": "__overflow__"}
+    assert sample(registry, "socketio_events_received_total", overflow) == 2
+    assert sample(registry, "socketio_handler_duration_seconds", overflow, suffix="_count") == 2
+    assert (
+        sample(
+            registry,
+            "asgi_perf_series_overflow_total",
+            {"metric": "socketio_events_received_total"},
+        )
+        == 2
+    )
+
+
+async def test_raw_packets_cannot_claim_namespace_labels(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """Packets naming namespaces the socket never joined (any string, any length) are labelled
+    __other__; they cannot take the limited label slots, so a served namespace keeps its label."""
+    import websockets
+
+    sio, base = live
+    received: list[Any] = []
+
+    async def on_msg(sid: str, data: Any) -> None:
+        received.append(data)
+
+    sio.on("msg", on_msg, namespace="/chat")
+    instrument_socketio(sio, registry=registry, max_namespaces=3)
+    url = base.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with websockets.connect(url) as raw:
+        assert str(await raw.recv()).startswith("0")  # engine.io open packet
+        for i in range(25):
+            await raw.send(f'42/junk-{i},["hello"]')
+        await raw.send(f'42/{"X" * 5000},["hello"]')
+        c = await client(base, namespaces=["/chat"])
+        await c.emit("msg", "hi", namespace="/chat")
+        for _ in range(200):
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        await c.disconnect()
+    await settle()
+    assert received == ["hi"]
+    namespaces = {
+        labels["namespace"]
+        for name in (
+            "socketio_received_bytes_total",
+            "socketio_sent_bytes_total",
+            "socketio_events_received_total",
+            "socketio_connects_total",
+        )
+        for labels in samples(registry, name)
+    }
+    assert namespaces <= {"/", "/chat", "__other__"}
+    assert (
+        sample(registry, "socketio_events_received_total", {"namespace": "/chat", "event": "msg"})
+        == 1
+    )
+    assert (sample(registry, "socketio_received_bytes_total", {"namespace": "__other__"}) or 0) > 0
