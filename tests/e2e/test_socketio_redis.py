@@ -14,6 +14,7 @@ from asgi_perf.socketio import unbatch
 
 from .._server import ServerFactory
 from .._socketio import metrics, value
+from .._time import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio, pytest.mark.slow, pytest.mark.service("redis")]
 APP = "tests.apps.socketio_app:app"
@@ -39,6 +40,14 @@ async def test_two_nodes_count_per_node_and_publish_once_per_batch(
         unbatch(c)
         await c.connect(base, transports=["websocket"], wait_timeout=10)
         clients.append(c)
+
+    async def both_nodes_subscribed() -> bool:
+        # Each node's manager subscribes on its first connection, in a background task: a batch
+        # published before node B listens would never reach it (pub/sub is at-most-once).
+        ((_, subscribers),) = await listener.pubsub_numsub(channel)
+        return int(subscribers) == 3  # node A, node B and this test's listener
+
+    await eventually(both_nodes_subscribed, "both nodes subscribe to the channel")
     assert await clients[0].call("stream", {"n": 40}, timeout=30) == "done"
     for _ in range(200):
         if all(len(r) >= 40 for r in received):
