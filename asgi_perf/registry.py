@@ -6,8 +6,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar, cast
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import (
@@ -325,3 +325,30 @@ class PerfRegistry:
             )
         except Exception:  # noqa: BLE001, S110 - the error path itself must never raise
             pass
+
+
+class CatalogueCollector(Collector):
+    """The base of every scrape-time collector: everything it exports is a catalogue metric.
+
+    A subclass names the catalogue metrics it exports in :attr:`metrics` (in exposition order)
+    and fills, in ``collect()``, the empty families :meth:`families` builds. Each family's exposed
+    name (namespace applied), type, help text and label names come from the catalogue through
+    :meth:`PerfRegistry.family`, so a collector cannot drift from the catalogue, the docs' metric
+    reference, the Prometheus rules or the Grafana dashboard. ``describe()`` yields the same
+    families empty, without reading any owner: prometheus_client calls it on ``register`` to
+    refuse duplicate names, and must not consume, say, a CPU window or touch a pool.
+    """
+
+    #: The catalogue names this collector exports, in exposition order.
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, registry: PerfRegistry) -> None:
+        self.registry = registry
+
+    def families(self) -> dict[str, Any]:
+        """One empty family per exported metric, keyed by catalogue name, to fill with
+        ``add_metric``."""
+        return {name: self.registry.family(name) for name in self.metrics}
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self.families().values())

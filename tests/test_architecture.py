@@ -198,3 +198,25 @@ def test_relative_imports_resolve_to_modules() -> None:
     assert ("asgi_perf.export._multiprocess", "asgi_perf.export._mp_store") in edges
     assert ("asgi_perf.cache.redis._tiered", "asgi_perf.registry") in edges
     assert all(is_module(imported) for _, _, imported in EDGES)
+
+
+#: Where typed metric families are built: the registry, from the catalogue. (The multi-worker
+#: merge and the push copy families other collectors built, as plain ``Metric`` objects.)
+FAMILY_BUILDERS = {f"{ROOT}.registry"}
+
+
+def test_only_the_registry_builds_metric_families() -> None:
+    """Collectors get their families from ``PerfRegistry.family()`` (via ``CatalogueCollector``),
+    never from prometheus_client's ``*MetricFamily`` classes, so names, help and labels come from
+    the catalogue by construction."""
+    broken = []
+    for module, path in modules().items():
+        if module in FAMILY_BUILDERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+            if isinstance(node, ast.alias):
+                name = node.name
+            if isinstance(name, str) and name.endswith("MetricFamily"):
+                broken.append(f"{module}:{getattr(node, 'lineno', '?')} uses {name}")
+    assert broken == []

@@ -6,17 +6,11 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 
-from ..catalogue import CATALOGUE
+from ..registry import CatalogueCollector, PerfRegistry
 
 if TYPE_CHECKING:
-    from ..registry import PerfRegistry
     from ._base import MeteredCache
 
 ERR_DUPLICATE = "a cache named {!r} is already registered in this registry"
@@ -32,7 +26,7 @@ _COUNTERS = (
 )
 
 
-class CacheSet(Mapping[str, "MeteredCache[Any, Any]"]):
+class CacheSet(Mapping[str, "MeteredCache[Any, Any]"], CatalogueCollector):
     """Every metered cache of one registry, by name; also the collector that exports them.
 
     Created on first use by :func:`asgi_perf.cache.caches` and stored as the registry component
@@ -41,17 +35,21 @@ class CacheSet(Mapping[str, "MeteredCache[Any, Any]"]):
     it has one.
     """
 
+    metrics = (
+        "cache_requests_total",
+        "cache_evictions_total",
+        "cache_entries",
+        "cache_maxsize",
+        "cache_load_duration_seconds",
+        *_COUNTERS,
+    )
+
     def __init__(self, registry: PerfRegistry) -> None:
-        self._registry = registry
+        CatalogueCollector.__init__(self, registry)
         self._caches: dict[str, MeteredCache[Any, Any]] = {}
         self._lock = threading.Lock()
         # Every cache adds up to three series to cache_evictions_total.
         self._limit = max(1, registry.max_series_per_metric // 3)
-        self._names = {
-            name: registry.metric_name(name)
-            for name, spec in CATALOGUE.items()
-            if spec.component == "cache"
-        }
         registry.register(self)
 
     # -- the mapping ---------------------------------------------------------------------------
@@ -86,45 +84,17 @@ class CacheSet(Mapping[str, "MeteredCache[Any, Any]"]):
         return id(self)
 
     # -- the collector -------------------------------------------------------------------------
-    def _families(self) -> dict[str, Any]:
-        n = self._names
-
-        def counter(name: str, labels: list[str]) -> CounterMetricFamily:
-            return CounterMetricFamily(n[name], CATALOGUE[name].help, labels=labels)
-
-        def gauge(name: str) -> GaugeMetricFamily:
-            return GaugeMetricFamily(n[name], CATALOGUE[name].help, labels=["cache"])
-
-        families: dict[str, Any] = {
-            "cache_requests_total": counter("cache_requests_total", ["cache", "result"]),
-            "cache_evictions_total": counter("cache_evictions_total", ["cache", "reason"]),
-            "cache_entries": gauge("cache_entries"),
-            "cache_maxsize": gauge("cache_maxsize"),
-            "cache_load_duration_seconds": HistogramMetricFamily(
-                n["cache_load_duration_seconds"],
-                CATALOGUE["cache_load_duration_seconds"].help,
-                labels=["cache"],
-            ),
-        }
-        for name in _COUNTERS:
-            families[name] = counter(name, ["cache"])
-        return families
-
-    def describe(self) -> Iterable[Metric]:
-        # Names only, so registering checks clashes without reading any cache.
-        return list(self._families().values())
-
     def collect(self) -> Iterable[Metric]:
         with self._lock:
             members = list(self._caches.values())
         if not members:
             return []
-        f = self._families()
+        f = self.families()
         for cache in members:
             try:
                 stats, buckets = cache._export()
             except Exception as exc:  # noqa: BLE001 - one broken cache must not empty /metrics
-                self._registry.report_error("cache", exc)
+                self.registry.report_error("cache", exc)
                 continue
             name = stats["name"]
             f["cache_requests_total"].add_metric([name, "hit"], stats["hits"])

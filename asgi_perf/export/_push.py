@@ -38,7 +38,7 @@ from prometheus_client.exposition import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ..registry import PerfRegistry
+from ..registry import CatalogueCollector, PerfRegistry
 
 logger = logging.getLogger("asgi_perf.push")
 
@@ -320,7 +320,7 @@ def delete(
     _send(Target.build(gateway, job, grouping_key, timeout, basic_auth, handler), "delete")
 
 
-class JobOutcome:
+class JobOutcome(CatalogueCollector):
     """The last run of a job wrapped by :func:`push_on_exit`, exported at scrape time.
 
     Nothing is exported before a run ends. ``batch_job_last_success_timestamp_seconds`` is
@@ -328,8 +328,14 @@ class JobOutcome:
     previous success in the Pushgateway (the "time since the last success" alert keeps working).
     """
 
+    metrics = (
+        "batch_job_duration_seconds",
+        "batch_job_success",
+        "batch_job_last_success_timestamp_seconds",
+    )
+
     def __init__(self, registry: PerfRegistry) -> None:
-        self._registry = registry
+        super().__init__(registry)
         self.duration: float | None = None
         self.succeeded = False
         self.finished_at = 0.0
@@ -341,17 +347,14 @@ class JobOutcome:
     def collect(self) -> Iterator[Metric]:
         if self.duration is None:
             return
-        reg = self._registry
-        yield _gauge(reg, "batch_job_duration_seconds", self.duration)
-        yield _gauge(reg, "batch_job_success", 1.0 if self.succeeded else 0.0)
+        f = self.families()
+        f["batch_job_duration_seconds"].add_metric([], self.duration)
+        f["batch_job_success"].add_metric([], 1.0 if self.succeeded else 0.0)
+        yield f["batch_job_duration_seconds"]
+        yield f["batch_job_success"]
         if self.succeeded:
-            yield _gauge(reg, "batch_job_last_success_timestamp_seconds", self.finished_at)
-
-
-def _gauge(registry: PerfRegistry, name: str, value: float) -> Metric:
-    family = registry.family(name)
-    family.add_metric([], value)  # type: ignore[attr-defined]
-    return family
+            f["batch_job_last_success_timestamp_seconds"].add_metric([], self.finished_at)
+            yield f["batch_job_last_success_timestamp_seconds"]
 
 
 def _succeeded(exc: BaseException | None) -> bool:

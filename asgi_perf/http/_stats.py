@@ -5,17 +5,11 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    SummaryMetricFamily,
-)
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import Histogram
 from .._labels import OVERFLOW, STANDARD_METHODS
-from ..registry import PerfRegistry
+from ..registry import CatalogueCollector, PerfRegistry
 
 ERR_SHARED_BUCKETS = (
     "this registry already records HTTP metrics with other buckets; "
@@ -38,12 +32,22 @@ class _RouteSeries:
         self.response_bytes = 0
 
 
-class HttpStats:
+class HttpStats(CatalogueCollector):
     """Shared by every :class:`~asgi_perf.PerfMiddleware` on one registry.
 
     Writers are the event-loop thread(s); the collector reads copies. ``http_requests_total`` is not
     stored separately: it is each duration histogram's count, so the two can never disagree.
     """
+
+    metrics = (
+        "http_requests_total",
+        "http_request_duration_seconds",
+        "http_request_ttfb_seconds",
+        "http_requests_in_progress",
+        "http_request_size_bytes",
+        "http_response_size_bytes",
+        "http_exceptions_total",
+    )
 
     def __init__(
         self,
@@ -51,7 +55,7 @@ class HttpStats:
         duration_buckets: tuple[float, ...],
         ttfb_buckets: tuple[float, ...],
     ) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self.duration_buckets = duration_buckets
         self.ttfb_buckets = ttfb_buckets
         self.limit = registry.max_series_per_metric
@@ -61,18 +65,6 @@ class HttpStats:
         self.in_progress: dict[str, int] = dict.fromkeys(sorted(STANDARD_METHODS), 0)
         self.in_progress["OTHER"] = 0
         self.exceptions: dict[tuple[str, str, str], int] = {}
-        self._names = {
-            name: registry.metric_name(name)
-            for name in (
-                "http_requests_total",
-                "http_request_duration_seconds",
-                "http_request_ttfb_seconds",
-                "http_requests_in_progress",
-                "http_request_size_bytes",
-                "http_response_size_bytes",
-                "http_exceptions_total",
-            )
-        }
 
     def check_buckets(self, duration: tuple[float, ...], ttfb: tuple[float, ...]) -> None:
         if (duration, ttfb) != (self.duration_buckets, self.ttfb_buckets):
@@ -138,33 +130,12 @@ class HttpStats:
 
     # -- scrape time -----------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
-        n = self._names
-        reg = self.registry
-        requests = CounterMetricFamily(
-            n["http_requests_total"],
-            reg.spec("http_requests_total").help,
-            labels=["method", "route", "status"],
-        )
-        duration = HistogramMetricFamily(
-            n["http_request_duration_seconds"],
-            reg.spec("http_request_duration_seconds").help,
-            labels=["method", "route", "status"],
-        )
-        ttfb = HistogramMetricFamily(
-            n["http_request_ttfb_seconds"],
-            reg.spec("http_request_ttfb_seconds").help,
-            labels=["method", "route"],
-        )
-        req_size = SummaryMetricFamily(
-            n["http_request_size_bytes"],
-            reg.spec("http_request_size_bytes").help,
-            labels=["method", "route"],
-        )
-        resp_size = SummaryMetricFamily(
-            n["http_response_size_bytes"],
-            reg.spec("http_response_size_bytes").help,
-            labels=["method", "route"],
-        )
+        f = self.families()
+        requests = f["http_requests_total"]
+        duration = f["http_request_duration_seconds"]
+        ttfb = f["http_request_ttfb_seconds"]
+        req_size = f["http_request_size_bytes"]
+        resp_size = f["http_response_size_bytes"]
         for route, by_method in list(self.routes.items()):
             for method, series in list(by_method.items()):
                 served = 0
@@ -179,28 +150,8 @@ class HttpStats:
                 buckets, total, count = series.ttfb.cumulative()
                 if count:
                     ttfb.add_metric([method, route], buckets, total)
-        in_progress = GaugeMetricFamily(
-            n["http_requests_in_progress"],
-            reg.spec("http_requests_in_progress").help,
-            labels=["method"],
-        )
         for method, value in list(self.in_progress.items()):
-            in_progress.add_metric([method], value)
-        exceptions = CounterMetricFamily(
-            n["http_exceptions_total"],
-            reg.spec("http_exceptions_total").help,
-            labels=["method", "route", "exception"],
-        )
+            f["http_requests_in_progress"].add_metric([method], value)
         for key, value in list(self.exceptions.items()):
-            exceptions.add_metric(list(key), value)
-        yield requests
-        yield duration
-        yield ttfb
-        yield in_progress
-        yield req_size
-        yield resp_size
-        yield exceptions
-
-    def describe(self) -> Iterator[Metric]:
-        # The families with their types, so the registry's duplicate-name check is exact.
-        return self.collect()
+            f["http_exceptions_total"].add_metric(list(key), value)
+        return iter(f.values())

@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from ..registry import PerfRegistry
+from ..registry import CatalogueCollector, PerfRegistry
 
 PROC = "/proc"
 
@@ -180,20 +179,25 @@ class SystemSampler:
         }
 
 
-class SystemCollector:
+class SystemCollector(CatalogueCollector):
     """Exports a :class:`SystemSampler`'s figures as ``system_*`` gauges (ratios 0-1) when scraped.
 
     It owns its sampler, so its CPU window is the time between two scrapes; collections inside
     :func:`system_collector_skipped` (the summary's) do not count as scrapes.
     """
 
-    def __init__(self, registry: PerfRegistry, sampler: SystemSampler | None = None) -> None:
-        self.registry = registry
-        self.sampler = sampler or SystemSampler()
+    metrics = (
+        "system_cpu_ratio",
+        "system_memory_ratio",
+        "system_process_cpu_ratio",
+        "system_disk_ratio",
+        "system_process_resident_bytes",
+        "system_process_open_fds",
+    )
 
-    def _gauge(self, name: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
-        reg = self.registry
-        return GaugeMetricFamily(reg.metric_name(name), reg.spec(name).help, labels=list(labels))
+    def __init__(self, registry: PerfRegistry, sampler: SystemSampler | None = None) -> None:
+        super().__init__(registry)
+        self.sampler = sampler or SystemSampler()
 
     def collect(self) -> Iterator[Metric]:
         if _skipping.get():
@@ -203,37 +207,25 @@ class SystemCollector:
         except Exception as exc:  # noqa: BLE001 - a failing read must not fail the whole scrape
             self.registry.report_error("system", exc)
             return
-        ratios = (
+        f = self.families()
+        for name, key in (
             ("system_cpu_ratio", "cpu_percent"),
             ("system_memory_ratio", "memory_percent"),
             ("system_process_cpu_ratio", "process_cpu_percent"),
-        )
-        for name, key in ratios:
-            family = self._gauge(name)
+        ):
             if figures[key] is not None:
-                family.add_metric([], figures[key] / 100.0)
-            yield family
-        disk = self._gauge("system_disk_ratio", ("path",))
+                f[name].add_metric([], figures[key] / 100.0)
         if figures["disk_percent"] is not None:
-            disk.add_metric([figures["disk_path"]], figures["disk_percent"] / 100.0)
-        yield disk
+            f["system_disk_ratio"].add_metric(
+                [figures["disk_path"]], figures["disk_percent"] / 100.0
+            )
         for name, key in (
             ("system_process_resident_bytes", "rss_bytes"),
             ("system_process_open_fds", "open_fds"),
         ):
-            family = self._gauge(name)
             if figures[key] is not None:
-                family.add_metric([], figures[key])
-            yield family
-
-    def describe(self) -> Iterator[Metric]:
-        # Static descriptions: describing must not consume the CPU window of the next scrape.
-        yield self._gauge("system_cpu_ratio")
-        yield self._gauge("system_memory_ratio")
-        yield self._gauge("system_process_cpu_ratio")
-        yield self._gauge("system_disk_ratio", ("path",))
-        yield self._gauge("system_process_resident_bytes")
-        yield self._gauge("system_process_open_fds")
+                f[name].add_metric([], figures[key])
+        yield from f.values()
 
 
 __all__ = ["ERR_NO_PSUTIL", "SystemCollector", "SystemSampler", "system_collector_skipped"]

@@ -17,13 +17,12 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import Histogram, check_buckets, quantile
 from .._labels import NameLimiter
 from ..catalogue import LATENCY_BUCKETS
-from ..registry import PerfRegistry
+from ..registry import CatalogueCollector, PerfRegistry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,7 +57,7 @@ class _Series:
         self.errors = 0
 
 
-class Timings:
+class Timings(CatalogueCollector):
     """The per-registry store behind the timing API; also its scrape-time collector.
 
     Timed code may run in worker threads (sync endpoints run in a thread pool), so updates take a
@@ -69,6 +68,8 @@ class Timings:
     :param buckets: histogram bounds in seconds.
     """
 
+    metrics = ("app_timer_duration_seconds", "app_timer_errors_total", "app_events_total")
+
     def __init__(
         self,
         registry: PerfRegistry,
@@ -76,7 +77,7 @@ class Timings:
         max_names: int = DEFAULT_MAX_NAMES,
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self.bounds = check_buckets(buckets)
         self._timer_names = NameLimiter(max_names=max_names)
         self._counter_names = NameLimiter(max_names=max_names)
@@ -220,36 +221,16 @@ class Timings:
             return dict(self._counters)
 
     def collect(self) -> Iterator[Metric]:
-        reg = self.registry
-        hist = HistogramMetricFamily(
-            reg.metric_name("app_timer_duration_seconds"),
-            reg.spec("app_timer_duration_seconds").help,
-            labels=["name"],
-        )
-        errors = CounterMetricFamily(
-            reg.metric_name("app_timer_errors_total"),
-            reg.spec("app_timer_errors_total").help,
-            labels=["name"],
-        )
-        events = CounterMetricFamily(
-            reg.metric_name("app_events_total"),
-            reg.spec("app_events_total").help,
-            labels=["name"],
-        )
+        f = self.families()
         with self._lock:
             timers = [(name, s.hist.cumulative(), s.errors) for name, s in self._timers.items()]
             counters = list(self._counters.items())
         for name, (buckets, total, _count), n_errors in timers:
-            hist.add_metric([name], buckets, total)
-            errors.add_metric([name], n_errors)
+            f["app_timer_duration_seconds"].add_metric([name], buckets, total)
+            f["app_timer_errors_total"].add_metric([name], n_errors)
         for name, value in counters:
-            events.add_metric([name], value)
-        yield hist
-        yield errors
-        yield events
-
-    def describe(self) -> Iterator[Metric]:
-        return self.collect()
+            f["app_events_total"].add_metric([name], value)
+        return iter(f.values())
 
 
 class Timer:

@@ -12,27 +12,27 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import Histogram
 from .._labels import OVERFLOW
 from ..catalogue import COUNT_BUCKETS, LATENCY_BUCKETS
-from ..registry import PerfRegistry
+from ..registry import CatalogueCollector, PerfRegistry
 from ._batching import DROP_REASONS
 
 Key = tuple[str, ...]
 
-_COUNTERS: dict[str, tuple[str, ...]] = {
-    "socketio_connects_total": ("namespace", "outcome"),
-    "socketio_disconnects_total": ("namespace", "reason"),
-    "socketio_events_received_total": ("namespace", "event"),
-    "socketio_events_emitted_total": ("namespace", "event"),
-    "socketio_received_bytes_total": ("namespace",),
-    "socketio_sent_bytes_total": ("namespace",),
-    "socketio_batches_total": ("event", "flush_reason"),
-    "socketio_batch_dropped_total": ("reason",),
-}
+#: The counters, kept as plain numbers keyed by their label values (in the catalogue's order).
+_COUNTERS = (
+    "socketio_connects_total",
+    "socketio_disconnects_total",
+    "socketio_events_received_total",
+    "socketio_events_emitted_total",
+    "socketio_received_bytes_total",
+    "socketio_sent_bytes_total",
+    "socketio_batches_total",
+    "socketio_batch_dropped_total",
+)
 
 ERR_SHARED_BUCKETS = (
     "this registry already records Socket.IO handler durations with other buckets; "
@@ -52,11 +52,22 @@ class ServerState(Protocol):
         ...
 
 
-class SocketIOStats:
+class SocketIOStats(CatalogueCollector):
     """Every Socket.IO series of one registry. The event loop writes; scrapes read copies."""
 
+    metrics = (
+        *_COUNTERS,
+        "socketio_handler_duration_seconds",
+        "socketio_batch_items",
+        "socketio_batch_wait_seconds",
+        "socketio_connections",
+        "socketio_queue_depth_max",
+        "socketio_queue_depth_sum",
+        "socketio_batch_pending",
+    )
+
     def __init__(self, registry: PerfRegistry) -> None:
-        self.registry = registry
+        super().__init__(registry)
         # Set by the first hook on this registry (a batcher alone has no handler histogram).
         self.handler_buckets: tuple[float, ...] | None = None
         self.limit = registry.max_series_per_metric
@@ -101,50 +112,26 @@ class SocketIOStats:
         hist.observe(seconds)
 
     # -- scrape time -----------------------------------------------------------------------------
-    def _help(self, name: str) -> str:
-        return self.registry.spec(name).help
-
     def collect(self) -> Iterator[Metric]:
-        reg = self.registry
-        for name, labels in _COUNTERS.items():
-            family = CounterMetricFamily(reg.metric_name(name), self._help(name), labels=labels)
+        f = self.families()
+        for name in _COUNTERS:
+            family = f[name]
             for key, value in list(self.counters[name].items()):
                 family.add_metric(key, value)
-            yield family
-        name = "socketio_handler_duration_seconds"
-        handler = HistogramMetricFamily(
-            reg.metric_name(name), self._help(name), labels=("namespace", "event")
-        )
+        handler = f["socketio_handler_duration_seconds"]
         for key, hist in list(self.handler.items()):
             buckets, total, _ = hist.cumulative()
             handler.add_metric(key, buckets, total)
-        yield handler
-        for hist_name, hist in (
+        for name, hist in (
             ("socketio_batch_items", self.batch_items),
             ("socketio_batch_wait_seconds", self.batch_wait),
         ):
-            batch = HistogramMetricFamily(reg.metric_name(hist_name), self._help(hist_name))
             buckets, total, _ = hist.cumulative()
-            batch.add_metric((), buckets, total)
-            yield batch
-        yield from self._gauges()
+            f[name].add_metric((), buckets, total)
+        self._gauges(f)
+        return iter(f.values())
 
-    def _gauges(self) -> Iterator[Metric]:
-        reg = self.registry
-        names = (
-            "socketio_connections",
-            "socketio_queue_depth_max",
-            "socketio_queue_depth_sum",
-            "socketio_batch_pending",
-        )
-        conn, depth_max, depth_sum, pending = (
-            GaugeMetricFamily(
-                reg.metric_name(n),
-                self._help(n),
-                labels=("namespace", "transport") if n == "socketio_connections" else (),
-            )
-            for n in names
-        )
+    def _gauges(self, f: dict[str, Any]) -> None:
         counts: dict[tuple[str, str], int] = {}
         deepest = total = 0
         for server in list(self.servers):  # ServerState
@@ -155,35 +142,12 @@ class SocketIOStats:
                     deepest = max(deepest, depth)
                     total += depth
             except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
-                reg.report_error("socketio", exc)
+                self.registry.report_error("socketio", exc)
         for key, n in sorted(counts.items()):
-            conn.add_metric(key, n)
-        depth_max.add_metric((), deepest)
-        depth_sum.add_metric((), total)
-        pending.add_metric((), sum(batcher.pending for batcher in list(self.batchers)))
-        yield conn
-        yield depth_max
-        yield depth_sum
-        yield pending
-
-    def describe(self) -> Iterator[Metric]:
-        # Families with their types only: describe() must not touch the servers.
-        reg = self.registry
-        for name in _COUNTERS:
-            yield CounterMetricFamily(reg.metric_name(name), self._help(name))
-        for name in (
-            "socketio_handler_duration_seconds",
-            "socketio_batch_items",
-            "socketio_batch_wait_seconds",
-        ):
-            yield HistogramMetricFamily(reg.metric_name(name), self._help(name))
-        for name in (
-            "socketio_connections",
-            "socketio_queue_depth_max",
-            "socketio_queue_depth_sum",
-            "socketio_batch_pending",
-        ):
-            yield GaugeMetricFamily(reg.metric_name(name), self._help(name))
+            f["socketio_connections"].add_metric(key, n)
+        f["socketio_queue_depth_max"].add_metric((), deepest)
+        f["socketio_queue_depth_sum"].add_metric((), total)
+        f["socketio_batch_pending"].add_metric((), sum(b.pending for b in list(self.batchers)))
 
 
 def socketio_stats(registry: PerfRegistry) -> SocketIOStats:

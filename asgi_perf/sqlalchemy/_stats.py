@@ -12,17 +12,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import Histogram
 from .._labels import OVERFLOW
 from ..catalogue import LATENCY_BUCKETS, QUERY_COUNT_BUCKETS
-from ..registry import PerfRegistry
+from ..registry import CatalogueCollector, PerfRegistry
 
 #: Component keys on the registry (the operations layer reads ``SLOW_QUERIES_KEY``).
 STATS_KEY = "sqlalchemy"
@@ -63,11 +62,19 @@ class EngineSeries:
         self.per_request_time = Histogram(buckets)
 
 
-class SqlStats:
+class SqlStats(CatalogueCollector):
     """Shared by every instrumented engine on one registry; registered once as a collector."""
 
+    metrics = (
+        "db_query_duration_seconds",
+        "db_pool_checkout_seconds",
+        "db_queries_per_request",
+        "db_time_per_request_seconds",
+        *(metric for metric, _ in _POOL_GAUGES),
+    )
+
     def __init__(self, registry: PerfRegistry) -> None:
-        self.registry = registry
+        super().__init__(registry)
         self.engines: dict[str, EngineSeries] = {}
         #: ``(name, per-request count, per-request time)`` per engine, rebuilt on add/remove so
         #: finishing a request walks one tuple instead of copying the engines dict.
@@ -112,20 +119,13 @@ class SqlStats:
             return hist
 
     # -- scrape time -----------------------------------------------------------------------------
-    def _family(self, name: str, kind: Callable[..., Metric], labels: list[str]) -> Metric:
-        return kind(self.registry.metric_name(name), self.registry.spec(name).help, labels=labels)
-
     def collect(self) -> Iterator[Metric]:
-        durations = self._family(
-            "db_query_duration_seconds", HistogramMetricFamily, ["engine", "operation", "outcome"]
-        )
-        checkout = self._family("db_pool_checkout_seconds", HistogramMetricFamily, ["engine"])
-        per_count = self._family("db_queries_per_request", HistogramMetricFamily, ["engine"])
-        per_time = self._family("db_time_per_request_seconds", HistogramMetricFamily, ["engine"])
-        gauges = [
-            (self._family(metric, GaugeMetricFamily, ["engine"]), method)
-            for metric, method in _POOL_GAUGES
-        ]
+        f = self.families()
+        durations = f["db_query_duration_seconds"]
+        checkout = f["db_pool_checkout_seconds"]
+        per_count = f["db_queries_per_request"]
+        per_time = f["db_time_per_request_seconds"]
+        gauges = [(f[metric], method) for metric, method in _POOL_GAUGES]
         for name, series in list(self.engines.items()):
             with series.lock:
                 # Copy under the writers' lock so _count always equals the +Inf bucket.
@@ -139,26 +139,21 @@ class SqlStats:
                     )
                 ]
             for (operation, outcome), (buckets, total, _) in snap:
-                durations.add_metric([name, operation, outcome], buckets, total)  # type: ignore[attr-defined]
+                durations.add_metric([name, operation, outcome], buckets, total)
             for family, (buckets, total, count) in other:
                 if count:
-                    family.add_metric([name], buckets, total)  # type: ignore[attr-defined]
+                    family.add_metric([name], buckets, total)
             self._pool_gauges(name, series.source, gauges)
-        yield durations
-        yield checkout
-        yield per_count
-        yield per_time
-        for family, _ in gauges:
-            yield family
+        return iter(f.values())
 
-    def _pool_gauges(self, name: str, source: PoolSource, gauges: list[tuple[Metric, str]]) -> None:
+    def _pool_gauges(self, name: str, source: PoolSource, gauges: list[tuple[Any, str]]) -> None:
         try:
             pool = source.current_pool()
             for family, method in gauges:
                 # NullPool and StaticPool keep no counts: export what the pool has, nothing else.
                 read = getattr(pool, method, None)
                 if callable(read):
-                    family.add_metric([name], max(0, int(read())))  # type: ignore[attr-defined]
+                    family.add_metric([name], max(0, int(read())))
         except Exception as exc:  # noqa: BLE001 - a broken pool must not break the scrape
             self.registry.report_error("sqlalchemy", exc)
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import ResponseError
 
 from ..._histogram import Histogram
 from ...catalogue import CATALOGUE
-
-if TYPE_CHECKING:
-    from ...registry import PerfRegistry
+from ...registry import CatalogueCollector, PerfRegistry
 
 logger = logging.getLogger("asgi_perf.cache")
 
@@ -157,11 +154,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class TierSet:
+class TierSet(CatalogueCollector):
     """Every Redis tier of one registry; also the collector that exports them."""
 
+    metrics = tuple(name for name, spec in CATALOGUE.items() if spec.component == "cache_redis")
+
     def __init__(self, registry: PerfRegistry) -> None:
-        self._registry = registry
+        super().__init__(registry)
         self._tiers: dict[str, TierStats] = {}
         self._lock = threading.Lock()
         registry.register(self)
@@ -172,17 +171,11 @@ class TierSet:
                 raise ValueError(ERR_TIER_DUPLICATE.format(stats.name))
             self._tiers[stats.name] = stats
 
-    def _families(self) -> dict[str, Any]:
-        return {name: self._registry.family(name) for name in _METRICS}
-
-    def describe(self) -> Iterable[Metric]:
-        return list(self._families().values())
-
     def collect(self) -> Iterable[Metric]:
         # Never empty: the set is created by the first tier it holds.
         with self._lock:
             members = list(self._tiers.values())
-        f = self._families()
+        f = self.families()
         for s in members:
             n = s.name
             requests = f["cache_tier_requests_total"]
@@ -204,9 +197,6 @@ class TierSet:
             f["cache_redis_subscribed"].add_metric([n], s.subscribed)
             f["cache_redis_circuit_open"].add_metric([n], 1 if s.circuit_open() else 0)
         return list(f.values())
-
-
-_METRICS = tuple(name for name, spec in CATALOGUE.items() if spec.component == "cache_redis")
 
 
 def tiers(registry: PerfRegistry) -> TierSet:
