@@ -7,7 +7,17 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, Protocol, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+)
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import (
@@ -61,6 +71,34 @@ class RequestHook(Protocol):
     def request_started(self) -> Any: ...
 
     def request_finished(self, state: Any) -> None: ...
+
+
+class ComponentKey(Generic[T]):
+    """The typed name of one piece of state shared through a registry.
+
+    ``registry.component(KEY, factory)`` and ``registry.find_component(KEY)`` return the key's type,
+    so whoever reads shared state gets a typed object, never ``Any`` looked up by a string. A key
+    is declared once, next to the type it names; state two features share is declared here in the
+    core, as a Protocol, so neither feature imports the other.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ComponentKey({self.name!r})"
+
+
+class SlowQueries(Protocol):
+    """What the SQLAlchemy integration shares with the summary: its most recent slow statements."""
+
+    def recent(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+
+#: The slow-query log: kept by the SQLAlchemy integration, read by the operations summary.
+SLOW_QUERIES: ComponentKey[SlowQueries] = ComponentKey("sqlalchemy.slow_queries")
 
 
 class BoundedMetric:
@@ -127,7 +165,7 @@ class PerfRegistry:
         self.started_at = time.time()
         self._lock = threading.RLock()
         self._metrics: dict[str, BoundedMetric] = {}
-        self._components: dict[str, Any] = {}
+        self._components: dict[ComponentKey[Any], Any] = {}
         self._last_error_log: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         #: Hooks the HTTP middleware calls around every recorded request (see RequestHook).
@@ -216,8 +254,8 @@ class PerfRegistry:
         """Remove a collector registered with :meth:`register`."""
         self.prometheus.unregister(collector)
 
-    def component(self, key: str, factory: Callable[[], T]) -> T:
-        """Get-or-create the one shared state object ``key`` for this registry.
+    def component(self, key: ComponentKey[T], factory: Callable[[], T]) -> T:
+        """Get-or-create the one shared state object ``key`` names for this registry.
 
         Components (the HTTP accumulator, the slow-query log, ...) live here rather than in module
         globals, so two middlewares on one registry share one set of series.
@@ -229,9 +267,9 @@ class PerfRegistry:
                 value = self._components[key] = factory()
                 return value
 
-    def find_component(self, key: str) -> Any:
-        """The shared state ``key`` if a component created it, else ``None``."""
-        return self._components.get(key)
+    def find_component(self, key: ComponentKey[T]) -> T | None:
+        """The shared state ``key`` names if a component created it, else ``None``."""
+        return cast("T | None", self._components.get(key))
 
     # -- operations: custom timing, stats, summary (thin delegates; see asgi_perf.operations) -----
     def timed(self, name: str | None = None) -> Callable[[Callable[P, T]], Callable[P, T]]:

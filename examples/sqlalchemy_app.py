@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from asgi_perf import instrument
-from asgi_perf.sqlalchemy import instrument_engine
+from asgi_perf.sqlalchemy import SLOW_QUERIES, instrument_engine
 
 engine = create_async_engine("sqlite+aiosqlite:///example.sqlite")
 
@@ -35,7 +35,7 @@ async def slow(request: Request) -> JSONResponse:
                 " SELECT count(*) FROM c"
             )
         )
-    recent = registry.find_component("sqlalchemy.slow_queries").recent(limit=5)
+    recent = registry.find_component(SLOW_QUERIES).recent(limit=5)
     return JSONResponse(recent)
 
 

@@ -16,6 +16,7 @@ from asgi_perf.registry import (
     ERR_NAMESPACE,
     ERR_UNKNOWN_METRIC,
     BoundedMetric,
+    ComponentKey,
 )
 from asgi_perf.testing import fresh_registry, sample, series
 
@@ -143,12 +144,22 @@ def test_report_error_never_raises(registry: PerfRegistry, monkeypatch: pytest.M
 
 def test_components_are_per_registry(registry: PerfRegistry) -> None:
     """component() creates shared state once per registry; find_component() reads it."""
-    assert registry.find_component("k") is None
-    first: list[int] = registry.component("k", list)
-    again: object = registry.component("k", dict)
+    key: ComponentKey[list[int]] = ComponentKey("k")
+    assert registry.find_component(key) is None
+    first = registry.component(key, list)
+    again = registry.component(key, list)
     assert again is first
-    assert registry.find_component("k") is first
-    assert PerfRegistry().find_component("k") is None
+    assert registry.find_component(key) is first
+    assert PerfRegistry().find_component(key) is None
+
+
+def test_components_are_told_apart_by_key_not_by_name(registry: PerfRegistry) -> None:
+    """Two keys are two components even under one name: nobody reaches state by spelling a string."""
+    mine: ComponentKey[list[int]] = ComponentKey("same")
+    theirs: ComponentKey[dict[str, int]] = ComponentKey("same")
+    assert registry.component(mine, list) == []
+    assert registry.component(theirs, dict) == {}
+    assert repr(mine) == "ComponentKey('same')"
 
 
 def test_catalogue_is_consistent() -> None:

@@ -30,7 +30,6 @@ VT = TypeVar("VT")
 #: Longest accepted cache name (it becomes a label value).
 MAX_NAME_LENGTH = 100
 #: Registry component key of the per-registry :class:`~asgi_perf.cache.CacheSet`.
-COMPONENT_KEY = "cache.caches"
 
 ERR_NAME = "cache name must be a non-empty string of at most 100 characters, got {!r}"
 ERR_REGISTRY = "registry must be a PerfRegistry, got {!r}"

@@ -24,7 +24,6 @@ import cachetools
 from ..registry import PerfRegistry
 from ._base import (
     _MISSING,
-    COMPONENT_KEY,
     ERR_LOCK,
     ERR_MAXSIZE,
     ERR_NAME,
@@ -38,7 +37,7 @@ from ._base import (
     MeteredCache,
     check_lock,
 )
-from ._collector import ERR_DUPLICATE, ERR_TOO_MANY, CacheSet
+from ._collector import COMPONENT_KEY, ERR_DUPLICATE, ERR_TOO_MANY, CacheSet
 from ._decorators import (
     ERR_ASYNC_CONDITION,
     ERR_GENERATOR,

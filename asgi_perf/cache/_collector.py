@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import Metric
 
-from ..registry import CatalogueCollector, PerfRegistry
+from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 if TYPE_CHECKING:
     from ._base import MeteredCache
@@ -108,3 +108,7 @@ class CacheSet(Mapping[str, "MeteredCache[Any, Any]"], CatalogueCollector):
             f["cache_coalesced_total"].add_metric([name], stats["coalesced"])
             f["cache_rejected_total"].add_metric([name], stats["rejected"])
         return list(f.values())
+
+
+#: The registry's metered caches, by name (``asgi_perf.cache.caches(registry)`` reads them).
+COMPONENT_KEY: ComponentKey[CacheSet] = ComponentKey("cache.caches")

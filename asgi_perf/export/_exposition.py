@@ -16,6 +16,7 @@ from prometheus_client.exposition import choose_encoder
 
 from .._types import Message, Receive, Scope, Send
 from ..registry import PerfRegistry
+from ._multiprocess import MULTIPROCESS
 
 ERR_TOKEN = "token must be a non-empty string"
 ERR_BASIC = "basic_auth must be a (username, password) pair of non-empty strings"
@@ -207,7 +208,7 @@ class MetricsApp:
     def _renderer(self, accept: str, wants_gzip: bool) -> Callable[[], tuple[bytes, str, str]]:
         encoder, content_type = choose_encoder(accept)
         registry = self.prometheus
-        merged = self.perf.find_component("multiprocess") if self.perf is not None else None
+        merged = self.perf.find_component(MULTIPROCESS) if self.perf is not None else None
         if merged is not None:
             registry = merged.view
 

@@ -32,7 +32,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
-from ..registry import PerfRegistry
+from ..registry import ComponentKey, PerfRegistry
 from . import _mp_store as store
 
 #: The variable prometheus_client uses; asgi-perf shares the directory (its files are distinct).
@@ -40,6 +40,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Overrides the publish interval (seconds) of an automatically enabled registry.
 INTERVAL_ENV = "ASGI_PERF_MULTIPROC_INTERVAL"
 DEFAULT_INTERVAL = 1.0
+#: The ``component`` label of this mode's instrumentation errors.
 COMPONENT = "multiprocess"
 
 ERR_DIR_MISSING = (
@@ -202,6 +203,10 @@ class Multiprocess:
         return families
 
 
+#: The worker's multi-worker state: what its scrapes and pushes serve instead of its own registry.
+MULTIPROCESS: ComponentKey[Multiprocess] = ComponentKey("multiprocess")
+
+
 class _MergedCollector:
     def __init__(self, owner: Multiprocess) -> None:
         self._owner = weakref.ref(owner)
@@ -246,7 +251,7 @@ def enable_multiprocess(
     for name, mode in modes.items():
         if mode not in store.GAUGE_MODES:
             raise ValueError(ERR_GAUGE_MODE.format(name, sorted(store.GAUGE_MODES), mode))
-    mp = registry.component(COMPONENT, lambda: Multiprocess(registry, path, every, modes))
+    mp = registry.component(MULTIPROCESS, lambda: Multiprocess(registry, path, every, modes))
     mp.interval = every
     mp.gauge_modes.update(modes)
     return mp

@@ -38,7 +38,8 @@ from prometheus_client.exposition import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ..registry import CatalogueCollector, PerfRegistry
+from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
+from ._multiprocess import MULTIPROCESS
 
 logger = logging.getLogger("asgi_perf.push")
 
@@ -223,7 +224,7 @@ class _Pushed(Collector):
     """What a push sends: the registry's families (or the merged multi-worker view), no _created."""
 
     def __init__(self, registry: PerfRegistry) -> None:
-        merged = registry.find_component("multiprocess")
+        merged = registry.find_component(MULTIPROCESS)
         self._source: CollectorRegistry = merged.view if merged is not None else registry.prometheus
 
     def collect(self) -> Iterator[Metric]:
@@ -357,6 +358,10 @@ class JobOutcome(CatalogueCollector):
             yield f["batch_job_last_success_timestamp_seconds"]
 
 
+#: The registry's last job outcome, shared by every ``push_on_exit`` on it.
+JOB_OUTCOME: ComponentKey[JobOutcome] = ComponentKey("push.outcome")
+
+
 def _succeeded(exc: BaseException | None) -> bool:
     if isinstance(exc, SystemExit):
         return exc.code in (None, 0)
@@ -375,7 +380,7 @@ class PushOnExit:
         self.registry = registry
         self.target = target
         self.method = method
-        self.outcome = registry.component("push.outcome", lambda: JobOutcome(registry))
+        self.outcome = registry.component(JOB_OUTCOME, lambda: JobOutcome(registry))
         #: Where run durations are read from (``time.perf_counter``; replaceable in tests).
         self.clock: Callable[[], float] = time.perf_counter
         # Start times of the ``with`` blocks open in the current context, innermost last: a

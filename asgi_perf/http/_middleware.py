@@ -21,7 +21,7 @@ from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry, RequestHook
 from ._routing import RouteResolver
-from ._stats import HttpStats
+from ._stats import HTTP_STATS, HttpStats
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
@@ -109,7 +109,7 @@ class PerfMiddleware:
             created = True
             return HttpStats(registry, duration_b, ttfb_b)
 
-        self._stats = registry.component("http", make)
+        self._stats = registry.component(HTTP_STATS, make)
         if created:
             registry.register(self._stats)
         else:

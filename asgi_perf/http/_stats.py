@@ -9,7 +9,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._histogram import Histogram
 from .._labels import OVERFLOW, STANDARD_METHODS
-from ..registry import CatalogueCollector, PerfRegistry
+from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 ERR_SHARED_BUCKETS = (
     "this registry already records HTTP metrics with other buckets; "
@@ -155,3 +155,7 @@ class HttpStats(CatalogueCollector):
         for key, value in list(self.exceptions.items()):
             f["http_exceptions_total"].add_metric(list(key), value)
         return iter(f.values())
+
+
+#: The registry's HTTP series, shared by every middleware on it.
+HTTP_STATS: ComponentKey[HttpStats] = ComponentKey("http")

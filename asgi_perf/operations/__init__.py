@@ -25,6 +25,10 @@ from ._enable import (
 from ._endpoints import (
     render_endpoint,
 )
+from ._keys import (
+    ALERTS,
+    MONITOR,
+)
 from ._monitor import (
     DEFAULT_HISTORY,
     DEFAULT_INTERVAL,
@@ -46,10 +50,12 @@ from ._timing import (
 )
 
 __all__ = [
+    "ALERTS",
     "DEFAULT_HISTORY",
     "DEFAULT_INTERVAL",
     "DEFAULT_RULES",
     "FIGURES",
+    "MONITOR",
     "SEVERITIES",
     "AlertManager",
     "AlertRule",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..registry import PerfRegistry
+from ._keys import ALERTS
 from ._webhook import WebhookNotifier
 
 logger = logging.getLogger("asgi_perf.alerts")
@@ -64,7 +65,10 @@ ERR_DUPLICATE = "two alert rules are named {!r}; rule names must be unique"
 ERR_UNKNOWN_RULE = "no alert rule named {!r}"
 ERR_REPEAT = "repeat_interval must be None or a number > 0, got {!r}"
 ERR_NOTIFIER = "notifiers must have a name and a notify(alert, report) method, got {!r}"
-ERR_ALREADY = "this registry already has an AlertManager; use registry.find_component('alerts')"
+ERR_ALREADY = (
+    "this registry already has an AlertManager; "
+    "use registry.find_component(asgi_perf.operations.ALERTS)"
+)
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,7 @@ class AlertManager:
                 getattr(notifier, "notify", None)
             ):
                 raise ValueError(ERR_NOTIFIER.format(notifier))
-        if registry.find_component("alerts") is not None:
+        if registry.find_component(ALERTS) is not None:
             raise ValueError(ERR_ALREADY)
         self.registry = registry
         self.rules = rules
@@ -269,7 +273,7 @@ class AlertManager:
         for rule in rules:
             # Exported at 0 from the start: "absent" and "not firing" must not look alike.
             self._firing.labels(rule.name, rule.severity).set(0)
-        registry.component("alerts", lambda: self)
+        registry.component(ALERTS, lambda: self)
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(

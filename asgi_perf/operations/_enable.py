@@ -15,6 +15,7 @@ from typing import Any
 from .._types import ASGIApp, Message, Receive, Scope, Send
 from ..registry import PerfRegistry
 from ._alerts import DEFAULT_RULES, AlertManager, AlertRule, LogNotifier, Notifier
+from ._keys import SYSTEM_COLLECTOR
 from ._monitor import DEFAULT_HISTORY, DEFAULT_INTERVAL, Monitor
 from ._system import SystemCollector
 from ._webhook import WebhookNotifier
@@ -110,7 +111,7 @@ def enable(
             created = True
             return SystemCollector(registry)
 
-        collector = registry.component("system.collector", make)
+        collector = registry.component(SYSTEM_COLLECTOR, make)
         if created:
             registry.register(collector)
     if callable(getattr(app, "add_middleware", None)):

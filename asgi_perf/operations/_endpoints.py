@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ..registry import PerfRegistry
+from ._keys import ALERTS, MONITOR
 from ._summary import Summarizer
 
 JSON = "application/json"
@@ -49,7 +50,7 @@ def summary(perf: PerfRegistry) -> dict[str, Any]:
 
 
 def history(perf: PerfRegistry, since: float | None, limit: int | None) -> dict[str, Any]:
-    monitor = perf.find_component("monitor")
+    monitor = perf.find_component(MONITOR)
     if monitor is None:
         return {"enabled": False, "interval": None, "size": 0, "snapshots": []}
     return {
@@ -61,7 +62,7 @@ def history(perf: PerfRegistry, since: float | None, limit: int | None) -> dict[
 
 
 def alerts(perf: PerfRegistry) -> dict[str, Any]:
-    manager = perf.find_component("alerts")
+    manager = perf.find_component(ALERTS)
     if manager is None:
         return {"enabled": False, "alerts": [], "silences": {}}
     return {"enabled": True, "alerts": manager.states(), "silences": manager.silences()}

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..registry import PerfRegistry
+from ._keys import ALERTS, MONITOR
 from ._summary import Summarizer, alert_figures
 
 if TYPE_CHECKING:
@@ -30,7 +31,9 @@ SNAPSHOT_ROUTES = 10
 
 ERR_INTERVAL = "interval must be a number > 0 (seconds), got {!r}"
 ERR_HISTORY = "history_size must be an int >= 1, got {!r}"
-ERR_ALREADY = "this registry already has a Monitor; use registry.find_component('monitor')"
+ERR_ALREADY = (
+    "this registry already has a Monitor; use registry.find_component(asgi_perf.operations.MONITOR)"
+)
 
 
 def snapshot(summary: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +121,7 @@ class Monitor:
             raise ValueError(ERR_INTERVAL.format(interval))
         if not isinstance(history_size, int) or isinstance(history_size, bool) or history_size < 1:
             raise ValueError(ERR_HISTORY.format(history_size))
-        if registry.find_component("monitor") is not None:
+        if registry.find_component(MONITOR) is not None:
             raise ValueError(ERR_ALREADY)
         self.registry = registry
         self.interval = float(interval)
@@ -130,14 +133,13 @@ class Monitor:
         self._history: deque[dict[str, Any]] = deque(maxlen=history_size)
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
-        registry.component("monitor", lambda: self)
+        registry.component(MONITOR, lambda: self)
 
     @property
     def alerts(self) -> AlertManager | None:
         if self._alerts is not None:
             return self._alerts
-        found: AlertManager | None = self.registry.find_component("alerts")
-        return found
+        return self.registry.find_component(ALERTS)
 
     @property
     def running(self) -> bool:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._histogram import quantile
-from ..registry import PerfRegistry
+from ..registry import SLOW_QUERIES, PerfRegistry
+from ._keys import ALERTS, SUMMARIZER, TIMINGS
 from ._system import SystemSampler, system_collector_skipped
 
 #: A window needs this many requests before its error rate or hit ratio feeds an alert.
@@ -25,7 +26,6 @@ MIN_WINDOW_COUNT = 10
 #: How many recent slow queries the summary lists.
 SLOW_QUERY_LIMIT = 20
 #: Summary key of the component that holds the slow-query log (the SQLAlchemy integration).
-SLOW_QUERY_COMPONENT = "sqlalchemy.slow_queries"
 
 Labels = dict[str, str]
 
@@ -154,7 +154,7 @@ class Summarizer:
 
     @classmethod
     def of(cls, registry: PerfRegistry) -> Summarizer:
-        return registry.component("summary", lambda: cls(registry))
+        return registry.component(SUMMARIZER, lambda: cls(registry))
 
     def build(self, *, advance: bool = False) -> dict[str, Any]:
         with self._lock:
@@ -315,7 +315,7 @@ class _Builder:
         for (engine,), hist in checkout.items():
             row = engines.setdefault(engine, _engine_row(engine))
             row["pool"]["checkout_p95"] = hist.q(0.95)
-        slow_log = self.registry.find_component(SLOW_QUERY_COMPONENT)
+        slow_log = self.registry.find_component(SLOW_QUERIES)
         recent: list[dict[str, Any]] = []
         if slow_log is not None:
             try:
@@ -480,7 +480,7 @@ class _Builder:
         }
 
     def timers(self) -> dict[str, Any]:
-        timings = self.registry.find_component("timing")
+        timings = self.registry.find_component(TIMINGS)
         if timings is None:
             return {"timers": {}, "counters": {}}
         return {
@@ -489,7 +489,7 @@ class _Builder:
         }
 
     def alerts(self) -> dict[str, Any]:
-        manager = self.registry.find_component("alerts")
+        manager = self.registry.find_component(ALERTS)
         if manager is None:
             return {"enabled": False, "firing": [], "pending": []}
         states = manager.states()
@@ -589,7 +589,6 @@ def _as_float(value: int | None) -> float | None:
 
 __all__ = [
     "MIN_WINDOW_COUNT",
-    "SLOW_QUERY_COMPONENT",
     "SLOW_QUERY_LIMIT",
     "Samples",
     "Summarizer",

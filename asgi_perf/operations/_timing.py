@@ -23,6 +23,7 @@ from .._histogram import Histogram, check_buckets, quantile
 from .._labels import NameLimiter
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry
+from ._keys import TIMINGS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -95,7 +96,7 @@ class Timings(CatalogueCollector):
             created = True
             return cls(registry)
 
-        timings = registry.component("timing", make)
+        timings = registry.component(TIMINGS, make)
         if created:
             registry.register(timings)
         return timings

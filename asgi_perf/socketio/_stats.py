@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from .._histogram import Histogram
 from .._labels import OVERFLOW
 from ..catalogue import COUNT_BUCKETS, LATENCY_BUCKETS
-from ..registry import CatalogueCollector, PerfRegistry
+from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 from ._batching import DROP_REASONS
 
 Key = tuple[str, ...]
@@ -150,6 +150,10 @@ class SocketIOStats(CatalogueCollector):
         f["socketio_batch_pending"].add_metric((), sum(b.pending for b in list(self.batchers)))
 
 
+#: The registry's Socket.IO series, shared by every hook and batcher on it.
+SOCKETIO_STATS: ComponentKey[SocketIOStats] = ComponentKey("socketio")
+
+
 def socketio_stats(registry: PerfRegistry) -> SocketIOStats:
     """The registry's one :class:`SocketIOStats`, created and registered on first use."""
     created = False
@@ -159,7 +163,7 @@ def socketio_stats(registry: PerfRegistry) -> SocketIOStats:
         created = True
         return SocketIOStats(registry)
 
-    stats = registry.component("socketio", make)
+    stats = registry.component(SOCKETIO_STATS, make)
     if created:
         registry.register(stats)
     return stats

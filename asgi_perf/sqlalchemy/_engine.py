@@ -35,7 +35,7 @@ from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry
 from ._fingerprint import FingerprintCache, operation_of
 from ._stats import (
-    SLOW_QUERIES_KEY,
+    SLOW_QUERIES,
     EngineSeries,
     RequestQueries,
     SlowQueryLog,
@@ -608,7 +608,7 @@ __all__ = [
     "DBAPI_ERRORS",
     "ERROR",
     "OK",
-    "SLOW_QUERIES_KEY",
+    "SLOW_QUERIES",
     "InstrumentedEngine",
     "SlowQueryLog",
     "instrument_engine",

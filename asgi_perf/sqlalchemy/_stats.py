@@ -14,18 +14,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import Histogram
 from .._labels import OVERFLOW
 from ..catalogue import LATENCY_BUCKETS, QUERY_COUNT_BUCKETS
-from ..registry import CatalogueCollector, PerfRegistry
-
-#: Component keys on the registry (the operations layer reads ``SLOW_QUERIES_KEY``).
-STATS_KEY = "sqlalchemy"
-SLOW_QUERIES_KEY = "sqlalchemy.slow_queries"
+from ..registry import SLOW_QUERIES, CatalogueCollector, ComponentKey, PerfRegistry
 
 _POOL_GAUGES = (
     ("db_pool_size", "size"),
@@ -247,6 +243,11 @@ class RequestQueries:
                 time_hist.observe(entry[1])
 
 
+#: The registry's SQLAlchemy series and per-request hook, shared by every instrumented engine.
+SQL_STATS: ComponentKey[SqlStats] = ComponentKey("sqlalchemy")
+REQUEST_QUERIES: ComponentKey[RequestQueries] = ComponentKey("sqlalchemy.requests")
+
+
 def stats_for(registry: PerfRegistry) -> SqlStats:
     """The registry's one :class:`SqlStats`, registered as a collector on first use."""
     created = False
@@ -256,7 +257,7 @@ def stats_for(registry: PerfRegistry) -> SqlStats:
         created = True
         return SqlStats(registry)
 
-    stats = registry.component(STATS_KEY, make)
+    stats = registry.component(SQL_STATS, make)
     if created:
         registry.register(stats)
     return stats
@@ -264,21 +265,23 @@ def stats_for(registry: PerfRegistry) -> SqlStats:
 
 def request_hook_for(registry: PerfRegistry, stats: SqlStats) -> RequestQueries:
     """The registry's one :class:`RequestQueries`, added to ``request_hooks`` once."""
-    hook = registry.component("sqlalchemy.requests", lambda: RequestQueries(stats))
+    hook = registry.component(REQUEST_QUERIES, lambda: RequestQueries(stats))
     if hook not in registry.request_hooks:
         registry.request_hooks.append(hook)
     return hook
 
 
 def slow_log_for(registry: PerfRegistry) -> SlowQueryLog:
-    """The registry's one :class:`SlowQueryLog`."""
-    return registry.component(SLOW_QUERIES_KEY, SlowQueryLog)
+    """The registry's one :class:`SlowQueryLog` (the summary reads it as :data:`SLOW_QUERIES`)."""
+    # Only this integration creates the log under SLOW_QUERIES, so what it finds is a SlowQueryLog.
+    return cast("SlowQueryLog", registry.component(SLOW_QUERIES, SlowQueryLog))
 
 
 __all__ = [
     "LATENCY_BUCKETS",
-    "SLOW_QUERIES_KEY",
-    "STATS_KEY",
+    "REQUEST_QUERIES",
+    "SLOW_QUERIES",
+    "SQL_STATS",
     "EngineSeries",
     "RequestQueries",
     "SlowQueryLog",

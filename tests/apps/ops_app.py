@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf.operations import AlertRule, enable
-from asgi_perf.operations._summary import SLOW_QUERY_COMPONENT
+from asgi_perf.registry import SLOW_QUERIES
 
 
 class SlowLog:
@@ -61,7 +61,7 @@ def seed(registry: PerfRegistry) -> None:
     registry.counter("socketio_events_emitted_total").labels("/", "chat").inc(900)
     registry.counter("socketio_batches_total").labels("chat", "size").inc(9)
     registry.gauge("socketio_batch_pending").labels().set(4)
-    registry.component(SLOW_QUERY_COMPONENT, SlowLog)
+    registry.component(SLOW_QUERIES, SlowLog)
     registry.count("orders_placed", 5)
 
 

@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import Metric
 from asgi_perf import PerfRegistry, metrics_app
 from asgi_perf.export import _mp_store as store
 from asgi_perf.export import _multiprocess as mp
+from asgi_perf.export._multiprocess import MULTIPROCESS
 from asgi_perf.testing import sample
 
 from .._multiprocess import dead_pid, live_process, parse, total, write_worker
@@ -117,9 +118,9 @@ def test_metrics_app_enables_from_the_environment(
     monkeypatch.setenv(mp.INTERVAL_ENV, "0.5")
     reg = PerfRegistry()
     metrics_app(reg)
-    m = reg.find_component("multiprocess")
+    m = reg.find_component(MULTIPROCESS)
+    assert isinstance(m, mp.Multiprocess)
     try:
-        assert isinstance(m, mp.Multiprocess)
         assert m.interval == 0.5
         assert m.directory == mpdir
     finally:
@@ -149,7 +150,7 @@ def test_nothing_happens_without_the_variable(monkeypatch: pytest.MonkeyPatch) -
     reg = PerfRegistry()
     assert mp.enable_from_environment(reg) is None
     metrics_app(reg)
-    assert reg.find_component("multiprocess") is None
+    assert reg.find_component(MULTIPROCESS) is None
 
 
 def test_enabling_twice_returns_the_same_publisher(merged: mp.Multiprocess) -> None:

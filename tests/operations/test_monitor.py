@@ -14,8 +14,9 @@ from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf._types import Message
-from asgi_perf.operations import AlertManager, AlertRule, CallbackNotifier
+from asgi_perf.operations import ALERTS, MONITOR, AlertManager, AlertRule, CallbackNotifier
 from asgi_perf.operations._enable import ERR_REGISTRY, MonitorLifespan, enable
+from asgi_perf.operations._keys import SYSTEM_COLLECTOR
 from asgi_perf.operations._monitor import ERR_ALREADY, ERR_HISTORY, ERR_INTERVAL, Monitor
 from asgi_perf.testing import sample, scrape
 
@@ -83,7 +84,7 @@ async def test_snapshot_routes_and_alerts(registry: PerfRegistry) -> None:
     assert snap["http"]["requests"] == 4
     assert snap["alerts_firing"] == 1
     assert got[0]["rule"] == "Busy"
-    assert monitor.alerts is registry.find_component("alerts")
+    assert monitor.alerts is registry.find_component(ALERTS)
 
 
 def test_bad_configuration(registry: PerfRegistry) -> None:
@@ -202,8 +203,9 @@ def test_enable_on_starlette_registers_everything(registry: PerfRegistry) -> Non
     app = Starlette()
     ops = enable(app, registry, interval=60, webhook_url="http://127.0.0.1:9/hook")
     assert ops.app is app
-    assert ops.alerts is registry.find_component("alerts")
-    assert ops.monitor is registry.find_component("monitor")
+    assert ops.alerts is registry.find_component(ALERTS)
+    assert ops.monitor is registry.find_component(MONITOR)
+    assert ops.alerts is not None
     assert [n.name for n in ops.alerts.notifiers] == ["log", "webhook"]
     assert sample(registry, "system_memory_ratio") is not None
     assert any(m.cls is MonitorLifespan for m in app.user_middleware)
@@ -213,10 +215,10 @@ def test_enable_with_own_notifiers_and_existing_collector(registry: PerfRegistry
     """Given notifiers are used as given; an existing system collector is not registered again."""
     from asgi_perf.operations import LogNotifier, SystemCollector
 
-    existing = registry.component("system.collector", lambda: SystemCollector(registry))
+    existing = registry.component(SYSTEM_COLLECTOR, lambda: SystemCollector(registry))
     registry.register(existing)
     log = LogNotifier()
     ops = enable(Starlette(), registry, notifiers=[log])
     assert ops.alerts is not None
     assert ops.alerts.notifiers == [log]
-    assert registry.find_component("system.collector") is existing
+    assert registry.find_component(SYSTEM_COLLECTOR) is existing

@@ -16,8 +16,10 @@ from starlette.routing import Route
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf.cache import LRUCache, TTLCache
 from asgi_perf.cache.redis import TieredCache
-from asgi_perf.operations._summary import SLOW_QUERY_COMPONENT, Summarizer, alert_figures
+from asgi_perf.operations._keys import SUMMARIZER
+from asgi_perf.operations._summary import Summarizer, alert_figures
 from asgi_perf.operations._system import ERR_NO_PSUTIL, SystemCollector, SystemSampler
+from asgi_perf.registry import SLOW_QUERIES
 from asgi_perf.testing import sample
 
 from .._time import FakeClock
@@ -120,7 +122,7 @@ class SlowLog:
 def test_db_cache_socketio_sections_from_catalogue_samples(registry: PerfRegistry) -> None:
     """Samples made under the catalogue names appear in their sections with the right figures."""
     _seed(registry)
-    registry.component(SLOW_QUERY_COMPONENT, SlowLog)
+    registry.component(SLOW_QUERIES, SlowLog)
     summary = registry.summary()
     (engine,) = summary["db"]["engines"]
     assert engine["engine"] == "main"
@@ -205,7 +207,7 @@ def test_broken_slow_query_component_is_reported(registry: PerfRegistry) -> None
         def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
             raise RuntimeError("broken")
 
-    registry.component(SLOW_QUERY_COMPONENT, Broken)
+    registry.component(SLOW_QUERIES, Broken)
     assert registry.summary()["db"]["slow_queries"] == []
     assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "summary"}) == 1
 
@@ -301,7 +303,7 @@ def test_each_cpu_reader_keeps_its_own_window(registry: PerfRegistry, tmp_path: 
     proc = _proc_tree(tmp_path, busy=100, idle=300)
     registry.register(SystemCollector(registry, SystemSampler(use_psutil=False, proc=proc)))
     sampler = SystemSampler(use_psutil=False, proc=proc)
-    registry.component("summary", lambda: Summarizer(registry, sampler=sampler))
+    registry.component(SUMMARIZER, lambda: Summarizer(registry, sampler=sampler))
     monitor = Monitor(registry, interval=60)
     _proc_tree(tmp_path, busy=200, idle=400)  # 100 of 200 jiffies busy since every reader began
     assert registry.summary()["system"]["cpu_percent"] == 50.0

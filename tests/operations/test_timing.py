@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from asgi_perf import OTHER, PerfRegistry
+from asgi_perf.operations._keys import TIMINGS
 from asgi_perf.operations._timing import (
     ERR_GENERATOR,
     ERR_NAME,
@@ -205,4 +206,4 @@ def test_one_timings_per_registry(registry: PerfRegistry) -> None:
     """Every timing call on a registry reports into one shared store."""
     assert Timings.of(registry) is Timings.of(registry)
     registry.count("x")
-    assert registry.find_component("timing") is Timings.of(registry)
+    assert registry.find_component(TIMINGS) is Timings.of(registry)

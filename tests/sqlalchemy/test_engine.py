@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from asgi_perf import PerfRegistry
+from asgi_perf.registry import SLOW_QUERIES
 from asgi_perf.sqlalchemy import (
     ERR_ENGINE,
     ERR_INTERVAL,
@@ -359,7 +360,9 @@ def test_slow_query_counted_logged_and_listed(
     assert record.sql == "SELECT sleep(?) WHERE ? IN (...)"  # type: ignore[attr-defined]
     assert record.duration == pytest.approx(0.02)  # type: ignore[attr-defined]
     # The operations layer's contract: the list is the registry component under this key.
-    recent = registry.find_component("sqlalchemy.slow_queries").recent()
+    slow_log = registry.find_component(SLOW_QUERIES)
+    assert slow_log is not None
+    recent = slow_log.recent()
     assert len(recent) == 1
     assert set(recent[0]) == {
         "engine",

@@ -16,12 +16,11 @@ from redis.exceptions import ResponseError
 
 from ..._histogram import Histogram
 from ...catalogue import CATALOGUE
-from ...registry import CatalogueCollector, PerfRegistry
+from ...registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 logger = logging.getLogger("asgi_perf.cache")
 
 #: Registry component key of the per-registry :class:`TierSet`.
-TIERS_KEY = "cache.tiers"
 #: Redis commands, by the ``operation`` label they are counted under.
 OPERATIONS = ("get", "set", "delete", "invalidate_prefix", "publish", "subscribe")
 #: How often one tier logs one kind of failure (seconds).
@@ -199,6 +198,10 @@ class TierSet(CatalogueCollector):
         return list(f.values())
 
 
+#: The registry's Redis tiers, exported by one collector.
+TIERS: ComponentKey[TierSet] = ComponentKey("cache.tiers")
+
+
 def tiers(registry: PerfRegistry) -> TierSet:
     """The registry's set of Redis tiers (created on first use)."""
-    return registry.component(TIERS_KEY, lambda: TierSet(registry))
+    return registry.component(TIERS, lambda: TierSet(registry))
