@@ -9,9 +9,12 @@ import json
 import sys
 import urllib.request
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalogue import CATALOGUE
+
+if TYPE_CHECKING:
+    from .operations import Summary
 
 
 def metrics_reference() -> str:
@@ -26,7 +29,7 @@ def metrics_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_rows(summary: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]:
+def summary_rows(summary: Summary) -> Iterator[tuple[str, str, str, Any]]:
     """``(section, item, field, value)`` rows flattening a summary, for the CSV report."""
     yield from (("general", "", k, summary[k]) for k in ("generated_at", "uptime_seconds"))
     http = summary["http"]
@@ -39,15 +42,18 @@ def summary_rows(summary: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]
                 yield "route", item, key, value
     for engine in summary["db"]["engines"]:
         for key, value in engine.items():
-            if key == "pool":
-                yield from (("db", engine["engine"], f"pool_{k}", v) for k, v in value.items())
-            elif key not in ("engine", "recent_slow"):
+            if key not in ("engine", "pool", "recent_slow"):
                 yield "db", engine["engine"], key, value
+            elif key == "pool":
+                yield from (
+                    ("db", engine["engine"], f"pool_{k}", v) for k, v in engine["pool"].items()
+                )
     for cache in summary["cache"]["caches"]:
         for key, value in cache.items():
             if key == "evictions":
+                evictions = cache["evictions"]
                 yield from (
-                    ("cache", cache["cache"], f"evictions_{k}", v) for k, v in value.items()
+                    ("cache", cache["cache"], f"evictions_{k}", v) for k, v in evictions.items()
                 )
             elif key != "cache":
                 yield "cache", cache["cache"], key, value
@@ -62,7 +68,7 @@ def summary_rows(summary: dict[str, Any]) -> Iterator[tuple[str, str, str, Any]]
         yield "alert", alert["rule"], "value", alert["value"]
 
 
-def to_csv(summary: dict[str, Any]) -> str:
+def to_csv(summary: Summary) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["section", "item", "field", "value"])
@@ -71,8 +77,8 @@ def to_csv(summary: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def fetch_summary(url: str, token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
-    """GET a running app's ``/metrics/summary``."""
+def fetch_summary(url: str, token: str | None = None, timeout: float = 10.0) -> Summary:
+    """GET a running app's ``/metrics/summary`` (JSON of :class:`~asgi_perf.operations.Summary`)."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"--url must be an http:// or https:// URL, got {url!r}")
     headers = {"Accept": "application/json"}
@@ -80,7 +86,7 @@ def fetch_summary(url: str, token: str | None = None, timeout: float = 10.0) -> 
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked above
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        data: dict[str, Any] = json.loads(response.read())
+        data: Summary = json.loads(response.read())
     return data
 
 

@@ -33,7 +33,7 @@ from ._labels import OVERFLOW, SeriesCap
 from .catalogue import CATALOGUE, MetricSpec
 
 if TYPE_CHECKING:
-    from .operations import Timer
+    from .operations import Summary, Timer, TimerStats
 
 logger = logging.getLogger("asgi_perf")
 
@@ -290,13 +290,13 @@ class PerfRegistry:
 
         Timings.of(self).count(name, value)
 
-    def stats(self, name: str) -> dict[str, Any]:
+    def stats(self, name: str) -> TimerStats:
         """count, total, min, max, avg, p50/p95/p99 (seconds) and errors of timer ``name``."""
         from .operations import Timings
 
         return Timings.of(self).stats(name)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         """One JSON-able dict of every component's key figures.
 
         See :func:`asgi_perf.operations.build_summary`.

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 
 from ..registry import PerfRegistry
 from ._keys import ALERTS, MONITOR
+from ._schema import Summary
 from ._summary import Summarizer
 
 JSON = "application/json"
@@ -45,7 +46,7 @@ def dashboard_html() -> bytes:
     return html.encode()
 
 
-def summary(perf: PerfRegistry) -> dict[str, Any]:
+def summary(perf: PerfRegistry) -> Summary:
     return Summarizer.of(perf).build()
 
 

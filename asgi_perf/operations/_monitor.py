@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..registry import PerfRegistry
 from ._keys import ALERTS, MONITOR
+from ._schema import Summary
 from ._summary import Summarizer, alert_figures
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ ERR_ALREADY = (
 )
 
 
-def snapshot(summary: dict[str, Any]) -> dict[str, Any]:
+def snapshot(summary: Summary) -> dict[str, Any]:
     """The compact history entry for one summary."""
     http = summary["http"]
     system = summary["system"]
@@ -146,10 +147,10 @@ class Monitor:
         return self._task is not None and not self._task.done()
 
     # -- sampling --------------------------------------------------------------------------------
-    def _build(self) -> dict[str, Any]:
+    def _build(self) -> Summary:
         return self.summarizer.build(advance=True)
 
-    def _record(self, summary: dict[str, Any]) -> dict[str, Any]:
+    def _record(self, summary: Summary) -> dict[str, Any]:
         alerts = self.alerts
         if alerts is not None:
             alerts.evaluate(alert_figures(summary), now=summary["generated_at"])

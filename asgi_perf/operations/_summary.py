@@ -14,18 +14,33 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, cast
 
 from .._histogram import quantile
 from ..registry import SLOW_QUERIES, PerfRegistry
 from ._keys import ALERTS, SUMMARIZER, TIMINGS
+from ._schema import (
+    AlertsSection,
+    CacheRow,
+    CacheSection,
+    DbSection,
+    EngineRow,
+    HttpSection,
+    InstrumentationSection,
+    RedisTierRow,
+    RouteRow,
+    SocketIOSection,
+    Summary,
+    SystemFigures,
+    TimersSection,
+    TimerStats,
+)
 from ._system import SystemSampler, system_collector_skipped
 
 #: A window needs this many requests before its error rate or hit ratio feeds an alert.
 MIN_WINDOW_COUNT = 10
 #: How many recent slow queries the summary lists.
 SLOW_QUERY_LIMIT = 20
-#: Summary key of the component that holds the slow-query log (the SQLAlchemy integration).
 
 Labels = dict[str, str]
 
@@ -156,14 +171,13 @@ class Summarizer:
     def of(cls, registry: PerfRegistry) -> Summarizer:
         return registry.component(SUMMARIZER, lambda: cls(registry))
 
-    def build(self, *, advance: bool = False) -> dict[str, Any]:
+    def build(self, *, advance: bool = False) -> Summary:
         with self._lock:
             now = self.clock()
             base = self._window
             fresh = _Window(now)
             builder = _Builder(self.registry, Samples(self.registry), base, fresh, now)
-            summary = builder.build()
-            summary["system"] = (self.sampler if advance else self._read_sampler).read()
+            summary = builder.build((self.sampler if advance else self._read_sampler).read)
             if advance:
                 self._window = fresh
             return summary
@@ -194,8 +208,15 @@ class _Builder:
         return round(delta / self.seconds, 4)
 
     # -- sections --------------------------------------------------------------------------------
-    def build(self) -> dict[str, Any]:
+    def build(self, read_system: Callable[[], SystemFigures]) -> Summary:
+        """Every section, one builder per feature; the system figures are read last."""
         reg = self.registry
+        http, db, cache = self.http(), self.db(), self.cache()
+        socketio, timers, alerts = self.socketio(), self.timers(), self.alerts()
+        instrumentation: InstrumentationSection = {
+            "errors": self.s.sum_by("asgi_perf_instrumentation_errors_total", "component"),
+            "series_overflow": self.s.sum_by("asgi_perf_series_overflow_total", "metric"),
+        }
         return {
             "generated_at": round(self.now, 3),
             "started_at": round(reg.started_at, 3),
@@ -206,19 +227,17 @@ class _Builder:
                 "end": round(self.now, 3),
                 "seconds": round(self.seconds, 3),
             },
-            "http": self.http(),
-            "db": self.db(),
-            "cache": self.cache(),
-            "socketio": self.socketio(),
-            "timers": self.timers(),
-            "alerts": self.alerts(),
-            "instrumentation": {
-                "errors": self.s.sum_by("asgi_perf_instrumentation_errors_total", "component"),
-                "series_overflow": self.s.sum_by("asgi_perf_series_overflow_total", "metric"),
-            },
+            "http": http,
+            "db": db,
+            "cache": cache,
+            "socketio": socketio,
+            "timers": timers,
+            "alerts": alerts,
+            "instrumentation": instrumentation,
+            "system": read_system(),
         }
 
-    def http(self) -> dict[str, Any]:
+    def http(self) -> HttpSection:
         hists = self.s.hist_by(
             "http_request_duration_seconds", lambda lb: (lb["method"], lb["route"], lb["status"])
         )
@@ -231,7 +250,7 @@ class _Builder:
             row["errors"] = row.get("errors", 0.0) + (hist.count if errors else 0.0)
             row["w_err"] = row.get("w_err", 0.0) + (win.count if errors else 0.0)
             _merge(row["w"], win)
-        routes = []
+        routes: list[RouteRow] = []
         totals = {"requests": 0.0, "errors": 0.0, "w_requests": 0.0, "w_errors": 0.0}
         overall = _Hist()
         for (method, route), row in per_route.items():
@@ -278,11 +297,13 @@ class _Builder:
             "routes": routes,
         }
 
-    def db(self) -> dict[str, Any]:
+    def db(self) -> DbSection:
         hists = self.s.hist_by(
             "db_query_duration_seconds", lambda lb: (lb["engine"], lb.get("outcome", ""))
         )
         engines: dict[str, dict[str, Any]] = {}
+        # engine -> (lifetime, window) durations, merged over operations and outcomes
+        durations: dict[str, tuple[_Hist, _Hist]] = {}
         for (engine, outcome), hist in hists.items():
             row = engines.setdefault(engine, _engine_row(engine))
             win = self.window_hist(f"db|{engine}|{outcome}", hist)
@@ -291,8 +312,9 @@ class _Builder:
                 row["errors"] += int(hist.count)
             elif outcome == "cancelled":
                 row["cancelled"] += int(hist.count)
-            _merge(row["_all"], hist)
-            _merge(row["_w"], win)
+            all_, window = durations.setdefault(engine, (_Hist(), _Hist()))
+            _merge(all_, hist)
+            _merge(window, win)
         for (engine,), value in self.s.sum_by("db_slow_queries_total", "engine").items():
             row = engines.setdefault(engine, _engine_row(engine))
             row["slow"] = int(value)
@@ -322,23 +344,23 @@ class _Builder:
                 recent = list(slow_log.recent(limit=SLOW_QUERY_LIMIT))
             except Exception as exc:  # noqa: BLE001 - another component's bug must not break this
                 self.registry.report_error("summary", exc)
-        out = []
+        out: list[EngineRow] = []
         for engine, row in sorted(engines.items()):
-            all_, win = row.pop("_all"), row.pop("_w")
+            all_, win = durations.get(engine, (_Hist(), _Hist()))
             row["rate"] = self.rate(win.count)
             row["avg"] = all_.avg()
             row["p95"] = win.q(0.95)
             row["p99"] = win.q(0.99)
             row["window_queries"] = int(win.count)
             row["recent_slow"] = [q for q in recent if q.get("engine") == engine]
-            out.append(row)
+            out.append(cast("EngineRow", row))
         return {"engines": out, "slow_queries": recent}
 
-    def cache(self) -> dict[str, Any]:
+    def cache(self) -> CacheSection:
         requests = self.s.sum_by("cache_requests_total", "cache", "result")
-        caches: dict[str, dict[str, Any]] = {}
+        caches: dict[str, CacheRow] = {}
 
-        def row(name: str) -> dict[str, Any]:
+        def row(name: str) -> CacheRow:
             return caches.setdefault(
                 name,
                 {
@@ -361,8 +383,10 @@ class _Builder:
         window: dict[str, dict[str, float]] = {}
         for (name, result), value in requests.items():
             r = row(name)
-            if result in ("hit", "miss"):
-                r["hits" if result == "hit" else "misses"] += int(value)
+            if result == "hit":
+                r["hits"] += int(value)
+            elif result == "miss":
+                r["misses"] += int(value)
             w = window.setdefault(name, {"hit": 0.0, "miss": 0.0})
             w[result] = self.window_count(f"cache|{name}|{result}", value)
         for name, w in window.items():
@@ -374,12 +398,13 @@ class _Builder:
             "cache_evictions_total", "cache", "reason"
         ).items():
             row(name)["evictions"][reason] = int(value)
-        for metric, key in (
+        figures: tuple[tuple[str, _CacheFigure], ...] = (
             ("cache_entries", "entries"),
             ("cache_maxsize", "maxsize"),
             ("cache_load_errors_total", "load_errors"),
             ("cache_coalesced_total", "coalesced"),
-        ):
+        )
+        for metric, key in figures:
             for (name,), value in self.s.sum_by(metric, "cache").items():
                 row(name)[key] = int(value)
         loads = self.s.hist_by("cache_load_duration_seconds", lambda lb: (lb["cache"],))
@@ -389,11 +414,11 @@ class _Builder:
             row(name)["redis"] = tier
         return {"caches": [caches[name] for name in sorted(caches)]}
 
-    def redis_tiers(self) -> dict[str, dict[str, Any]]:
+    def redis_tiers(self) -> dict[str, RedisTierRow]:
         """Per cache with a Redis second tier: what Redis answered, errors, fallbacks, health."""
-        tiers: dict[str, dict[str, Any]] = {}
+        tiers: dict[str, RedisTierRow] = {}
 
-        def tier(name: str) -> dict[str, Any]:
+        def tier(name: str) -> RedisTierRow:
             return tiers.setdefault(
                 name,
                 {
@@ -415,12 +440,13 @@ class _Builder:
                 tier(name)[key] = int(value)
         for (name,), value in self.s.sum_by("cache_redis_fallbacks_total", "cache").items():
             tier(name)["fallbacks"] = int(value)
-        for metric, key in (
+        health: tuple[tuple[str, Literal["subscribed", "circuit_open"]], ...] = (
             ("cache_redis_subscribed", "subscribed"),
             ("cache_redis_circuit_open", "circuit_open"),
-        ):
+        )
+        for metric, flag in health:
             for (name,), value in self.s.sum_by(metric, "cache").items():
-                tier(name)[key] = bool(value)
+                tier(name)[flag] = bool(value)
         gets = self.s.hist_by(
             "cache_redis_duration_seconds",
             lambda lb: (lb["cache"],) if lb.get("operation") == "get" else None,
@@ -431,7 +457,7 @@ class _Builder:
             t["hit_ratio"] = _ratio(t["hits"], t["hits"] + t["misses"])
         return tiers
 
-    def socketio(self) -> dict[str, Any]:
+    def socketio(self) -> SocketIOSection:
         s = self.s
         connections = s.sum_by("socketio_connections", "namespace")
         received = sum(v for _, v in s.values("socketio_events_received_total"))
@@ -479,7 +505,7 @@ class _Builder:
             "queue_depth_sum": one("socketio_queue_depth_sum"),
         }
 
-    def timers(self) -> dict[str, Any]:
+    def timers(self) -> TimersSection:
         timings = self.registry.find_component(TIMINGS)
         if timings is None:
             return {"timers": {}, "counters": {}}
@@ -488,7 +514,7 @@ class _Builder:
             "counters": timings.counters(),
         }
 
-    def alerts(self) -> dict[str, Any]:
+    def alerts(self) -> AlertsSection:
         manager = self.registry.find_component(ALERTS)
         if manager is None:
             return {"enabled": False, "firing": [], "pending": []}
@@ -507,7 +533,12 @@ def _merge(into: _Hist, other: _Hist) -> None:
         into.buckets[le] = into.buckets.get(le, 0.0) + n
 
 
-_TIER_RESULTS = {"hit": "hits", "miss": "misses", "error": "errors"}
+_CacheFigure = Literal["entries", "maxsize", "load_errors", "coalesced"]
+_TIER_RESULTS: dict[str, Literal["hits", "misses", "errors"]] = {
+    "hit": "hits",
+    "miss": "misses",
+    "error": "errors",
+}
 
 
 def _ratio(part: float, whole: float) -> float | None:
@@ -524,16 +555,16 @@ def _engine_row(engine: str) -> dict[str, Any]:
         "slow_per_minute": 0.0,
         "queries_per_request": None,
         "pool": {},
-        "_all": _Hist(),
-        "_w": _Hist(),
     }
 
 
-def _clean_stats(stats: dict[str, Any]) -> dict[str, Any]:
-    return {k: _clean(v) if isinstance(v, float) else v for k, v in stats.items()}
+def _clean_stats(stats: TimerStats) -> TimerStats:
+    return cast(
+        "TimerStats", {k: _clean(v) if isinstance(v, float) else v for k, v in stats.items()}
+    )
 
 
-def build_summary(registry: PerfRegistry) -> dict[str, Any]:
+def build_summary(registry: PerfRegistry) -> Summary:
     """The registry's summary now (the window is not advanced; see :class:`Summarizer`)."""
     return Summarizer.of(registry).build()
 
@@ -545,7 +576,7 @@ def _worst(
     return pick(present) if present else None
 
 
-def alert_figures(summary: dict[str, Any]) -> dict[str, float | None]:
+def alert_figures(summary: Summary) -> dict[str, float | None]:
     """The flat figures alert rules compare against thresholds (worst value across series).
 
     Ratios (error rate, hit ratio) only count windows with at least :data:`MIN_WINDOW_COUNT`

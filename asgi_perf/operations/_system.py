@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from ..registry import CatalogueCollector, PerfRegistry
+from ._schema import SystemFigures
 
 PROC = "/proc"
 
@@ -164,7 +165,7 @@ class SystemSampler:
         except OSError:
             return None
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> SystemFigures:
         """Every figure, as a JSON-able dict (percentages 0-100)."""
         return {
             "source": self.source,
@@ -208,23 +209,23 @@ class SystemCollector(CatalogueCollector):
             self.registry.report_error("system", exc)
             return
         f = self.families()
-        for name, key in (
-            ("system_cpu_ratio", "cpu_percent"),
-            ("system_memory_ratio", "memory_percent"),
-            ("system_process_cpu_ratio", "process_cpu_percent"),
+        for name, value in (
+            ("system_cpu_ratio", figures["cpu_percent"]),
+            ("system_memory_ratio", figures["memory_percent"]),
+            ("system_process_cpu_ratio", figures["process_cpu_percent"]),
         ):
-            if figures[key] is not None:
-                f[name].add_metric([], figures[key] / 100.0)
+            if value is not None:
+                f[name].add_metric([], value / 100.0)
         if figures["disk_percent"] is not None:
             f["system_disk_ratio"].add_metric(
                 [figures["disk_path"]], figures["disk_percent"] / 100.0
             )
-        for name, key in (
-            ("system_process_resident_bytes", "rss_bytes"),
-            ("system_process_open_fds", "open_fds"),
+        for name, count in (
+            ("system_process_resident_bytes", figures["rss_bytes"]),
+            ("system_process_open_fds", figures["open_fds"]),
         ):
-            if figures[key] is not None:
-                f[name].add_metric([], figures[key])
+            if count is not None:
+                f[name].add_metric([], count)
         yield from f.values()
 
 

@@ -24,6 +24,7 @@ from .._labels import NameLimiter
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry
 from ._keys import TIMINGS
+from ._schema import TimerStats
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -180,7 +181,7 @@ class Timings(CatalogueCollector):
         return decorate
 
     # -- reading ---------------------------------------------------------------------------------
-    def stats(self, name: str) -> dict[str, Any]:
+    def stats(self, name: str) -> TimerStats:
         """count, total, min, max, avg, p50, p95, p99 and errors for timer ``name`` (seconds).
 
         A timer that never ran reports ``count == 0`` and ``None`` for the rest. Percentiles are
@@ -194,22 +195,31 @@ class Timings(CatalogueCollector):
                     "count": 0,
                     "total": 0.0,
                     "errors": 0,
-                    **dict.fromkeys(("min", "max", "avg", "p50", "p95", "p99")),
+                    "min": None,
+                    "max": None,
+                    "avg": None,
+                    "p50": None,
+                    "p95": None,
+                    "p99": None,
                 }
             buckets, total, count = series.hist.cumulative()
             low, high, errors = series.min, series.max, series.errors
         cumulative = [(float(le), float(n)) for le, n in buckets]
-        out: dict[str, Any] = {
+
+        def percentile(q: float) -> float:
+            return min(max(quantile(q, cumulative), low), high)
+
+        return {
             "count": count,
             "total": total,
             "errors": errors,
             "min": low,
             "max": high,
             "avg": total / count,
+            "p50": percentile(0.5),
+            "p95": percentile(0.95),
+            "p99": percentile(0.99),
         }
-        for key, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-            out[key] = min(max(quantile(q, cumulative), low), high)
-        return out
 
     def names(self) -> list[str]:
         """Timer names with at least one run."""

@@ -14,7 +14,14 @@ from starlette.routing import Route
 
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf._types import Message
-from asgi_perf.operations import ALERTS, MONITOR, AlertManager, AlertRule, CallbackNotifier
+from asgi_perf.operations import (
+    ALERTS,
+    MONITOR,
+    AlertManager,
+    AlertRule,
+    CallbackNotifier,
+    Summary,
+)
 from asgi_perf.operations._enable import ERR_REGISTRY, MonitorLifespan, enable
 from asgi_perf.operations._keys import SYSTEM_COLLECTOR
 from asgi_perf.operations._monitor import ERR_ALREADY, ERR_HISTORY, ERR_INTERVAL, Monitor
@@ -128,7 +135,7 @@ async def test_sampler_survives_errors(registry: PerfRegistry) -> None:
     calls = {"n": 0}
     real = monitor._build
 
-    def flaky() -> dict[str, Any]:
+    def flaky() -> Summary:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("boom")

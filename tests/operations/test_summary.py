@@ -16,12 +16,14 @@ from starlette.routing import Route
 from asgi_perf import PerfRegistry, instrument
 from asgi_perf.cache import LRUCache, TTLCache
 from asgi_perf.cache.redis import TieredCache
+from asgi_perf.operations import AlertManager, Summary, SystemFigures
 from asgi_perf.operations._keys import SUMMARIZER
 from asgi_perf.operations._summary import Summarizer, alert_figures
 from asgi_perf.operations._system import ERR_NO_PSUTIL, SystemCollector, SystemSampler
 from asgi_perf.registry import SLOW_QUERIES
 from asgi_perf.testing import sample
 
+from .._ops import mismatches
 from .._time import FakeClock
 
 
@@ -53,6 +55,8 @@ async def test_http_routes_from_real_requests(registry: PerfRegistry) -> None:
     assert ok["errors"] == 0
     assert ok["error_rate"] == 0.0
     assert ok["p50"] is not None
+    assert ok["p95"] is not None
+    assert ok["p99"] is not None
     assert ok["p50"] <= ok["p95"] <= ok["p99"]
     assert routes[("GET", "/bad")]["error_rate"] == 1.0
     assert summary["http"]["requests"] == 10
@@ -170,6 +174,35 @@ def test_empty_registry_summary_has_every_section(registry: PerfRegistry) -> Non
     assert figures["cache.hit_ratio"] is None
 
 
+def test_summary_follows_the_schema(registry: PerfRegistry) -> None:
+    """Empty or full, the summary has exactly the keys and value types of the ``Summary`` schema
+    the dashboard, the report CLI and the alert figures read."""
+    assert mismatches(registry.summary(), Summary) == []
+    _seed(registry)
+    registry.component(SLOW_QUERIES, SlowLog)
+    registry.count("orders", 2)
+    with registry.timer("report"):
+        pass
+    AlertManager(registry)
+    summary = registry.summary()
+    assert summary["db"]["engines"]
+    assert summary["cache"]["caches"]
+    assert summary["timers"]["timers"]
+    assert mismatches(summary, Summary) == []
+
+
+def test_schema_check_finds_what_departs(registry: PerfRegistry) -> None:
+    """The schema check is not vacuous: an extra key, a missing key, a wrong type are named."""
+    summary: Any = registry.summary()
+    summary["http"]["extra"] = 1
+    del summary["window"]["end"]
+    summary["socketio"]["connections"] = "many"
+    found = mismatches(summary, Summary)
+    assert "summary.http: unexpected extra" in found
+    assert "summary.window: missing end" in found
+    assert any(m.startswith("summary.socketio.connections:") for m in found)
+
+
 def test_namespace_is_honoured() -> None:
     """A namespaced registry's samples are found under their catalogue names."""
     registry = PerfRegistry(namespace="shop")
@@ -276,7 +309,9 @@ def test_psutil_path_and_forcing() -> None:
     sampler = SystemSampler(use_psutil=True)
     figures = sampler.read()
     assert figures["source"] == "psutil"
+    assert figures["rss_bytes"] is not None
     assert figures["rss_bytes"] > 0
+    assert figures["open_fds"] is not None
     assert figures["open_fds"] > 0
     assert ERR_NO_PSUTIL.startswith("use_psutil=True")
 
@@ -319,7 +354,7 @@ def test_system_collector_failure_is_fail_open(registry: PerfRegistry) -> None:
     """A sampler that raises empties the system gauges for that scrape and is counted."""
 
     class Broken(SystemSampler):
-        def read(self) -> dict[str, Any]:
+        def read(self) -> SystemFigures:
             raise OSError("gone")
 
     registry.register(SystemCollector(registry, Broken(use_psutil=False)))
@@ -396,9 +431,11 @@ async def test_summary_shows_a_redis_tier_from_the_real_redis(
             await t.aclose()
         await client.aclose()
     assert caches["plain"]["redis"] is None
-    assert caches["a"]["redis"]["hits"] == 0
-    assert caches["a"]["redis"]["misses"] == 1
-    redis_b = caches["b"]["redis"]
+    redis_a, redis_b = caches["a"]["redis"], caches["b"]["redis"]
+    assert redis_a is not None
+    assert redis_b is not None
+    assert redis_a["hits"] == 0
+    assert redis_a["misses"] == 1
     assert (redis_b["hits"], redis_b["misses"], redis_b["errors"]) == (1, 1, 0)
     assert redis_b["hit_ratio"] == 0.5
     assert redis_b["fallbacks"] == 0
