@@ -49,7 +49,7 @@ def bucket_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
     return labels
 
 
-class Histogram:
+class PlainHistogram:
     """One histogram series: per-bucket (non-cumulative) counts and a sum."""
 
     __slots__ = ("bounds", "counts", "labels", "sum")
@@ -83,7 +83,7 @@ class Histogram:
         return out, total, running
 
 
-__all__ = ["Histogram", "bucket_labels", "check_buckets", "quantile"]
+__all__ = ["PlainHistogram", "bucket_labels", "check_buckets", "quantile"]
 
 
 def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:

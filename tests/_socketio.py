@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -38,3 +39,9 @@ async def connect(base: str, transport: str = "websocket", **kwargs: Any) -> soc
     client = socketio.AsyncClient(reconnection=False)
     await client.connect(base, transports=[transport], wait_timeout=10, **kwargs)
     return client
+
+
+async def settle() -> None:
+    """Let the in-loop server and clients exchange what is in flight (a few loop turns)."""
+    for _ in range(20):
+        await asyncio.sleep(0.01)

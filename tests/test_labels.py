@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from asgi_perf import OTHER
-from asgi_perf._histogram import Histogram, check_buckets, quantile
+from asgi_perf._histogram import PlainHistogram, check_buckets, quantile
 from asgi_perf._labels import NameLimiter, SeriesCap
 
 
@@ -70,7 +70,7 @@ def test_series_cap() -> None:
 
 def test_histogram_le_semantics() -> None:
     """A value equal to a bound lands in that bound's bucket (Prometheus 'le')."""
-    h = Histogram((0.1, 1.0))
+    h = PlainHistogram((0.1, 1.0))
     for v in (0.1, 0.5, 1.0, 7.0):
         h.observe(v)
     buckets, total, count = h.cumulative()

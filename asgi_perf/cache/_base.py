@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 
 import cachetools
 
-from .._histogram import Histogram
+from .._histogram import PlainHistogram
 from ..catalogue import CATALOGUE
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class MeteredCache(cachetools.Cache[KT, VT], Generic[KT, VT]):
         # its (possibly stale) value afterwards.
         self._epoch = 0
         self._evicting = False
-        self._loads = Histogram(tuple(CATALOGUE["cache_load_duration_seconds"].buckets or ()))
+        self._loads = PlainHistogram(tuple(CATALOGUE["cache_load_duration_seconds"].buckets or ()))
 
     # -- lookups -----------------------------------------------------------------------------
     def __missing__(self, key: KT) -> VT:

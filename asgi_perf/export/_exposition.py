@@ -78,7 +78,7 @@ class MetricsApp:
         token: str | None = None,
         basic_auth: tuple[str, str] | None = None,
         allow: Iterable[str] | None = None,
-        gzip_responses: bool = True,
+        gzip: bool = True,
         render_in_thread: bool = True,
     ) -> None:
         if isinstance(registry, PerfRegistry):
@@ -106,7 +106,7 @@ class MetricsApp:
         self._token = f"Bearer {token}".encode() if token else None
         self._basic = f"{basic_auth[0]}:{basic_auth[1]}".encode() if basic_auth else None
         self._networks = tuple(networks)
-        self._gzip = gzip_responses
+        self._gzip = gzip
         self._in_thread = render_in_thread
         if self.perf is not None:
             # With PROMETHEUS_MULTIPROC_DIR set, every worker publishes and any worker serves the
@@ -250,7 +250,7 @@ def metrics_app(
         token=token,
         basic_auth=basic_auth,
         allow=allow,
-        gzip_responses=gzip,
+        gzip=gzip,
         render_in_thread=render_in_thread,
     )
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import Metric
 
-from .._histogram import Histogram
+from .._histogram import PlainHistogram
 from .._labels import OVERFLOW, STANDARD_METHODS
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
@@ -23,8 +23,8 @@ class _RouteSeries:
     __slots__ = ("by_status", "request_bytes", "response_bytes", "ttfb")
 
     def __init__(self, stats: HttpStats) -> None:
-        self.by_status: dict[str, Histogram] = {}
-        self.ttfb = Histogram(stats.ttfb_buckets)
+        self.by_status: dict[str, PlainHistogram] = {}
+        self.ttfb = PlainHistogram(stats.ttfb_buckets)
         # Body sizes are summaries (count + sum): the count is the request count, so only the
         # sums are stored. A size distribution is rarely read and its bucket search per
         # request cost more than the rest of the recording together.
@@ -87,7 +87,7 @@ class HttpStats(CatalogueCollector):
         hist = series.by_status.get(status)
         if hist is None:
             hist = self._new_status(series, route, status)
-        # Histogram.observe, inlined: a method call per observation would cost more than the
+        # PlainHistogram.observe, inlined: a method call per observation would cost more than the
         # observation itself on this path.
         hist.counts[bisect_left(hist.bounds, duration)] += 1
         hist.sum += duration
@@ -108,7 +108,7 @@ class HttpStats(CatalogueCollector):
             series = by_method[method] = _RouteSeries(self)
         return series, route
 
-    def _new_status(self, series: _RouteSeries, route: str, status: str) -> Histogram:
+    def _new_status(self, series: _RouteSeries, route: str, status: str) -> PlainHistogram:
         if self.series_count >= self.limit and route != OVERFLOW:
             # The (method, route) exists but a new status would pass the cap: keep the route,
             # fold the status. Bounded: at most one extra series per (method, route).
@@ -117,7 +117,7 @@ class HttpStats(CatalogueCollector):
             hist = series.by_status.get(status)
             if hist is not None:
                 return hist
-        hist = series.by_status[status] = Histogram(self.duration_buckets)
+        hist = series.by_status[status] = PlainHistogram(self.duration_buckets)
         self.series_count += 1
         return hist
 

@@ -51,7 +51,7 @@ def _clean(value: float | None, digits: int = 6) -> float | None:
     return round(value, digits)
 
 
-class _Hist:
+class _SampledHistogram:
     """A histogram aggregated over some label combinations: cumulative buckets, sum, count."""
 
     __slots__ = ("buckets", "count", "sum")
@@ -61,11 +61,11 @@ class _Hist:
         self.sum = 0.0
         self.count = 0.0
 
-    def minus(self, old: _Hist | None) -> _Hist:
+    def minus(self, old: _SampledHistogram | None) -> _SampledHistogram:
         """The observations since ``old`` (all of them if ``old`` is missing or was reset)."""
         if old is None or old.count > self.count:
             return self
-        out = _Hist()
+        out = _SampledHistogram()
         out.sum = self.sum - old.sum
         out.count = self.count - old.count
         out.buckets = {le: n - old.buckets.get(le, 0.0) for le, n in self.buckets.items()}
@@ -113,9 +113,9 @@ class Samples:
 
     def hist_by(
         self, name: str, key: Callable[[Labels], tuple[str, ...] | None]
-    ) -> dict[tuple[str, ...], _Hist]:
+    ) -> dict[tuple[str, ...], _SampledHistogram]:
         """Histograms of ``name`` merged by ``key(labels)`` (``None`` skips the series)."""
-        out: dict[tuple[str, ...], _Hist] = {}
+        out: dict[tuple[str, ...], _SampledHistogram] = {}
         for suffix in ("_bucket", "_sum", "_count"):
             for labels, value in self.values(name + suffix):
                 k = key(labels)
@@ -123,7 +123,7 @@ class Samples:
                     continue
                 hist = out.get(k)
                 if hist is None:
-                    hist = out[k] = _Hist()
+                    hist = out[k] = _SampledHistogram()
                 if suffix == "_bucket":
                     le = float(labels["le"])
                     hist.buckets[le] = hist.buckets.get(le, 0.0) + value
@@ -139,7 +139,7 @@ class _Window:
 
     def __init__(self, at: float) -> None:
         self.at = at
-        self.hists: dict[str, _Hist] = {}
+        self.hists: dict[str, _SampledHistogram] = {}
         self.counters: dict[str, float] = {}
 
 
@@ -195,7 +195,7 @@ class _Builder:
         self.seconds = max(now - base.at, 1e-9)
 
     # -- window helpers --------------------------------------------------------------------------
-    def window_hist(self, key: str, hist: _Hist) -> _Hist:
+    def window_hist(self, key: str, hist: _SampledHistogram) -> _SampledHistogram:
         self.fresh.hists[key] = hist
         return hist.minus(self.base.hists.get(key))
 
@@ -243,7 +243,9 @@ class _Builder:
         )
         per_route: dict[tuple[str, str], dict[str, Any]] = {}
         for (method, route, status), hist in hists.items():
-            row = per_route.setdefault((method, route), {"all": _Hist(), "w": _Hist(), "err": 0.0})
+            row = per_route.setdefault(
+                (method, route), {"all": _SampledHistogram(), "w": _SampledHistogram(), "err": 0.0}
+            )
             win = self.window_hist(f"http|{method}|{route}|{status}", hist)
             row["total"] = row.get("total", 0.0) + hist.count
             errors = status.startswith("5")
@@ -252,7 +254,7 @@ class _Builder:
             _merge(row["w"], win)
         routes: list[RouteRow] = []
         totals = {"requests": 0.0, "errors": 0.0, "w_requests": 0.0, "w_errors": 0.0}
-        overall = _Hist()
+        overall = _SampledHistogram()
         for (method, route), row in per_route.items():
             win = row["w"]
             _merge(overall, win)
@@ -303,7 +305,7 @@ class _Builder:
         )
         engines: dict[str, dict[str, Any]] = {}
         # engine -> (lifetime, window) durations, merged over operations and outcomes
-        durations: dict[str, tuple[_Hist, _Hist]] = {}
+        durations: dict[str, tuple[_SampledHistogram, _SampledHistogram]] = {}
         for (engine, outcome), hist in hists.items():
             row = engines.setdefault(engine, _engine_row(engine))
             win = self.window_hist(f"db|{engine}|{outcome}", hist)
@@ -312,7 +314,7 @@ class _Builder:
                 row["errors"] += int(hist.count)
             elif outcome == "cancelled":
                 row["cancelled"] += int(hist.count)
-            all_, window = durations.setdefault(engine, (_Hist(), _Hist()))
+            all_, window = durations.setdefault(engine, (_SampledHistogram(), _SampledHistogram()))
             _merge(all_, hist)
             _merge(window, win)
         for (engine,), value in self.s.sum_by("db_slow_queries_total", "engine").items():
@@ -346,7 +348,7 @@ class _Builder:
                 self.registry.report_error("summary", exc)
         out: list[EngineRow] = []
         for engine, row in sorted(engines.items()):
-            all_, win = durations.get(engine, (_Hist(), _Hist()))
+            all_, win = durations.get(engine, (_SampledHistogram(), _SampledHistogram()))
             row["rate"] = self.rate(win.count)
             row["avg"] = all_.avg()
             row["p95"] = win.q(0.95)
@@ -465,7 +467,7 @@ class _Builder:
         batches = sum(v for _, v in s.values("socketio_batches_total"))
         items = s.hist_by("socketio_batch_items", lambda lb: ())
         wait = s.hist_by("socketio_batch_wait_seconds", lambda lb: ())
-        wait_w = self.window_hist("sio_wait", wait[()]) if () in wait else _Hist()
+        wait_w = self.window_hist("sio_wait", wait[()]) if () in wait else _SampledHistogram()
         handler = s.hist_by("socketio_handler_duration_seconds", lambda lb: ())
 
         def one(name: str) -> int | None:
@@ -526,7 +528,7 @@ class _Builder:
         }
 
 
-def _merge(into: _Hist, other: _Hist) -> None:
+def _merge(into: _SampledHistogram, other: _SampledHistogram) -> None:
     into.count += other.count
     into.sum += other.sum
     for le, n in other.buckets.items():

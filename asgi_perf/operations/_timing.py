@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from prometheus_client.metrics_core import Metric
 
-from .._histogram import Histogram, check_buckets, quantile
+from .._histogram import PlainHistogram, check_buckets, quantile
 from .._labels import NameLimiter
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry
@@ -53,7 +53,7 @@ class _Series:
     __slots__ = ("errors", "hist", "max", "min")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.hist = Histogram(bounds)
+        self.hist = PlainHistogram(bounds)
         self.min = math.inf
         self.max = -math.inf
         self.errors = 0

@@ -6,6 +6,7 @@
 ``socketio`` extra.
 """
 
+from ._batcher import Batcher
 from ._client import (
     BATCH_EVENT,
     JS_UNBATCH,
@@ -14,7 +15,6 @@ from ._client import (
 from ._hook import (
     DISCONNECT_REASONS,
     SOCKETIO_PATH_PATTERN,
-    Batcher,
     SocketIOHook,
     instrument_socketio,
 )

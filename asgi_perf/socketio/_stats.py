@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
-from .._histogram import Histogram
+from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from ..catalogue import COUNT_BUCKETS, LATENCY_BUCKETS
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
@@ -72,9 +72,9 @@ class SocketIOStats(CatalogueCollector):
         self.handler_buckets: tuple[float, ...] | None = None
         self.limit = registry.max_series_per_metric
         self.counters: dict[str, dict[Key, float]] = {name: {} for name in _COUNTERS}
-        self.handler: dict[Key, Histogram] = {}
-        self.batch_items = Histogram(COUNT_BUCKETS)
-        self.batch_wait = Histogram(LATENCY_BUCKETS)
+        self.handler: dict[Key, PlainHistogram] = {}
+        self.batch_items = PlainHistogram(COUNT_BUCKETS)
+        self.batch_wait = PlainHistogram(LATENCY_BUCKETS)
         # Weak: a server or batcher that is gone stops being reported, nothing to unregister.
         self.servers: weakref.WeakSet[Any] = weakref.WeakSet()
         self.batchers: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -108,7 +108,7 @@ class SocketIOStats(CatalogueCollector):
                 key = (OVERFLOW, OVERFLOW)
             hist = self.handler.get(key)
             if hist is None:
-                hist = self.handler[key] = Histogram(self.handler_buckets or LATENCY_BUCKETS)
+                hist = self.handler[key] = PlainHistogram(self.handler_buckets or LATENCY_BUCKETS)
         hist.observe(seconds)
 
     # -- scrape time -----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
-from .._histogram import Histogram, check_buckets
+from .._histogram import PlainHistogram, check_buckets
 from .._labels import OVERFLOW, NameLimiter
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry
@@ -95,7 +95,7 @@ class _Statement:
 
     __slots__ = ("hist", "operation", "stats")
 
-    def __init__(self, operation: str, hist: Histogram) -> None:
+    def __init__(self, operation: str, hist: PlainHistogram) -> None:
         self.operation = operation
         self.hist = hist
         self.stats: list[Any] | None = None  # [fingerprint, sql, count, total, max]

@@ -1,6 +1,6 @@
 """The SQLAlchemy series store: per-registry state shared by every instrumented engine.
 
-Query durations are kept in plain :class:`~asgi_perf._histogram.Histogram` objects behind one
+Query durations are kept in plain :class:`~asgi_perf._histogram.PlainHistogram` objects behind one
 short lock per engine (prometheus_client's ``observe`` takes several locks and walks the buckets in
 Python: it alone would cost more than the whole budget per query) and exported by one scrape-time
 collector, which also reads the pools' state from their owners. One collector per registry, because
@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 
 from prometheus_client.metrics_core import Metric
 
-from .._histogram import Histogram
+from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from ..catalogue import LATENCY_BUCKETS, QUERY_COUNT_BUCKETS
 from ..registry import SLOW_QUERIES, CatalogueCollector, ComponentKey, PerfRegistry
@@ -52,10 +52,10 @@ class EngineSeries:
     def __init__(self, source: PoolSource, buckets: tuple[float, ...]) -> None:
         self.source = source
         self.lock = threading.Lock()
-        self.durations: dict[tuple[str, str], Histogram] = {}
-        self.checkout = Histogram(buckets)
-        self.per_request_count = Histogram(QUERY_COUNT_BUCKETS)
-        self.per_request_time = Histogram(buckets)
+        self.durations: dict[tuple[str, str], PlainHistogram] = {}
+        self.checkout = PlainHistogram(buckets)
+        self.per_request_count = PlainHistogram(QUERY_COUNT_BUCKETS)
+        self.per_request_time = PlainHistogram(buckets)
 
 
 class SqlStats(CatalogueCollector):
@@ -74,7 +74,7 @@ class SqlStats(CatalogueCollector):
         self.engines: dict[str, EngineSeries] = {}
         #: ``(name, per-request count, per-request time)`` per engine, rebuilt on add/remove so
         #: finishing a request walks one tuple instead of copying the engines dict.
-        self.request_series: tuple[tuple[str, Histogram, Histogram], ...] = ()
+        self.request_series: tuple[tuple[str, PlainHistogram, PlainHistogram], ...] = ()
         self.series_count = 0
         self._lock = threading.Lock()
 
@@ -97,7 +97,7 @@ class SqlStats(CatalogueCollector):
             for name, series in self.engines.items()
         )
 
-    def duration_series(self, engine: EngineSeries, operation: str, outcome: str) -> Histogram:
+    def duration_series(self, engine: EngineSeries, operation: str, outcome: str) -> PlainHistogram:
         """The histogram for ``(operation, outcome)``, created under the registry's series cap."""
         key = (operation, outcome)
         with self._lock:
@@ -110,7 +110,7 @@ class SqlStats(CatalogueCollector):
                 hist = engine.durations.get(key)
                 if hist is not None:
                     return hist
-            hist = engine.durations[key] = Histogram(engine.checkout.bounds)
+            hist = engine.durations[key] = PlainHistogram(engine.checkout.bounds)
             self.series_count += 1
             return hist
 

@@ -1,52 +1,24 @@
-"""The hook and the batcher in-process: a real AsyncServer under an in-loop uvicorn server."""
+"""The hook in-process: a real AsyncServer under an in-loop uvicorn server."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import socketio
-import uvicorn
 
 from asgi_perf import PerfRegistry
 from asgi_perf.socketio import Batcher, instrument_socketio
 from asgi_perf.socketio import _hook as sio_mod
-from asgi_perf.socketio._batching import ERR_MAX_ITEMS
 from asgi_perf.socketio._client import ERR_NOT_CLIENT, unbatch
 from asgi_perf.testing import sample, samples, series
 
-from .._server import free_port
+from .._socketio import connect as open_client
+from .._socketio import settle
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def live() -> AsyncIterator[tuple[socketio.AsyncServer, str]]:
-    """A fresh AsyncServer served by uvicorn in this event loop; yields (server, base URL)."""
-    sio = socketio.AsyncServer(async_mode="asgi", namespaces=["/", "/chat"])
-    port = free_port()
-    config = uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=port, log_level="error")
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:  # uvicorn exposes a flag, not an event
-        await asyncio.sleep(0.01)
-    yield sio, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-
-
-async def client(base: str, **kwargs: Any) -> socketio.AsyncClient:
-    c = socketio.AsyncClient(reconnection=False)
-    await c.connect(base, transports=["websocket"], wait_timeout=5, **kwargs)
-    return c
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0.01)
 
 
 async def test_counts_events_bytes_and_handler_time(
@@ -65,7 +37,7 @@ async def test_counts_events_bytes_and_handler_time(
     sio.on("echo", echo, namespace="/chat")
 
     instrument_socketio(sio, registry=registry)
-    c = await client(base, namespaces=["/chat"])
+    c = await open_client(base, namespaces=["/chat"])
     assert await c.call("echo", "héllo", namespace="/chat") == "héllo"
     await c.emit("echo", b"\x00\x01", namespace="/chat")
     await settle()
@@ -105,7 +77,7 @@ async def test_uninstall_restores_and_install_is_idempotent(
     assert {name: getattr(sio, name) for name in before} == before
     assert sio.eio.handlers["message"] is message_handler
     assert "send_packet" not in vars(sio.eio)
-    c = await client(base)
+    c = await open_client(base)
     await settle()
     assert (
         sample(registry, "socketio_connects_total", {"namespace": "/", "outcome": "accepted"})
@@ -130,7 +102,7 @@ async def test_wrapped_on_top_then_uninstalled_passes_through(
     sio.emit = outer
     hook.uninstall()
     assert sio.emit is outer
-    c = await client(base)
+    c = await open_client(base)
     await sio.emit("x", 1)
     await c.disconnect()
     await settle()
@@ -161,7 +133,7 @@ async def test_rejections_unknown_namespace_and_server_disconnect(
     with pytest.raises(socketio.exceptions.ConnectionError):
         await other.connect(base, namespaces=["/nope"], transports=["websocket"], wait_timeout=5)
     await other.disconnect()
-    c = await client(base)
+    c = await open_client(base)
     await settle()
     assert (
         sample(registry, "socketio_connects_total", {"namespace": "/", "outcome": "rejected"}) == 1
@@ -208,7 +180,7 @@ async def test_instrumentation_error_never_reaches_the_app(
     hook._events_in = broken  # type: ignore[assignment]
     hook._events_out = broken  # type: ignore[assignment]
     hook._namespaces = broken  # type: ignore[assignment]
-    c = await client(base)
+    c = await open_client(base)
     await c.emit("ev", 1)
     await settle()
     await sio.emit("out", 1)
@@ -218,84 +190,6 @@ async def test_instrumentation_error_never_reaches_the_app(
     errors = sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "socketio"})
     assert errors is not None
     assert errors >= 3
-
-
-async def test_batcher_unbatched_paths_keep_order(
-    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
-) -> None:
-    """Callbacks, binary and multi-argument payloads go alone, after the pending batch; lists of
-    rooms work; after aclose emits are sent directly; the client helper delivers in order."""
-    sio, base = live
-
-    async def connect(sid: str, environ: Any) -> None:
-        await sio.enter_room(sid, "r1")
-
-    sio.on("connect", connect)
-
-    c = await client(base)
-    got: list[Any] = []
-    c.on("e", lambda *args: got.append(args if len(args) > 1 else args[0]))
-    unbatch(c)
-    acks: list[Any] = []
-    sid = c.get_sid()
-    batcher = Batcher(sio, registry=registry, max_delay=10, max_bytes=None)
-    await batcher.emit("e", 1, to=["r1"])
-    await batcher.emit("e", 2, to=["r1"])
-    await batcher.emit("e", b"bin", to=["r1"])
-    await batcher.emit("e", (3, 4), to=["r1"])
-    await batcher.emit("e", 5, to=sid, callback=lambda *a: acks.append(a))
-    await batcher.emit("e", 6, to=["r1"], batch=False)
-    assert batcher.pending == 0
-    await batcher.emit("e", 7, to=["r1"])
-    async with batcher:
-        pass
-    await batcher.emit("e", 8, to=["r1"])
-    await settle()
-    assert got == [1, 2, b"bin", (3, 4), 5, 6, 7, 8]
-    assert (
-        sample(registry, "socketio_batches_total", {"event": "e", "flush_reason": "ordering"}) == 1
-    )
-    assert sample(registry, "socketio_batches_total", {"event": "e", "flush_reason": "close"}) == 1
-    await c.disconnect()
-
-
-async def test_batcher_bytes_and_failed_send(registry: PerfRegistry) -> None:
-    """The default sizer measures JSON length (max_bytes trigger); a failed emit is counted as
-    dropped with send_error and reported, never raised to the emitter."""
-    sent: list[Any] = []
-
-    class Server:
-        async def emit(self, event: str, data: Any, **kwargs: Any) -> None:
-            if data[1] == ["fail"]:
-                raise ConnectionError("down")
-            sent.append(data)
-
-    batcher = Batcher(Server(), registry=registry, max_bytes=25, max_delay=10)
-    await batcher.emit("e", {"k": "0123456789"})  # 19 bytes of JSON
-    await batcher.emit("e", "abc")  # 22: still fits
-    await batcher.emit("e", None)  # 8 more: flushes the first two
-    await batcher.emit("f", "fail", to="x")
-    await batcher.aclose()
-    assert sent == [("e", [{"k": "0123456789"}, "abc"]), ("e", [None])]
-    dropped = sample(registry, "socketio_batch_dropped_total", {"reason": "send_error"})
-    assert dropped == 1
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"max_items": 0}, ERR_MAX_ITEMS.split("{")[0]),
-        ({"sizer": 3}, "sizer must be callable"),
-        ({"batch_event": ""}, "batch_event"),
-        ({"registry": object()}, "registry must be"),
-        ({"max_events": 0}, "max_events"),
-    ],
-)
-def test_batcher_bad_configuration(kwargs: dict[str, Any], message: str) -> None:
-    """Bad batcher options are ValueErrors at construction."""
-    sio = socketio.AsyncServer(async_mode="asgi")
-    with pytest.raises(ValueError, match=message):
-        Batcher(sio, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -421,7 +315,7 @@ async def test_raw_packets_cannot_claim_namespace_labels(
         for i in range(25):
             await raw.send(f'42/junk-{i},["hello"]')
         await raw.send(f'42/{"X" * 5000},["hello"]')
-        c = await client(base, namespaces=["/chat"])
+        c = await open_client(base, namespaces=["/chat"])
         await c.emit("msg", "hi", namespace="/chat")
         for _ in range(200):
             if received:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import ResponseError
 
-from ..._histogram import Histogram
+from ..._histogram import PlainHistogram
 from ...catalogue import CATALOGUE
 from ...registry import CatalogueCollector, ComponentKey, PerfRegistry
 
@@ -45,7 +45,7 @@ class TierStats:
         self.resubscribes = 0
         self.subscribed = 0
         buckets = tuple(CATALOGUE["cache_redis_duration_seconds"].buckets or ())
-        self.durations = {op: Histogram(buckets) for op in OPERATIONS[:-1]}
+        self.durations = {op: PlainHistogram(buckets) for op in OPERATIONS[:-1]}
         self.circuit_open: Callable[[], bool] = lambda: False
 
 
