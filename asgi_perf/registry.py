@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from ._checks import check, is_int_at_least
 from ._labels import OVERFLOW, SeriesCap
 from .catalogue import CATALOGUE, MetricSpec
 
@@ -151,12 +152,7 @@ class PerfRegistry:
     ) -> None:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
-        if (
-            not isinstance(max_series_per_metric, int)
-            or isinstance(max_series_per_metric, bool)
-            or max_series_per_metric < 1
-        ):
-            raise ValueError(ERR_MAX_SERIES.format(max_series_per_metric))
+        check(is_int_at_least(max_series_per_metric, 1), ERR_MAX_SERIES, max_series_per_metric)
         self.prometheus: CollectorRegistry = (
             registry if registry is not None else CollectorRegistry()
         )

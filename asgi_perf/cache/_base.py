@@ -32,7 +32,6 @@ MAX_NAME_LENGTH = 100
 #: Registry component key of the per-registry :class:`~asgi_perf.cache.CacheSet`.
 
 ERR_NAME = "cache name must be a non-empty string of at most 100 characters, got {!r}"
-ERR_REGISTRY = "registry must be a PerfRegistry, got {!r}"
 ERR_LOCK = "lock must be a threading.Lock or RLock (with acquire() and release()), got {!r}"
 ERR_MAXSIZE = "maxsize must be a number >= 1, got {!r}"
 

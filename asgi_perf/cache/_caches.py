@@ -21,13 +21,13 @@ from typing import Any
 
 import cachetools
 
+from .._checks import ERR_REGISTRY, check, is_number, is_positive
 from ..registry import PerfRegistry
 from ._base import (
     _MISSING,
     ERR_LOCK,
     ERR_MAXSIZE,
     ERR_NAME,
-    ERR_REGISTRY,
     KT,
     MAX_NAME_LENGTH,
     VT,
@@ -220,10 +220,8 @@ class TTLCache(TLRUCache[KT, VT]):
         timer: Callable[[], float] = time.monotonic,
         getsizeof: Callable[[VT], float] | None = None,
     ) -> None:
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-            raise ValueError(ERR_TTL.format(ttl))
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
-            raise ValueError(ERR_JITTER.format(jitter))
+        check(is_positive(ttl, finite=False), ERR_TTL, ttl)
+        check(is_number(jitter) and 0 <= jitter < 1, ERR_JITTER, jitter)
         self._ttl = ttl
         self.jitter = jitter
         if jitter:

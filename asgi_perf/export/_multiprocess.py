@@ -27,11 +27,12 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
+from .._checks import ERR_REGISTRY, check, is_positive
 from ..registry import ComponentKey, PerfRegistry
 from . import _mp_store as store
 
@@ -81,13 +82,8 @@ def check_directory(directory: str | os.PathLike[str]) -> Path:
 
 
 def _check_interval(interval: object) -> float:
-    if (
-        isinstance(interval, bool)
-        or not isinstance(interval, (int, float))
-        or not 0 < interval < float("inf")
-    ):
-        raise ValueError(ERR_INTERVAL.format(interval))
-    return float(interval)
+    check(is_positive(interval), ERR_INTERVAL, interval)
+    return float(cast("float", interval))
 
 
 class Multiprocess:
@@ -239,8 +235,7 @@ def enable_multiprocess(
     :returns: the registry's one :class:`Multiprocess` (a second call returns the same one, with
         the new interval if given).
     """
-    if not isinstance(registry, PerfRegistry):
-        raise ValueError(f"registry must be a PerfRegistry, got {registry!r}")
+    check(isinstance(registry, PerfRegistry), ERR_REGISTRY, registry)
     if directory is None:
         directory = os.environ.get(MULTIPROC_ENV) or None
         if directory is None:

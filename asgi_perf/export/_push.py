@@ -38,6 +38,7 @@ from prometheus_client.exposition import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from .._checks import check, is_positive
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 from ._multiprocess import MULTIPROCESS
 
@@ -122,10 +123,7 @@ class Target:
         if not isinstance(job, str) or not job.strip():
             raise ValueError(ERR_JOB.format(job))
         key = _check_grouping_key(grouping_key)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise ValueError(ERR_TIMEOUT.format(timeout))
-        if not 0 < timeout < float("inf"):
-            raise ValueError(ERR_TIMEOUT.format(timeout))
+        check(is_positive(timeout), ERR_TIMEOUT, timeout)
         if basic_auth is not None and (
             not isinstance(basic_auth, tuple)
             or len(basic_auth) != 2

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
+from .._checks import ERR_REGISTRY
 from .._histogram import check_buckets
 from .._labels import (
     METHOD_LABELS,
@@ -29,7 +30,6 @@ CLIENT_CLOSED_REQUEST = 499
 ERR_EXCLUDE_PATH = "exclude_paths entries must be strings starting with '/', got {!r}"
 ERR_EXCLUDE_PATTERN = "exclude_patterns entry {!r} is not a valid regular expression: {}"
 ERR_ROUTE_GETTER = "route_getter must be callable, got {!r}"
-ERR_REGISTRY = "registry must be a PerfRegistry, got {!r}"
 
 RouteGetter = Callable[[Scope], "str | None"]
 

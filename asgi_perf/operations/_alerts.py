@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import operator
 import re
 import threading
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._checks import is_finite
 from ..registry import PerfRegistry
 from ._keys import ALERTS
 from ._webhook import WebhookNotifier
@@ -92,19 +92,15 @@ class AlertRule:
             raise ValueError(ERR_METRIC.format(self.name, self.metric, ", ".join(sorted(FIGURES))))
         if self.op not in OPERATORS:
             raise ValueError(ERR_OP.format(self.name, self.op))
-        if not _finite(self.threshold):
+        if not is_finite(self.threshold):
             raise ValueError(ERR_THRESHOLD.format(self.name, self.threshold))
-        if not _finite(self.for_seconds) or self.for_seconds < 0:
+        if not is_finite(self.for_seconds) or self.for_seconds < 0:
             raise ValueError(ERR_FOR.format(self.name, self.for_seconds))
         if self.severity not in SEVERITIES:
             raise ValueError(ERR_SEVERITY.format(self.name, self.severity))
 
     def breached(self, value: float | None) -> bool:
         return value is not None and OPERATORS[self.op](value, self.threshold)
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 #: The seed systems' thresholds, plus latency, cache, slow-query and Socket.IO rules.
@@ -249,7 +245,7 @@ class AlertManager:
         for name in names:
             if names.count(name) > 1:
                 raise ValueError(ERR_DUPLICATE.format(name))
-        if repeat_interval is not None and (not _finite(repeat_interval) or repeat_interval <= 0):
+        if repeat_interval is not None and (not is_finite(repeat_interval) or repeat_interval <= 0):
             raise ValueError(ERR_REPEAT.format(repeat_interval))
         notifiers = list(notifiers) if notifiers is not None else [LogNotifier()]
         for notifier in notifiers:

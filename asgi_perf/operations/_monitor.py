@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._checks import check, is_int_at_least, is_positive
 from ..registry import PerfRegistry
 from ._keys import ALERTS, MONITOR
 from ._schema import Summary
@@ -113,15 +113,8 @@ class Monitor:
         alerts: AlertManager | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if (
-            not isinstance(interval, (int, float))
-            or isinstance(interval, bool)
-            or not math.isfinite(interval)
-            or interval <= 0
-        ):
-            raise ValueError(ERR_INTERVAL.format(interval))
-        if not isinstance(history_size, int) or isinstance(history_size, bool) or history_size < 1:
-            raise ValueError(ERR_HISTORY.format(history_size))
+        check(is_positive(interval), ERR_INTERVAL, interval)
+        check(is_int_at_least(history_size, 1), ERR_HISTORY, history_size)
         if registry.find_component(MONITOR) is not None:
             raise ValueError(ERR_ALREADY)
         self.registry = registry

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._checks import ERR_REGISTRY, check
 from .._labels import NameLimiter
 from ..registry import PerfRegistry
 from ._batching import Coalescer, Overflow, check_options
@@ -68,8 +69,7 @@ class Batcher:
     ) -> None:
         if registry is None:
             registry = PerfRegistry()
-        if not isinstance(registry, PerfRegistry):
-            raise ValueError(f"registry must be a PerfRegistry, got {registry!r}")
+        check(isinstance(registry, PerfRegistry), ERR_REGISTRY, registry)
         if not callable(getattr(sio, "emit", None)):
             raise ValueError(ERR_NOT_ASYNC_SERVER.format(sio))
         check_options(max_items, max_bytes, max_delay, max_pending, overflow)

@@ -22,6 +22,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, Literal, TypeVar
 
+from .._checks import check, is_int_at_least, is_positive
+
 K = TypeVar("K", bound=Hashable)
 
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
@@ -42,28 +44,15 @@ ERR_OVERFLOW = "overflow must be one of 'block', 'drop_oldest', 'drop_newest', g
 SendBatch = Callable[[Any, list[Any], float, str], Awaitable[None]]
 
 
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def check_options(
     max_items: Any, max_bytes: Any, max_delay: Any, max_pending: Any, overflow: Any
 ) -> None:
     """Raise ``ValueError`` for a bad batcher configuration."""
-    if not _positive_int(max_items):
-        raise ValueError(ERR_MAX_ITEMS.format(max_items))
-    if max_bytes is not None and not _positive_int(max_bytes):
-        raise ValueError(ERR_MAX_BYTES.format(max_bytes))
-    if (
-        not isinstance(max_delay, (int, float))
-        or isinstance(max_delay, bool)
-        or not 0 < max_delay < float("inf")
-    ):
-        raise ValueError(ERR_MAX_DELAY.format(max_delay))
-    if not _positive_int(max_pending) or max_pending < max_items:
-        raise ValueError(ERR_MAX_PENDING.format(max_pending))
-    if overflow not in OVERFLOW_POLICIES:
-        raise ValueError(ERR_OVERFLOW.format(overflow))
+    check(is_int_at_least(max_items, 1), ERR_MAX_ITEMS, max_items)
+    check(max_bytes is None or is_int_at_least(max_bytes, 1), ERR_MAX_BYTES, max_bytes)
+    check(is_positive(max_delay), ERR_MAX_DELAY, max_delay)
+    check(is_int_at_least(max_pending, max_items), ERR_MAX_PENDING, max_pending)
+    check(overflow in OVERFLOW_POLICIES, ERR_OVERFLOW, overflow)
 
 
 class _Batch:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
+from .._checks import ERR_REGISTRY, check, is_int_at_least
 from .._histogram import check_buckets
 from .._labels import OTHER, NameLimiter
 from ..catalogue import LATENCY_BUCKETS
@@ -53,9 +54,8 @@ _HOOK_ATTR = "_asgi_perf_hook"
 
 
 def _check_max(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(ERR_MAX_NAMES.format(name, value))
-    return value
+    check(is_int_at_least(value, 1), ERR_MAX_NAMES, name, value)
+    return cast("int", value)
 
 
 def _wire_size(data: object) -> int:
@@ -420,8 +420,7 @@ def instrument_socketio(
     """
     if registry is None:
         registry = PerfRegistry()
-    if not isinstance(registry, PerfRegistry):
-        raise ValueError(f"registry must be a PerfRegistry, got {registry!r}")
+    check(isinstance(registry, PerfRegistry), ERR_REGISTRY, registry)
     is_async = getattr(sio, "is_asyncio_based", None)
     if not (callable(is_async) and is_async() and hasattr(sio, "_handle_connect")):
         raise ValueError(ERR_NOT_ASYNC_SERVER.format(sio))

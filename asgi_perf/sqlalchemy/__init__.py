@@ -5,6 +5,7 @@
 this module's ``ERR_*`` constants. Requires the ``sqlalchemy`` extra.
 """
 
+from .._checks import ERR_REGISTRY
 from ._engine import (
     CANCELLED,
     DBAPI_ERRORS,
@@ -15,7 +16,6 @@ from ._engine import (
     ERR_NAME,
     ERR_NAME_TAKEN,
     ERR_OTHER_REGISTRY,
-    ERR_REGISTRY,
     ERR_THRESHOLD,
     ERROR,
     OK,

@@ -29,6 +29,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
+from .._checks import ERR_REGISTRY, check, is_finite, is_int_at_least, is_positive
 from .._histogram import PlainHistogram, check_buckets
 from .._labels import OVERFLOW, NameLimiter
 from ..catalogue import LATENCY_BUCKETS
@@ -47,7 +48,6 @@ from ._stats import (
 logger = logging.getLogger("asgi_perf.sqlalchemy")
 
 ERR_ENGINE = "instrument_engine() needs a sqlalchemy Engine or AsyncEngine, got {!r}"
-ERR_REGISTRY = "registry must be a PerfRegistry, got {!r}"
 ERR_NAME = "name must be 1-64 characters of letters, digits, '_', '-', '.' or ':', got {!r}"
 ERR_NAME_TAKEN = "engine name {!r} is already used by another engine on this registry"
 ERR_OTHER_REGISTRY = (
@@ -552,28 +552,13 @@ def instrument_engine(
         raise ValueError(ERR_ENGINE.format(engine))
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise ValueError(ERR_NAME.format(name))
-    if slow_query_threshold is not None and (
-        isinstance(slow_query_threshold, bool)
-        or not isinstance(slow_query_threshold, (int, float))
-        or not 0 < slow_query_threshold < math.inf
-    ):
-        raise ValueError(ERR_THRESHOLD.format(slow_query_threshold))
-    if (
-        isinstance(slow_log_interval, bool)
-        or not isinstance(slow_log_interval, (int, float))
-        or not 0 <= slow_log_interval < math.inf
-    ):
-        raise ValueError(ERR_INTERVAL.format(slow_log_interval))
-    if isinstance(max_fingerprints, bool) or not isinstance(max_fingerprints, int):
-        raise ValueError(ERR_MAX_FINGERPRINTS.format(max_fingerprints))
-    if max_fingerprints < 1:
-        raise ValueError(ERR_MAX_FINGERPRINTS.format(max_fingerprints))
-    if n_plus_one_threshold is not None and (
-        isinstance(n_plus_one_threshold, bool)
-        or not isinstance(n_plus_one_threshold, int)
-        or n_plus_one_threshold < 2
-    ):
-        raise ValueError(ERR_N_PLUS_ONE.format(n_plus_one_threshold))
+    threshold = slow_query_threshold
+    check(threshold is None or is_positive(threshold), ERR_THRESHOLD, threshold)
+    interval = slow_log_interval
+    check(is_finite(interval) and interval >= 0, ERR_INTERVAL, interval)
+    check(is_int_at_least(max_fingerprints, 1), ERR_MAX_FINGERPRINTS, max_fingerprints)
+    n_plus_one = n_plus_one_threshold
+    check(n_plus_one is None or is_int_at_least(n_plus_one, 2), ERR_N_PLUS_ONE, n_plus_one)
     bounds = check_buckets(buckets)
 
     with _HANDLES_LOCK:

@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from asgi_perf import UNMATCHED, PerfMiddleware, PerfRegistry
+from asgi_perf._checks import ERR_REGISTRY
 from asgi_perf._types import Message, Receive, Scope, Send
 from asgi_perf.http._middleware import (
     CLIENT_CLOSED_REQUEST,
     ERR_EXCLUDE_PATH,
     ERR_EXCLUDE_PATTERN,
-    ERR_REGISTRY,
     ERR_ROUTE_GETTER,
 )
 from asgi_perf.testing import sample, samples

@@ -28,8 +28,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..._checks import ERR_REGISTRY, check, is_int_at_least, is_positive
 from ...registry import PerfRegistry
-from .._base import ERR_REGISTRY, MeteredCache
+from .._base import MeteredCache
 from .._caches import ERR_JITTER, ERR_TTL
 from ._codec import (
     ERR_KEY_TYPE,
@@ -79,10 +80,6 @@ class _Flight:
     def __init__(self) -> None:
         self.stale = False
         self.task: asyncio.Task[Any] | None = None
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 if sys.version_info >= (3, 11):
@@ -144,24 +141,20 @@ class TieredCache:
             raise ValueError(ERR_DECODE)
         if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
             raise ValueError(ERR_NAMESPACE.format(namespace))
-        if not _positive(ttl):
-            raise ValueError(ERR_TTL.format(ttl))
+        check(is_positive(ttl, finite=False), ERR_TTL, ttl)
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
             raise ValueError(ERR_JITTER.format(jitter))
         serializer = JsonSerializer() if serializer is None else serializer
         if not isinstance(serializer, Serializer) or isinstance(serializer, type):
             raise ValueError(ERR_SERIALIZER.format(serializer))
-        if not _positive(timeout):
-            raise ValueError(ERR_TIMEOUT.format(timeout))
-        if (
-            not isinstance(failure_threshold, int)
-            or isinstance(failure_threshold, bool)
-            or failure_threshold < 1
-            or not _positive(reset_after)
-        ):
-            raise ValueError(ERR_BREAKER.format(failure_threshold, reset_after))
-        if not _positive(ping_interval):
-            raise ValueError(ERR_PING.format(ping_interval))
+        check(is_positive(timeout, finite=False), ERR_TIMEOUT, timeout)
+        check(
+            is_int_at_least(failure_threshold, 1) and is_positive(reset_after, finite=False),
+            ERR_BREAKER,
+            failure_threshold,
+            reset_after,
+        )
+        check(is_positive(ping_interval, finite=False), ERR_PING, ping_interval)
         self.local = local
         self.redis = redis
         self.namespace = namespace
