@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         "--traffic", action="store_true", help="generate load, print a report and exit"
     )
     demo.add_argument(
+        "--no-background-traffic",
+        dest="background_traffic",
+        action="store_false",
+        help="without --traffic: serve only, send no light load to itself",
+    )
+    demo.add_argument(
         "--duration", type=float, default=10.0, help="seconds of traffic (with --traffic)"
     )
     demo.add_argument(
@@ -134,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traffic=args.traffic,
             duration=args.duration,
             concurrency=args.concurrency,
+            background_traffic=args.background_traffic,
         )
     except ValueError as exc:
         sys.stderr.write(f"asgi-perf demo: {exc}\n")
