@@ -96,6 +96,10 @@ class Samples:
             out[key] = out.get(key, 0.0) + value
         return out
 
+    def total_by(self, name: str, key: str) -> dict[str, float]:
+        """``name`` summed by one label, keyed by that label's value."""
+        return {k: v for (k,), v in self.sum_by(name, key).items()}
+
     def hist_by(
         self, name: str, key: Callable[[Labels], tuple[str, ...] | None]
     ) -> dict[tuple[str, ...], _Hist]:
@@ -213,8 +217,8 @@ class _Builder:
             "timers": self.timers(),
             "alerts": self.alerts(),
             "instrumentation": {
-                "errors": self.s.sum_by("asgi_perf_instrumentation_errors_total", "component"),
-                "series_overflow": self.s.sum_by("asgi_perf_series_overflow_total", "metric"),
+                "errors": self.s.total_by("asgi_perf_instrumentation_errors_total", "component"),
+                "series_overflow": self.s.total_by("asgi_perf_series_overflow_total", "metric"),
             },
         }
 
