@@ -96,6 +96,18 @@ def test_bad_arguments_are_one_line(args: tuple[str, ...], start: str) -> None:
         assert line.endswith("--help)")
 
 
+def test_bad_arguments_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """Called as a function, main() exits 2 on a bad argument, with the same single line."""
+    with pytest.raises(SystemExit) as caught:
+        main(["report", "--format", "xml"])
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("asgi-perf report: argument --format: invalid choice: 'xml'")
+    assert err.endswith(" (see asgi-perf report --help)\n")
+    assert len(err.splitlines()) == 1
+
+
 # -- report --url ---
 @pytest.mark.parametrize(
     ("url", "expected"),
