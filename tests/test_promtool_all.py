@@ -82,7 +82,7 @@ def promtool_check(promtool: str, body: bytes) -> tuple[int, list[str]]:
 def text_format_view(openmetrics: str) -> set[str]:
     """What promtool reports on a valid OpenMetrics body: only its own format limitation.
 
-    promtool's parser reads the 0.0.4 text format only (Prometheus issue 8932): a counter family
+    promtool has no OpenMetrics parser and reads the 0.0.4 text format only: a counter family
     ``x`` is exposed in OpenMetrics as ``# TYPE x counter`` with samples ``x_total`` (and
     ``x_created``), which that parser reads as other, undocumented metrics.
     """
