@@ -134,10 +134,10 @@ class SocketIOStats:
         names = (
             "socketio_connections",
             "socketio_queue_depth_max",
-            "socketio_queue_depth_sum",
+            "socketio_queued_packets",
             "socketio_batch_pending",
         )
-        conn, depth_max, depth_sum, pending = (
+        conn, depth_max, queued, pending = (
             GaugeMetricFamily(
                 reg.metric_name(n),
                 self._help(n),
@@ -159,11 +159,11 @@ class SocketIOStats:
         for key, n in sorted(counts.items()):
             conn.add_metric(key, n)
         depth_max.add_metric((), deepest)
-        depth_sum.add_metric((), total)
+        queued.add_metric((), total)
         pending.add_metric((), sum(batcher.pending for batcher in list(self.batchers)))
         yield conn
         yield depth_max
-        yield depth_sum
+        yield queued
         yield pending
 
     def describe(self) -> Iterator[Metric]:
@@ -180,7 +180,7 @@ class SocketIOStats:
         for name in (
             "socketio_connections",
             "socketio_queue_depth_max",
-            "socketio_queue_depth_sum",
+            "socketio_queued_packets",
             "socketio_batch_pending",
         ):
             yield GaugeMetricFamily(reg.metric_name(name), self._help(name))

@@ -19,7 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import cachetools
+from ._optional import requires
+
+with requires("asgi_perf.cache", extra="cachetools"):
+    import cachetools
 
 from ._cache_base import (
     _MISSING,

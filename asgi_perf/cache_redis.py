@@ -24,9 +24,14 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from ._optional import requires
+
+# cachetools first: the local tier needs it, and the redis extra installs both.
+with requires("asgi_perf.cache_redis", extra="redis"):
+    import cachetools  # noqa: F401
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._cache_base import ERR_REGISTRY, MeteredCache
 from ._cache_redis_codec import (

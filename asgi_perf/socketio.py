@@ -25,6 +25,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from time import perf_counter
 from typing import Any
 
+from ._optional import requires
+
+# The hooks work on a server instance and never call the package itself; importing it here makes
+# a missing install fail now, naming the extra, rather than at the first instrument_socketio().
+with requires("asgi_perf.socketio", extra="socketio"):
+    import socketio  # noqa: F401
+
 from ._batching import Coalescer, Overflow, check_options
 from ._histogram import check_buckets
 from ._labels import OTHER, NameLimiter

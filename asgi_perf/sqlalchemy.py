@@ -25,9 +25,12 @@ from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from ._optional import requires
+
+with requires("asgi_perf.sqlalchemy", extra="sqlalchemy"):
+    from sqlalchemy import event
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.engine import Engine
 
 from ._histogram import Histogram, check_buckets
 from ._labels import OVERFLOW, NameLimiter

@@ -480,7 +480,7 @@ class _Builder:
                 k[0]: int(v) for k, v in s.sum_by("socketio_batch_dropped_total", "reason").items()
             },
             "queue_depth_max": one("socketio_queue_depth_max"),
-            "queue_depth_sum": one("socketio_queue_depth_sum"),
+            "queue_depth_sum": one("socketio_queued_packets"),
         }
 
     def timers(self) -> dict[str, Any]:
