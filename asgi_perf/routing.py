@@ -1,32 +1,42 @@
-"""Route templates from what the router already computed: O(1) per request.
+"""Route templates from what the router already computed.
 
-Starlette's router stores the matched route object in ``scope["route"]`` (older releases only
-``scope["endpoint"]``). Current FastAPI keeps ``include_router`` prefixes out of the route object
-and records the included copy as ``scope["fastapi"]["effective_route_context"]`` instead, so reading
-``route.path`` there drops the prefix (the bug OpenTelemetry's ASGI instrumentation has). Mounts
-overwrite ``scope["route"]`` with the inner route and leave only the *actual* matched prefix in
-``root_path``.
+The router leaves its choice in the scope, in one of two forms:
 
-So the resolver keys on the object the router chose (the effective context when it belongs to the
-matched route, else the route, else the endpoint) and maps it to its full template with one walk of
-the router tree, done the first time an object is seen. Per request that is a few ``scope.get``
-calls and one dict lookup, however many routes the app has. An object reachable under several
-prefixes (one sub-app mounted twice) is disambiguated by matching the actual mount prefix.
+- the matched **route object**: ``scope["route"]``, set by Starlette's router from 1.7.0 on and by
+  FastAPI's ``APIRoute`` on every version. Current FastAPI keeps ``include_router`` prefixes out of
+  the route object and records the included copy as ``scope["fastapi"]["effective_route_context"]``
+  instead, so reading ``route.path`` there drops the prefix (the bug OpenTelemetry's ASGI
+  instrumentation has);
+- only the matched **endpoint**: ``scope["endpoint"]``, the route's endpoint or a mount's app.
+  That is all Starlette before 1.7.0 records, and all FastAPI's own router records for plain
+  Starlette routes and mounts on every Starlette version. One endpoint often serves several routes
+  (``instrument()``'s metrics routes, a generic handler, one ``StaticFiles`` mounted twice), so the
+  endpoint alone does not name the route.
+
+Mounts leave only the *actual* matched prefix in ``root_path``.
+
+The resolver maps each object to the route(s) it sits behind with one walk of the router tree, done
+the first time an object is seen. A route object behind one template is a constant label: a few
+``scope.get`` calls and one dict lookup per request. Otherwise (an endpoint, or an object reachable
+under several prefixes) the candidates are compiled once into a matcher that asks what the router
+asked: the mount prefix, the route's own compiled pattern (all of an endpoint's patterns joined in
+one regular expression, so the cost does not grow with the route count), its methods, its host.
+There is no version switch: the same code reads whichever form the installed Starlette and FastAPI
+record, and an object it cannot place is ``UNMATCHED``, never another route's template.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._labels import UNMATCHED
 from ._types import Scope
 
 _MOUNT_SUFFIX = "/{path}"
 _PARAM = re.compile(r"\{([^}:]+)(?::([^}]+))?\}")
-#: Cap on cached (object, actual mount prefix) pairs for ambiguous objects.
-_MAX_AMBIGUOUS = 1024
+_GROUP_NAME = re.compile(r"\(\?P<\w+>")
 #: Cap on cached route objects. Real routers reuse a bounded set of route objects; a router that
 #: builds a new one per request must not grow the cache (past the cap such objects are resolved
 #: each time, at the cost of a walk).
@@ -45,65 +55,186 @@ def _prefix_regex(template: str) -> re.Pattern[str]:
 
 def _path_format(route: Any) -> str | None:
     fmt = getattr(route, "path_format", None)
-    if isinstance(fmt, str):
+    if isinstance(fmt, str) and fmt:
         return fmt
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else None
+    return path if isinstance(path, str) and path else None
 
 
-def _is_router_mount(route: Any) -> bool:
-    fmt = _path_format(route)
-    return bool(getattr(route, "routes", None)) and fmt is not None and fmt.endswith(_MOUNT_SUFFIX)
+class _Option(NamedTuple):
+    """One place an object sits in the router tree."""
+
+    template: str | None  # the full label; None: a mount over a router, nothing inside matched
+    prefix: str  # template of the mount prefix the router leaves in root_path
+    route: Any  # whose pattern and methods the router matched; None: the object is the route
+    hosts: tuple[Any, ...]  # Host routes it sits under
 
 
 class _Index:
-    """Every routable object under a router, with the full template(s) it answers to."""
+    """Every routable object under a router, with the place(s) it answers to."""
 
     def __init__(self) -> None:
-        # id(obj) -> (obj, [(template, mount prefix template)]); the obj keeps the id from reuse.
-        self.entries: dict[int, tuple[Any, list[tuple[str | None, str]]]] = {}
+        # id(obj) -> (obj, options); the obj keeps the id from reuse.
+        self.entries: dict[int, tuple[Any, list[_Option]]] = {}
+        self._seen: set[tuple[int, str | None, str, int, tuple[int, ...]]] = set()
 
-    def add(self, obj: Any, template: str | None, prefix: str) -> None:
-        entry = self.entries.setdefault(id(obj), (obj, []))
-        if (template, prefix) not in entry[1]:
-            entry[1].append((template, prefix))
+    def add(self, obj: Any, option: _Option) -> None:
+        if obj is None:
+            return
+        # By identity: Starlette routes define __eq__ by path and endpoint.
+        seen = (
+            id(obj),
+            option.template,
+            option.prefix,
+            id(option.route),
+            tuple(map(id, option.hosts)),
+        )
+        if seen not in self._seen:
+            self._seen.add(seen)
+            self.entries.setdefault(id(obj), (obj, []))[1].append(option)
 
-    def walk(self, routes: Iterable[Any], prefix: str, depth: int = 0) -> None:
+    def walk(
+        self, routes: Iterable[Any], prefix: str, hosts: tuple[Any, ...] = (), depth: int = 0
+    ) -> None:
         if depth > 32:  # a router that contains itself: stop rather than recurse forever
             return
         for route in routes:
             contexts = getattr(route, "effective_route_contexts", None)
             if callable(contexts):  # FastAPI _IncludedRouter
                 for ctx in contexts():
-                    self._walk_context(ctx, prefix, depth)
+                    original = getattr(ctx, "original_route", None)
+                    actual = getattr(ctx, "starlette_route", None) or ctx
+                    self._route(
+                        ctx, actual, getattr(original, "routes", None), prefix, hosts, depth
+                    )
                 continue
-            fmt = _path_format(route)
-            sub = getattr(route, "routes", None)
-            if fmt is None:
-                if sub:  # Host: no path of its own, the host is not a label
-                    self.walk(sub, prefix, depth + 1)
-                continue
-            if sub and fmt.endswith(_MOUNT_SUFFIX):
-                # A mount over a router: being the final route means nothing inside matched.
-                self.add(route, None, prefix)
-                self.walk(sub, prefix + fmt.removesuffix(_MOUNT_SUFFIX), depth + 1)
-                continue
-            self.add(route, prefix + fmt, prefix)
-            endpoint = getattr(route, "endpoint", None)
-            if endpoint is not None:
-                self.add(endpoint, prefix + fmt, prefix)
+            self._route(route, route, getattr(route, "routes", None), prefix, hosts, depth)
 
-    def _walk_context(self, ctx: Any, prefix: str, depth: int) -> None:
-        original = getattr(ctx, "original_route", None)
-        fmt = _path_format(getattr(ctx, "starlette_route", None)) or _path_format(ctx)
+    def _route(
+        self, key: Any, route: Any, sub: Any, prefix: str, hosts: tuple[Any, ...], depth: int
+    ) -> None:
+        """Index ``route``, which the router records as ``key`` or as its endpoint / app."""
+        fmt = _path_format(route)
         if fmt is None:
+            if sub:  # Host: no path of its own, the host is not a label
+                inner = (*hosts, route)
+                self.add(getattr(route, "app", None), _Option(None, prefix, None, inner))
+                self.walk(sub, prefix, inner, depth + 1)
             return
-        sub = getattr(original, "routes", None)
-        if sub and fmt.endswith(_MOUNT_SUFFIX):
-            self.add(ctx, None, prefix)
-            self.walk(sub, prefix + fmt.removesuffix(_MOUNT_SUFFIX), depth + 1)
-        else:
-            self.add(ctx, prefix + fmt, prefix)
+        if not hasattr(route, "endpoint") and fmt.endswith(_MOUNT_SUFFIX):
+            # A mount: the router moves its matched path into root_path and records its app.
+            own = prefix + fmt.removesuffix(_MOUNT_SUFFIX)
+            # Over a router, being the final route means nothing inside matched.
+            option = _Option(None if sub else prefix + fmt, own, None, hosts)
+            self.add(key, option)
+            self.add(getattr(route, "app", None), option)
+            if sub:
+                self.walk(sub, own, hosts, depth + 1)
+            return
+        self.add(key, _Option(prefix + fmt, prefix, None, hosts))
+        self.add(getattr(route, "endpoint", None), _Option(prefix + fmt, prefix, route, hosts))
+
+
+class _Candidate(NamedTuple):
+    label: str
+    prefix: re.Pattern[str]
+    pattern: re.Pattern[str] | None  # the route's own pattern over the route path
+    methods: frozenset[str] | None
+    hosts: tuple[Any, ...]
+
+
+class _Matcher:
+    """Picks, among the places one object sits, the one the router chose for this request: the
+    first whose mount prefix, host, pattern and method all match, as the router itself does (else
+    the first that matches all but the method: a 405)."""
+
+    __slots__ = ("_candidates", "_groups")
+
+    def __init__(self, options: list[_Option]) -> None:
+        hosts = {tuple(map(id, option.hosts)) for option in options}
+        # Hosts only tell candidates apart when they differ: the router has already checked them.
+        self._candidates = [_candidate(option, len(hosts) > 1) for option in options]
+        self._groups = _joined(self._candidates)
+
+    def match(self, scope: Scope) -> str | None:
+        """The label, or ``None`` when no candidate matches (the route is not indexed)."""
+        actual = _actual_prefix(scope)
+        path = _route_path(scope)
+        if self._groups is not None:
+            best = -1
+            for prefix, joined, names in self._groups:
+                if prefix.fullmatch(actual):
+                    m = joined.match(path)
+                    if m is not None and m.lastgroup is not None:
+                        i = names[m.lastgroup]
+                        best = i if best < 0 else min(best, i)
+            if best < 0:
+                return None
+            chosen = self._candidates[best]
+            if chosen.methods is None or scope.get("method") in chosen.methods:
+                return chosen.label
+        return self._scan(scope, actual, path)
+
+    def _scan(self, scope: Scope, actual: str, path: str) -> str | None:
+        method = scope.get("method")
+        partial: str | None = None
+        for c in self._candidates:
+            if not c.prefix.fullmatch(actual):
+                continue
+            if c.pattern is not None and not c.pattern.match(path):
+                continue
+            if c.hosts and not all(_host_matches(host, scope) for host in c.hosts):
+                continue
+            if c.methods is None or method in c.methods:
+                return c.label
+            if partial is None:
+                partial = c.label
+        return partial
+
+
+def _candidate(option: _Option, check_hosts: bool) -> _Candidate:
+    pattern = getattr(option.route, "path_regex", None)
+    methods = getattr(option.route, "methods", None)
+    return _Candidate(
+        option.template if option.template is not None else UNMATCHED,
+        _prefix_regex(option.prefix),
+        pattern if isinstance(pattern, re.Pattern) else None,
+        frozenset(methods) if methods else None,
+        option.hosts if check_hosts else (),
+    )
+
+
+def _joined(
+    candidates: list[_Candidate],
+) -> list[tuple[re.Pattern[str], re.Pattern[str], dict[str, int]]] | None:
+    """Per mount prefix, every candidate's pattern in one alternation (first match wins, as in the
+    router), so picking among many routes is one regular-expression call. ``None`` when a
+    candidate needs the slow scan: a host, or a pattern that cannot be joined."""
+    groups: dict[str, tuple[re.Pattern[str], list[str], dict[str, int]]] = {}
+    for i, c in enumerate(candidates):
+        if c.hosts or c.pattern is None:
+            return None
+        source = c.pattern.pattern
+        if not (source.startswith("^") and source.endswith("$")) or "(?P=" in source:
+            return None
+        _, parts, names = groups.setdefault(c.prefix.pattern, (c.prefix, [], {}))
+        names[f"_{i}"] = i
+        # The route's own pattern, its group names dropped (they repeat across routes).
+        parts.append(f"(?P<_{i}>{_GROUP_NAME.sub('(?:', source[1:-1])})")
+    try:
+        return [
+            (prefix, re.compile("(?:" + "|".join(parts) + ")$"), names)
+            for prefix, parts, names in groups.values()
+        ]
+    except re.error:
+        return None
+
+
+def _host_matches(host: Any, scope: Scope) -> bool:
+    try:
+        return bool(host.matches(scope)[0].value)  # Match.NONE is 0
+    except Exception:  # noqa: BLE001 - a host we cannot ask does not match
+        return False
 
 
 class RouteResolver:
@@ -112,42 +243,77 @@ class RouteResolver:
     """
 
     def __init__(self) -> None:
-        self._cache: dict[int, tuple[Any, str | None]] = {}
-        self._ambiguous: dict[tuple[int, str], str] = {}
-        self._candidates: dict[int, tuple[Any, list[tuple[str | None, re.Pattern[str]]]]] = {}
+        # id(key) -> (key, constant label or matcher); the key keeps its id from reuse.
+        self._cache: dict[int, tuple[Any, str | _Matcher]] = {}
+        self._index: dict[int, tuple[Any, list[_Option]]] = {}
+        # Keys that already caused a walk when the index had no place for a request of theirs.
+        self._rewalked: dict[int, Any] = {}
 
     def __call__(self, scope: Scope) -> str:
         return self.resolve(scope)
 
     def resolve(self, scope: Scope) -> str:
         """The route label for a scope the router has finished with."""
+        endpoint = scope.get("endpoint")
         key = scope.get("route")
         if key is None:
-            key = scope.get("endpoint")
-            if key is None:
+            if endpoint is None:
                 return UNMATCHED
+            key = endpoint
         fastapi = scope.get("fastapi")
         if fastapi:
             ctx = fastapi.get("effective_route_context")
             if ctx is not None and getattr(ctx, "original_route", None) is key:
                 key = ctx
+        label = self._label(key, scope)
+        if label == UNMATCHED and endpoint is not None and key is not endpoint:
+            # scope["route"] names a mount over a router, and a router inside that does not set
+            # scope["route"] (FastAPI's, or an older Starlette's) chose a route: its endpoint.
+            return self._label(endpoint, scope)
+        return label
+
+    def _label(self, key: Any, scope: Scope) -> str:
         entry = self._cache.get(id(key))
         if entry is not None and entry[0] is key:
-            return entry[1] if entry[1] is not None else UNMATCHED
+            found = entry[1]
+            if isinstance(found, str):
+                return found
+            label = found.match(scope)
+            return label if label is not None else self._miss(key, scope)
         return self._slow(key, scope)
 
     def _slow(self, key: Any, scope: Scope) -> str:
-        found = self._candidates.get(id(key))
+        found = self._index.get(id(key))
         if found is None or found[0] is not key:
             self._reindex(scope)
-            found = self._candidates.get(id(key))
+            found = self._index.get(id(key))
         if found is None or found[0] is not key:
             return self._unknown(key, scope)
-        options = found[1]
-        if len(options) == 1:
-            self._remember(key, options[0][0])
-            return options[0][0] if options[0][0] is not None else UNMATCHED
-        return self._disambiguate(key, options, scope)
+        value = _compile(found[1])
+        if len(self._cache) < MAX_CACHED_ROUTES:
+            self._cache[id(key)] = (key, value)
+        if isinstance(value, str):
+            return value
+        label = value.match(scope)
+        return label if label is not None else self._miss(key, scope)
+
+    def _miss(self, key: Any, scope: Scope) -> str:
+        """No indexed place of ``key`` matches: walk again once per key (routes added later), then
+        unmatched (a route behind an app that hides its routes cannot be named)."""
+        seen = self._rewalked.get(id(key))
+        if seen is key or len(self._rewalked) >= MAX_CACHED_ROUTES:
+            return UNMATCHED
+        self._rewalked[id(key)] = key
+        self._cache.pop(id(key), None)
+        self._reindex(scope)
+        found = self._index.get(id(key))
+        if found is None or found[0] is not key:
+            return UNMATCHED
+        value = _compile(found[1])
+        if len(self._cache) < MAX_CACHED_ROUTES:
+            self._cache[id(key)] = (key, value)
+        label = value if isinstance(value, str) else value.match(scope)
+        return label if label is not None else UNMATCHED
 
     def _reindex(self, scope: Scope) -> None:
         # Runs once per object not yet indexed (the result is cached either way), so routes added
@@ -157,47 +323,49 @@ class RouteResolver:
             return
         index = _Index()
         index.walk(routes, "")
-        self._candidates = {
-            ident: (obj, [(template, _prefix_regex(prefix)) for template, prefix in options])
-            for ident, (obj, options) in index.entries.items()
-        }
-
-    def _disambiguate(
-        self, key: Any, options: list[tuple[str | None, re.Pattern[str]]], scope: Scope
-    ) -> str:
-        actual = _actual_prefix(scope)
-        cache_key = (id(key), actual)
-        hit = self._ambiguous.get(cache_key)
-        if hit is not None:
-            return hit
-        chosen = next(
-            (t for t, rx in options if rx.fullmatch(actual)),
-            options[0][0],
-        )
-        label = chosen if chosen is not None else UNMATCHED
-        if len(self._ambiguous) < _MAX_AMBIGUOUS:
-            self._ambiguous[cache_key] = label
-        return label
+        self._index = index.entries
 
     def _unknown(self, key: Any, scope: Scope) -> str:
         """An object the walk did not find (a custom router): use its own template, if any."""
         fmt = _path_format(key)
         if fmt is None or not fmt.startswith("/") or _actual_prefix(scope):
             # No template, or it sits under a mount we cannot name without the raw path.
-            self._remember(key, None)
+            self._remember(key, UNMATCHED)
             return UNMATCHED
         self._remember(key, fmt)
         return fmt
 
-    def _remember(self, key: Any, template: str | None) -> None:
+    def _remember(self, key: Any, label: str) -> None:
         if len(self._cache) < MAX_CACHED_ROUTES:
-            self._cache[id(key)] = (key, template)
+            self._cache[id(key)] = (key, label)
+
+
+def _compile(options: list[_Option]) -> str | _Matcher:
+    """A constant label when the object is the route itself, under one template; else a matcher."""
+    templates = {option.template for option in options}
+    if templates == {None}:
+        return UNMATCHED
+    template = options[0].template
+    if len(templates) == 1 and template is not None and all(o.route is None for o in options):
+        return template
+    return _Matcher(options)
 
 
 def _actual_prefix(scope: Scope) -> str:
     root = scope.get("root_path", "") or ""
     app_root = scope.get("app_root_path", root) or ""
     return root[len(app_root) :] if root.startswith(app_root) else root
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the innermost router matched, as Starlette's ``get_route_path`` computes it."""
+    path: str = scope.get("path", "") or ""
+    root = scope.get("root_path", "") or ""
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 __all__ = ["RouteResolver"]
