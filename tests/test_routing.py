@@ -192,12 +192,15 @@ def shared_endpoint_app(tmp: Path) -> Starlette:
             Route("/admins/{uid}", ok),
             Route("/things", Things),
             Route("/things/{thing_id:int}", Things),
+            Route("/things/{slug}", Things),
             Route("/x", ok, methods=["GET"]),
             Mount("/m", routes=[Route("/", ok), Route("/{k}", ok)]),
             Mount("/n/{tenant}", routes=[Route("/a/{k}", ok), Route("/b/{k}", ok)]),
             Mount("/static", app=static),
             Mount("/assets", app=static),
             Route("/{name}", ok, methods=["POST"]),
+            Host("a.example.org", app=Router(routes=[Route("/p", ok)])),
+            Host("b.example.org", app=Router(routes=[Route("/{x}", ok)])),
         ]
     )
 
@@ -209,6 +212,7 @@ SHARED_ENDPOINT_CASES = [
     ("/admins/1", "GET", "/admins/{uid}", 200),
     ("/things", "GET", "/things", 200),
     ("/things/3", "GET", "/things/{thing_id}", 200),
+    ("/things/abc", "GET", "/things/{slug}", 200),
     ("/x", "GET", "/x", 200),
     ("/x", "POST", "/{name}", 200),
     ("/x", "PUT", UNMATCHED, 405),
@@ -230,6 +234,18 @@ async def test_routes_sharing_an_endpoint(
     the route the router chose, including a method-restricted route the router skipped past;
     the same on every supported Starlette, whether or not it records the route in the scope."""
     assert await route_of(shared_endpoint_app(tmp_path), path, method) == (label, status)
+
+
+@pytest.mark.parametrize(
+    ("host", "label"), [("a.example.org", "/p"), ("b.example.org", "/{x}"), ("test", UNMATCHED)]
+)
+async def test_routes_sharing_an_endpoint_under_hosts(
+    tmp_path: Path, host: str, label: str
+) -> None:
+    """Hosts whose routes share an endpoint and all match the path: the label is the route under
+    the host the request named (after a method-restricted route the router skipped past)."""
+    status = 200 if label != UNMATCHED else 405
+    assert await route_of(shared_endpoint_app(tmp_path), "/p", host=host) == (label, status)
 
 
 async def test_shared_endpoint_labels_in_any_request_order(tmp_path: Path) -> None:
@@ -312,6 +328,74 @@ async def test_nested_fastapi_routes(
     plain routes sharing one endpoint, StaticFiles and Starlette mounts, nested mounts and a Host
     all label their full template."""
     assert await route_of(nested_fastapi_app(tmp_path), path, host=host) == (label, status)
+
+
+def starlette_over_fastapi(tmp: Path) -> Starlette:
+    """A FastAPI app mounted in a Starlette app: the outer router records the mount as the route,
+    the inner one (FastAPI's) records only the endpoint for plain routes and mounts."""
+    (tmp / "app.js").write_text("js")
+    api = FastAPI()
+
+    @api.get("/typed/{n}")
+    async def typed(n: int) -> int:
+        return n
+
+    api.add_route("/plain/{k}", ok)
+    api.add_route("/other/{k}", ok)
+    api.mount("/static", StaticFiles(directory=tmp))
+    return Starlette(routes=[Route("/", ok), Mount("/api", app=api)])
+
+
+@pytest.mark.parametrize(
+    ("path", "label", "status"),
+    [
+        ("/", "/", 200),
+        ("/api/typed/1", "/api/typed/{n}", 200),
+        ("/api/plain/a", "/api/plain/{k}", 200),
+        ("/api/other/a", "/api/other/{k}", 200),
+        ("/api/static/app.js", "/api/static/{path}", 200),
+        ("/api/nothing", UNMATCHED, 404),
+    ],
+)
+async def test_fastapi_mounted_in_starlette(
+    tmp_path: Path, path: str, label: str, status: int
+) -> None:
+    """Routes of a FastAPI app mounted in a Starlette app carry the mount prefix, whichever router
+    recorded what."""
+    assert await route_of(starlette_over_fastapi(tmp_path), path) == (label, status)
+
+
+async def test_endpoint_behind_a_hidden_route_is_unmatched_not_another_template() -> None:
+    """An endpoint reached through a route the router tree does not show (a mount over a wrapper
+    that hides its routes) is unmatched, not the template of another route sharing it."""
+
+    class Hide:
+        def __init__(self, app: Any) -> None:
+            self._app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            await self._app(scope, receive, send)
+
+    hidden = Hide(Router(routes=[Route("/y", ok)]))
+    app = Starlette(routes=[Route("/z", ok), Mount("/hidden", app=hidden)])
+    assert await route_of(app, "/hidden/y") == (UNMATCHED, 200)
+    assert await route_of(app, "/z") == ("/z", 200)
+
+
+async def test_route_added_later_sharing_an_endpoint_is_found() -> None:
+    """A route added after the first request, with the endpoint of an existing route, gets its own
+    template (not the existing route's)."""
+    app = Starlette(routes=[Route("/a", ok)])
+    registry = PerfRegistry()
+    mw = PerfMiddleware(app, registry=registry)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t") as c:
+        await c.get("/a")
+        app.router.routes.append(Route("/b/{n}", ok))
+        await c.get("/b/1")
+        await c.get("/a")
+    assert {s["route"] for s in samples(registry, "http_requests_total")} == {"/a", "/b/{n}"}
+    labels = {"method": "GET", "route": "/a", "status": "200"}
+    assert sample(registry, "http_requests_total", labels) == 2
 
 
 @pytest.mark.parametrize("make", [Starlette, FastAPI])
