@@ -73,24 +73,11 @@ class _Index:
     """Every routable object under a router, with the place(s) it answers to."""
 
     def __init__(self) -> None:
-        # id(obj) -> (obj, options); the obj keeps the id from reuse.
+        # id(obj) -> (obj, options in the router's order); the obj keeps the id from reuse.
         self.entries: dict[int, tuple[Any, list[_Option]]] = {}
-        self._seen: set[tuple[int, str | None, str, int, tuple[int, ...]]] = set()
 
     def add(self, obj: Any, option: _Option) -> None:
-        if obj is None:
-            return
-        # By identity: Starlette routes define __eq__ by path and endpoint.
-        seen = (
-            id(obj),
-            option.template,
-            option.prefix,
-            id(option.route),
-            tuple(map(id, option.hosts)),
-        )
-        if seen not in self._seen:
-            self._seen.add(seen)
-            self.entries.setdefault(id(obj), (obj, []))[1].append(option)
+        self.entries.setdefault(id(obj), (obj, []))[1].append(option)
 
     def walk(
         self, routes: Iterable[Any], prefix: str, hosts: tuple[Any, ...] = (), depth: int = 0
@@ -117,6 +104,8 @@ class _Index:
         if fmt is None:
             if sub:  # Host: no path of its own, the host is not a label
                 inner = (*hosts, route)
+                # Being the final route (or its app the endpoint) means nothing inside matched.
+                self.add(key, _Option(None, prefix, None, inner))
                 self.add(getattr(route, "app", None), _Option(None, prefix, None, inner))
                 self.walk(sub, prefix, inner, depth + 1)
             return
@@ -223,10 +212,8 @@ def _first_segment(route: Any) -> str | None:
 
 
 def _host_matches(host: Any, scope: Scope) -> bool:
-    try:
-        return bool(host.matches(scope)[0].value)  # Match.NONE is 0
-    except Exception:  # noqa: BLE001 - a host we cannot ask does not match
-        return False
+    # The router asked the same Host the same question for this scope; Match.NONE is 0.
+    return bool(host.matches(scope)[0].value)
 
 
 class RouteResolver:
@@ -272,18 +259,18 @@ class RouteResolver:
                 return found
             label = found.match(scope)
             return label if label is not None else self._miss(key, scope)
-        return self._slow(key, scope)
-
-    def _slow(self, key: Any, scope: Scope) -> str:
-        found = self._index.get(id(key))
-        if found is None or found[0] is not key:
+        found_in_index = self._index.get(id(key))
+        if found_in_index is None or found_in_index[0] is not key:
             self._reindex(scope)
-            found = self._index.get(id(key))
+        return self._place(key, scope)
+
+    def _place(self, key: Any, scope: Scope) -> str:
+        """Compile what the index knows of ``key`` into a label or a matcher, and use it."""
+        found = self._index.get(id(key))
         if found is None or found[0] is not key:
             return self._unknown(key, scope)
         value = _compile(found[1])
-        if len(self._cache) < MAX_CACHED_ROUTES:
-            self._cache[id(key)] = (key, value)
+        self._remember(key, value)
         if isinstance(value, str):
             return value
         label = value.match(scope)
@@ -292,20 +279,11 @@ class RouteResolver:
     def _miss(self, key: Any, scope: Scope) -> str:
         """No indexed place of ``key`` matches: walk again once per key (routes added later), then
         unmatched (a route behind an app that hides its routes cannot be named)."""
-        seen = self._rewalked.get(id(key))
-        if seen is key or len(self._rewalked) >= MAX_CACHED_ROUTES:
+        if self._rewalked.get(id(key)) is key or len(self._rewalked) >= MAX_CACHED_ROUTES:
             return UNMATCHED
         self._rewalked[id(key)] = key
-        self._cache.pop(id(key), None)
         self._reindex(scope)
-        found = self._index.get(id(key))
-        if found is None or found[0] is not key:
-            return UNMATCHED
-        value = _compile(found[1])
-        if len(self._cache) < MAX_CACHED_ROUTES:
-            self._cache[id(key)] = (key, value)
-        label = value if isinstance(value, str) else value.match(scope)
-        return label if label is not None else UNMATCHED
+        return self._place(key, scope)
 
     def _reindex(self, scope: Scope) -> None:
         # Runs once per object not yet indexed (the result is cached either way), so routes added
@@ -327,9 +305,9 @@ class RouteResolver:
         self._remember(key, fmt)
         return fmt
 
-    def _remember(self, key: Any, label: str) -> None:
+    def _remember(self, key: Any, value: str | _Matcher) -> None:
         if len(self._cache) < MAX_CACHED_ROUTES:
-            self._cache[id(key)] = (key, label)
+            self._cache[id(key)] = (key, value)
 
 
 def _compile(options: list[_Option]) -> str | _Matcher:
@@ -353,11 +331,10 @@ def _route_path(scope: Scope) -> str:
     """The path the innermost router matched, as Starlette's ``get_route_path`` computes it."""
     path: str = scope.get("path", "") or ""
     root = scope.get("root_path", "") or ""
-    if not root or not path.startswith(root):
-        return path
-    if path == root:
-        return ""
-    return path[len(root) :] if path[len(root)] == "/" else path
+    # The rest after root_path when root_path is a whole-segment prefix ("" when it is all).
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
 
 
 __all__ = ["RouteResolver"]

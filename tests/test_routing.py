@@ -180,11 +180,12 @@ class Things(HTTPEndpoint):
         return PlainTextResponse("things")
 
 
-def shared_endpoint_app(tmp: Path) -> Starlette:
-    """Routes that share endpoints: Starlette before 1.7 records only the endpoint in the scope."""
+def shared_endpoint_app(tmp: Path, make: Any = Starlette) -> Starlette:
+    """Routes that share endpoints. Starlette before 1.7, and FastAPI's router for these plain
+    routes on every version, record only the endpoint in the scope."""
     (tmp / "app.js").write_text("js")
     static = StaticFiles(directory=tmp)
-    return Starlette(
+    app: Starlette = make(
         routes=[
             Route("/", ok),
             Route("/items/{item_id}", ok),
@@ -203,6 +204,7 @@ def shared_endpoint_app(tmp: Path) -> Starlette:
             Host("b.example.org", app=Router(routes=[Route("/{x}", ok)])),
         ]
     )
+    return app
 
 
 SHARED_ENDPOINT_CASES = [
@@ -218,6 +220,7 @@ SHARED_ENDPOINT_CASES = [
     ("/x", "PUT", UNMATCHED, 405),
     ("/m/", "GET", "/m/", 200),
     ("/m/z", "GET", "/m/{k}", 200),
+    ("/m/a", "GET", "/m/{k}", 200),
     ("/n/acme/a/1", "GET", "/n/{tenant}/a/{k}", 200),
     ("/n/acme/b/1", "GET", "/n/{tenant}/b/{k}", 200),
     ("/static/app.js", "GET", "/static/{path}", 200),
@@ -226,33 +229,39 @@ SHARED_ENDPOINT_CASES = [
 ]
 
 
+ROUTERS = [pytest.param(Starlette, id="starlette"), pytest.param(FastAPI, id="fastapi")]
+
+
+@pytest.mark.parametrize("make", ROUTERS)
 @pytest.mark.parametrize(("path", "method", "label", "status"), SHARED_ENDPOINT_CASES)
 async def test_routes_sharing_an_endpoint(
-    tmp_path: Path, path: str, method: str, label: str, status: int
+    tmp_path: Path, make: Any, path: str, method: str, label: str, status: int
 ) -> None:
     """One endpoint (function, HTTPEndpoint class or StaticFiles app) behind several routes labels
     the route the router chose, including a method-restricted route the router skipped past;
     the same on every supported Starlette, whether or not it records the route in the scope."""
-    assert await route_of(shared_endpoint_app(tmp_path), path, method) == (label, status)
+    assert await route_of(shared_endpoint_app(tmp_path, make), path, method) == (label, status)
 
 
 @pytest.mark.parametrize(
     ("host", "label"), [("a.example.org", "/p"), ("b.example.org", "/{x}"), ("test", UNMATCHED)]
 )
+@pytest.mark.parametrize("make", ROUTERS)
 async def test_routes_sharing_an_endpoint_under_hosts(
-    tmp_path: Path, host: str, label: str
+    tmp_path: Path, make: Any, host: str, label: str
 ) -> None:
     """Hosts whose routes share an endpoint and all match the path: the label is the route under
     the host the request named (after a method-restricted route the router skipped past)."""
     status = 200 if label != UNMATCHED else 405
-    assert await route_of(shared_endpoint_app(tmp_path), "/p", host=host) == (label, status)
+    assert await route_of(shared_endpoint_app(tmp_path, make), "/p", host=host) == (label, status)
 
 
-async def test_shared_endpoint_labels_in_any_request_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("make", ROUTERS)
+async def test_shared_endpoint_labels_in_any_request_order(tmp_path: Path, make: Any) -> None:
     """One middleware serving interleaved requests to routes that share an endpoint keeps each
     request's own template (no label is cached from an earlier request to another route)."""
     registry = PerfRegistry()
-    mw = PerfMiddleware(shared_endpoint_app(tmp_path), registry=registry)
+    mw = PerfMiddleware(shared_endpoint_app(tmp_path, make), registry=registry)
     transport = httpx.ASGITransport(app=mw)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         for path in ["/items/1", "/", "/m/z", "/items/2", "/m/", "/static/app.js", "/"]:
@@ -365,9 +374,10 @@ async def test_fastapi_mounted_in_starlette(
     assert await route_of(starlette_over_fastapi(tmp_path), path) == (label, status)
 
 
-async def test_endpoint_behind_a_hidden_route_is_unmatched_not_another_template() -> None:
+@pytest.mark.parametrize("make", ROUTERS)
+async def test_endpoint_behind_a_hidden_route_is_unmatched_not_another_template(make: Any) -> None:
     """An endpoint reached through a route the router tree does not show (a mount over a wrapper
-    that hides its routes) is unmatched, not the template of another route sharing it."""
+    that hides its routes) is unmatched, every time, not the template of another route sharing it."""
 
     class Hide:
         def __init__(self, app: Any) -> None:
@@ -377,9 +387,28 @@ async def test_endpoint_behind_a_hidden_route_is_unmatched_not_another_template(
             await self._app(scope, receive, send)
 
     hidden = Hide(Router(routes=[Route("/y", ok)]))
-    app = Starlette(routes=[Route("/z", ok), Mount("/hidden", app=hidden)])
-    assert await route_of(app, "/hidden/y") == (UNMATCHED, 200)
-    assert await route_of(app, "/z") == ("/z", 200)
+    registry = PerfRegistry()
+    mw = PerfMiddleware(
+        make(routes=[Route("/z", ok), Mount("/hidden", app=hidden)]), registry=registry
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://t") as c:
+        for path in ["/hidden/y", "/z", "/hidden/y"]:
+            assert (await c.get(path)).status_code == 200
+    assert {s["route"] for s in samples(registry, "http_requests_total")} == {UNMATCHED, "/z"}
+
+
+@pytest.mark.parametrize("make", ROUTERS)
+async def test_resolver_names_the_path_match_of_a_method_mismatch(
+    tmp_path: Path, make: Any
+) -> None:
+    """Asked directly about a 405 (the middleware labels those unmatched itself), the resolver
+    names the first route whose path matched, as Starlette 1.7+ records it, not a later one."""
+    app = shared_endpoint_app(tmp_path, make)
+    scope = http_scope("/x", method="PUT", headers=[(b"host", b"test")])
+    sender = Sender()
+    await app(scope, Receiver(), sender)
+    assert sender.status == 405
+    assert RouteResolver()(scope) == "/x"
 
 
 async def test_route_added_later_sharing_an_endpoint_is_found() -> None:
