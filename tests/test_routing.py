@@ -340,8 +340,8 @@ async def test_nested_fastapi_routes(
 
 
 def starlette_over_fastapi(tmp: Path) -> Starlette:
-    """A FastAPI app mounted in a Starlette app: the outer router records the mount as the route,
-    the inner one (FastAPI's) records only the endpoint for plain routes and mounts."""
+    """A FastAPI app mounted in a Starlette app, twice: the outer router records the mount as the
+    route, the inner one (FastAPI's) records only the endpoint for plain routes and mounts."""
     (tmp / "app.js").write_text("js")
     api = FastAPI()
 
@@ -352,7 +352,7 @@ def starlette_over_fastapi(tmp: Path) -> Starlette:
     api.add_route("/plain/{k}", ok)
     api.add_route("/other/{k}", ok)
     api.mount("/static", StaticFiles(directory=tmp))
-    return Starlette(routes=[Route("/", ok), Mount("/api", app=api)])
+    return Starlette(routes=[Route("/", ok), Mount("/t/{tenant}", app=api), Mount("/api", app=api)])
 
 
 @pytest.mark.parametrize(
@@ -364,13 +364,15 @@ def starlette_over_fastapi(tmp: Path) -> Starlette:
         ("/api/other/a", "/api/other/{k}", 200),
         ("/api/static/app.js", "/api/static/{path}", 200),
         ("/api/nothing", UNMATCHED, 404),
+        ("/t/acme/plain/a", "/t/{tenant}/plain/{k}", 200),
+        ("/t/acme/static/app.js", "/t/{tenant}/static/{path}", 200),
     ],
 )
 async def test_fastapi_mounted_in_starlette(
     tmp_path: Path, path: str, label: str, status: int
 ) -> None:
-    """Routes of a FastAPI app mounted in a Starlette app carry the mount prefix, whichever router
-    recorded what."""
+    """Routes of a FastAPI app mounted in a Starlette app carry the prefix of the mount the request
+    came through, whichever router recorded what."""
     assert await route_of(starlette_over_fastapi(tmp_path), path) == (label, status)
 
 
