@@ -19,10 +19,12 @@ The resolver maps each object to the route(s) it sits behind with one walk of th
 the first time an object is seen. A route object behind one template is a constant label: a few
 ``scope.get`` calls and one dict lookup per request. Otherwise (an endpoint, or an object reachable
 under several prefixes) the candidates are compiled once into a matcher that asks what the router
-asked: the mount prefix, the route's own compiled pattern (all of an endpoint's patterns joined in
-one regular expression, so the cost does not grow with the route count), its methods, its host.
-There is no version switch: the same code reads whichever form the installed Starlette and FastAPI
-record, and an object it cannot place is ``UNMATCHED``, never another route's template.
+asked: the mount prefix, the route's own compiled pattern, its methods, its host. Only the routes
+whose path starts with the request's first segment are tried, so the cost does not grow with the
+number of routes sharing the endpoint. There is no version switch: the same code reads whichever
+form the installed Starlette and FastAPI record, and an object it cannot place is ``UNMATCHED``,
+never another route's template.
+
 """
 
 from __future__ import annotations
