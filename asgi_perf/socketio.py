@@ -218,7 +218,7 @@ class SocketIOHook:
             manager = manager_of()
             before = manager.sid_from_eio_sid(eio_sid, ns)
             # With always_connect the client is told it is connected before the handler runs.
-            pending = None if hook.server.always_connect else (ns, eio_sid)
+            pending = None if getattr(hook.server, "always_connect", False) else (ns, eio_sid)
             connecting = hook._connecting
             if pending is not None:
                 connecting[pending] = connecting.get(pending, 0) + 1
