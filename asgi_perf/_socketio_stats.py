@@ -43,12 +43,12 @@ ERR_SHARED_BUCKETS = (
 class ServerState(Protocol):
     """What an instrumented server reports at scrape time."""
 
-    def connections(self) -> Iterable[tuple[str, str, int]]:
-        """``(namespace label, transport, count)`` triples."""
+    def connections(self) -> Iterable[tuple[str, str, int]] | None:
+        """``(namespace label, transport, count)`` triples; ``None`` when they cannot be read."""
         ...
 
-    def queue_depths(self) -> Iterable[int]:
-        """The outgoing queue length of every engine.io socket."""
+    def queue_depths(self) -> Iterable[int] | None:
+        """The outgoing queue length of every engine.io socket; ``None`` when unreadable."""
         ...
 
 
@@ -145,21 +145,18 @@ class SocketIOStats:
             )
             for n in names
         )
-        counts: dict[tuple[str, str], int] = {}
-        deepest = total = 0
+        # A figure one server cannot give is left out entirely: a sum missing a server is wrong.
+        counts: dict[tuple[str, str], int] | None = {}
+        depths: list[int] | None = []
         for server in list(self.servers):  # ServerState
-            try:
-                for namespace, transport, n in server.connections():
-                    counts[namespace, transport] = counts.get((namespace, transport), 0) + n
-                for depth in server.queue_depths():
-                    deepest = max(deepest, depth)
-                    total += depth
-            except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
-                reg.report_error("socketio", exc)
-        for key, n in sorted(counts.items()):
-            conn.add_metric(key, n)
-        depth_max.add_metric((), deepest)
-        queued.add_metric((), total)
+            counts = _merge_counts(reg, server, counts)
+            depths = _merge_depths(reg, server, depths)
+        if counts is not None:
+            for key, n in sorted(counts.items()):
+                conn.add_metric(key, n)
+        if depths is not None:
+            depth_max.add_metric((), max(depths, default=0))
+            queued.add_metric((), sum(depths))
         pending.add_metric((), sum(batcher.pending for batcher in list(self.batchers)))
         yield conn
         yield depth_max
@@ -184,6 +181,39 @@ class SocketIOStats:
             "socketio_batch_pending",
         ):
             yield GaugeMetricFamily(reg.metric_name(name), self._help(name))
+
+
+def _merge_counts(
+    reg: PerfRegistry, server: ServerState, counts: dict[tuple[str, str], int] | None
+) -> dict[tuple[str, str], int] | None:
+    if counts is None:
+        return None
+    try:
+        found = server.connections()
+        if found is None:
+            return None
+        for namespace, transport, n in list(found):
+            counts[namespace, transport] = counts.get((namespace, transport), 0) + n
+    except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
+        reg.report_error("socketio", exc)
+        return None
+    return counts
+
+
+def _merge_depths(
+    reg: PerfRegistry, server: ServerState, depths: list[int] | None
+) -> list[int] | None:
+    if depths is None:
+        return None
+    try:
+        found = server.queue_depths()
+        if found is None:
+            return None
+        depths.extend(list(found))
+    except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
+        reg.report_error("socketio", exc)
+        return None
+    return depths
 
 
 def socketio_stats(registry: PerfRegistry) -> SocketIOStats:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from typing import Any
 
 import httpx
 import socketio
 from prometheus_client.parser import text_string_to_metric_families
+
+SOCKETIO_VERSION = tuple(int(part) for part in version("python-socketio").split(".")[:2])
+#: The reasons a client-side disconnect may be counted under: python-socketio 5.11 passes none.
+CLIENT_REASONS = (
+    {"client_disconnect", "transport_close"} if SOCKETIO_VERSION >= (5, 12) else {"unknown"}
+)
 
 
 async def metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
