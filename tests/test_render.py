@@ -169,8 +169,11 @@ def family(draw: st.DrawFn, name: str) -> Metric:
                 draw(NON_NEGATIVE),
                 created=draw(st.one_of(st.none(), st.floats(0, 4e9))),
                 timestamp=draw(TIMESTAMPS),
-                exemplar=draw(exemplars()),
             )
+            exemplar = draw(exemplars())
+            if exemplar is not None:  # add_metric(exemplar=) is newer than prometheus_client 0.20
+                at = max(i for i, s in enumerate(metric.samples) if s.name == f"{name}_total")
+                metric.samples[at] = metric.samples[at]._replace(exemplar=exemplar)
     elif kind == "gauge":
         unit = draw(st.sampled_from(["", "seconds"]))
         metric = GaugeMetricFamily(name, doc, labels=labelnames, unit=unit)
