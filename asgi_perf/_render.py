@@ -68,6 +68,11 @@ _TEXT_TYPES = {
 }
 
 
+# (sample name, labels, rendered ``name{labels} ``) per series of a family, in scrape order.
+_Row = tuple[str, dict[str, str], str]
+_Rows = dict[str, list[_Row]]
+
+
 class RenderError(Exception):
     """The fast renderer cannot render a family; render the scrape with prometheus_client."""
 
@@ -115,6 +120,7 @@ class FastRenderer:
         self._cache = cache if cache is not None else SeriesCache()
         self._series = self._cache.table()
         self._headers: dict[tuple[str, str, str, str], str] = {}
+        self._rows: _Rows = {}
 
     # -- names -----------------------------------------------------------------------------------
     def _metric_name(self, name: str) -> str:
@@ -187,15 +193,18 @@ class FastRenderer:
         cache = self._cache
         cache.start_scrape()
         out: list[str] = []
+        rows: _Rows = {}
         for metric in registry.collect():
             try:
                 out.append(self._header(metric))
                 if self.openmetrics:
-                    self._openmetrics_samples(metric, out)
+                    self._openmetrics_samples(metric, out, rows)
                 else:
-                    self._text_samples(metric, out)
+                    self._text_samples(metric, out, rows)
             except Exception as exc:
                 raise RenderError(f"cannot render {metric.name!r}: {exc!r}") from exc
+        # Families gone from this scrape are dropped: the rows never outgrow the registry.
+        self._rows = rows
         if self.openmetrics:
             out.append("# EOF")
         elif not out:
@@ -203,24 +212,38 @@ class FastRenderer:
         out.append("")
         return "\n".join(out).encode("utf-8")
 
-    def _text_samples(self, metric: Metric, out: list[str]) -> None:
+    def _text_samples(self, metric: Metric, out: list[str], rows_out: _Rows) -> None:
         series = self._series
         get = series.get
         room = self._cache.room
         prefix_of = self._prefix
         append = out.append
+        # The family's series as rendered last scrape, in order: a series at the same position
+        # with equal labels reuses its prefix for the cost of one dict comparison.
+        prev = self._rows.get(metric.name, ())
+        n_prev = len(prev)
+        rows: list[_Row] = []
+        keep = rows.append
+        rows_out[metric.name] = rows
         base = metric.name
         moved = {base + suffix: suffix for suffix in _OM_SUFFIXES}
         extra: dict[str, list[str]] | None = None
-        for sample in metric.samples:
+        for i, sample in enumerate(metric.samples):
             name = sample[0]
             labels = sample[1]
-            key = (name, *labels.items())
-            prefix = get(key)
-            if prefix is None:
-                prefix = prefix_of(name, labels)
-                if room():
-                    series[key] = prefix
+            if i < n_prev and (row := prev[i])[0] == name and row[1] == labels:
+                prefix = row[2]
+            else:
+                key = (name, *labels.items())
+                cached = get(key)
+                if cached is None:
+                    cached = prefix_of(name, labels)
+                    if room():
+                        series[key] = cached
+                prefix = cached
+                # A private copy: the collector's dict may be reused and changed in place.
+                row = (name, dict(labels), prefix)
+            keep(row)
             if _HAS_NATIVE and sample[5] is not None:
                 raise RenderError("native histogram samples")
             value: Any = sample[2]  # float by annotation; collectors pass ints too
@@ -250,25 +273,39 @@ class FastRenderer:
                 append(f"# TYPE {name} gauge")
                 out.extend(lines)
 
-    def _openmetrics_samples(self, metric: Metric, out: list[str]) -> None:
+    def _openmetrics_samples(self, metric: Metric, out: list[str], rows_out: _Rows) -> None:
         series = self._series
         get = series.get
         room = self._cache.room
         prefix_of = self._prefix
         append = out.append
-        for sample in metric.samples:
+        # The family's series as rendered last scrape, in order: a series at the same position
+        # with equal labels reuses its prefix for the cost of one dict comparison.
+        prev = self._rows.get(metric.name, ())
+        n_prev = len(prev)
+        rows: list[_Row] = []
+        keep = rows.append
+        rows_out[metric.name] = rows
+        for i, sample in enumerate(metric.samples):
             name = sample[0]
             labels = sample[1]
+            if i < n_prev and (row := prev[i])[0] == name and row[1] == labels:
+                prefix = row[2]
+            else:
+                key = (name, *labels.items())
+                cached = get(key)
+                if cached is None:
+                    cached = prefix_of(name, labels)
+                    if room():
+                        series[key] = cached
+                prefix = cached
+                # A private copy: the collector's dict may be reused and changed in place.
+                row = (name, dict(labels), prefix)
+            keep(row)
             if _HAS_NATIVE and sample[5] is not None:
                 if self.native:
                     raise RenderError("native histogram samples")
                 continue  # OpenMetrics 1.0 has no native histograms: generate_latest skips them
-            key = (name, *labels.items())
-            prefix = get(key)
-            if prefix is None:
-                prefix = prefix_of(name, labels)
-                if room():
-                    series[key] = prefix
             value: Any = sample[2]  # float by annotation; collectors pass ints too
             kind = type(value)
             if kind is float and -_INF < value < _INT_HIGH:

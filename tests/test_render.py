@@ -388,6 +388,26 @@ def test_label_churn_does_not_grow_the_cache() -> None:
     assert len(renderers.cache) == before > 0
 
 
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_series_that_move_or_change_in_place_render_right(openmetrics: bool) -> None:
+    """A series inserted mid-family shifts every later one, and a collector may reuse its label
+    dicts and change them in place: every scrape still renders exactly as prometheus_client."""
+    library = om_generate_latest if openmetrics else generate_latest
+    renderer = FastRenderer(openmetrics=openmetrics)
+    reused = [{"route": f"/r{i}"} for i in range(4)]
+
+    def scrape_of(routes: list[str]) -> Families:
+        gauge = Metric("g", "G.", "gauge")
+        for labels, route in zip(reused, routes, strict=False):
+            labels["route"] = route  # the same dict objects, new contents
+            gauge.samples.append(Sample("g", labels, 1.0, None, None))
+        return Families([gauge])
+
+    for routes in (["/a", "/b", "/c"], ["/a", "/new", "/b", "/c"], ["/c", "/b", "/a"], ["/x"]):
+        registry = scrape_of(routes)
+        assert renderer.render(registry) == library(registry)
+
+
 def test_negative_bound_rejected() -> None:
     """A negative cache bound is a configuration error."""
     with pytest.raises(ValueError, match="max_series"):
