@@ -121,6 +121,7 @@ class FastRenderer:
         self._series = self._cache.table()
         self._headers: dict[tuple[str, str, str, str], str] = {}
         self._rows: _Rows = {}
+        self._names: dict[tuple[str, bool], tuple[bool, str]] = {}
 
     # -- names -----------------------------------------------------------------------------------
     def _metric_name(self, name: str) -> str:
@@ -148,11 +149,29 @@ class FastRenderer:
             and not _is_legacy_metric_name(name)
         )
 
+    def _name(self, name: str, label: bool) -> tuple[bool, str]:
+        """(written inside the braces?, escaped name) of a sample or label name, cached: the
+        library's escaping walks the name a character at a time."""
+        names = self._names
+        known = names.get((name, label))
+        if known is None:
+            if label:
+                known = (False, self._label_name(name))
+            elif self._quoted(name):
+                known = (True, self._metric_name(name))
+            else:
+                known = (False, self._sample_name(name))
+            if len(names) < MAX_CACHED_SERIES:
+                names[name, label] = known
+        return known
+
     def _prefix(self, name: str, labels: dict[str, str]) -> str:
-        parts = [f'{self._label_name(k)}="{_escape_value(v)}"' for k, v in sorted(labels.items())]
-        if self._quoted(name):
-            return "{" + ",".join([self._metric_name(name), *parts]) + "} "
-        sample = self._sample_name(name)
+        parts = [
+            f'{self._name(k, True)[1]}="{_escape_value(v)}"' for k, v in sorted(labels.items())
+        ]
+        quoted, sample = self._name(name, False)
+        if quoted:
+            return "{" + ",".join([sample, *parts]) + "} "
         if parts:
             return sample + "{" + ",".join(parts) + "} "
         return sample + " "
