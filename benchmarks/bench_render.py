@@ -1,4 +1,4 @@
-"""Cost of rendering ``/metrics``: prometheus_client's ``generate_latest`` against the fast renderer.
+"""Cost of rendering ``/metrics``: prometheus_client's ``generate_latest`` against the fast one.
 
 The registry is what the HTTP middleware exports after synthetic traffic: a Starlette app with
 ``--routes`` templated routes behind ``PerfMiddleware``, one GET per route (so one
@@ -7,7 +7,8 @@ exported sample:
 
 * **scrape**: ``collect()`` + render, what one ``/metrics`` request costs (the collectors build
   the families on every scrape, for both renderers alike);
-* **render only**: the families collected once, then rendered: the part the renderer owns.
+* **render only**: the families collected once, then rendered: the part the renderer owns;
+* **collect() alone**: the collectors building the families, the floor of any text renderer.
 
 Rounds are interleaved (noise hits every contender alike); the figures are medians. The fast
 renderer is warmed by one render first: its label cache lives across scrapes, and the cold
@@ -66,13 +67,16 @@ def http_registry(routes: int) -> PerfRegistry:
     return registry
 
 
-def per_sample_us(render: Callable[[], bytes], samples: int) -> float:
+def per_sample_us(render: Callable[[], object], samples: int) -> float:
     start = time.perf_counter()
     render()
     return (time.perf_counter() - start) / samples * 1e6
 
 
-def measure(routes: int, rounds: int) -> list[tuple[str, int, float, float, float, float, float]]:
+Row = tuple[str, int, float, float, float, float, float, float]
+
+
+def measure(routes: int, rounds: int) -> list[Row]:
     registry = http_registry(routes).prometheus
     snapshot = Snapshot(list(registry.collect()))
     samples = sum(len(family.samples) for family in snapshot.families)
@@ -83,7 +87,8 @@ def measure(routes: int, rounds: int) -> list[tuple[str, int, float, float, floa
     ):
         fast = FastRenderer(openmetrics=openmetrics)
         cold = per_sample_us(lambda fast=fast: fast.render(snapshot), samples)  # type: ignore[misc]
-        contenders: dict[str, Callable[[], bytes]] = {
+        contenders: dict[str, Callable[[], object]] = {
+            "collect": lambda: list(registry.collect()),
             "library scrape": lambda library=library: library(registry),  # type: ignore[misc]
             "fast scrape": lambda fast=fast: fast.render(registry),  # type: ignore[misc]
             "library render": lambda library=library: library(snapshot),  # type: ignore[misc]
@@ -103,6 +108,7 @@ def measure(routes: int, rounds: int) -> list[tuple[str, int, float, float, floa
                 med["library render"],
                 med["fast render"],
                 cold,
+                med["collect"],
             )
         )
     return rows
@@ -117,15 +123,18 @@ def main() -> None:
     print()
     print(
         "| routes | samples | format | generate_latest scrape | fast scrape | ratio "
-        "| generate_latest render only | fast render only | ratio | fast, cold cache |"
+        "| generate_latest render only | fast render only | ratio | fast, cold cache "
+        "| collect() alone |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for routes in args.routes:
-        for fmt, samples, lib_s, fast_s, lib_r, fast_r, cold in measure(routes, args.rounds):
+        for fmt, samples, lib_s, fast_s, lib_r, fast_r, cold, collect in measure(
+            routes, args.rounds
+        ):
             print(
                 f"| {routes} | {samples} | {fmt} | {lib_s:.2f} | {fast_s:.2f} | "
                 f"{lib_s / fast_s:.1f}x | {lib_r:.2f} | {fast_r:.2f} | {lib_r / fast_r:.1f}x "
-                f"| {cold:.2f} |"
+                f"| {cold:.2f} | {collect:.2f} |"
             )
 
 
