@@ -297,6 +297,29 @@ def test_output_equals_the_installed_prometheus_client(openmetrics: bool) -> Non
     assert renderer.render(registry) == library(registry)  # warm cache
 
 
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_created_series_follow_prometheus_client_switch(openmetrics: bool) -> None:
+    """With ``_created`` series turned off (``PROMETHEUS_DISABLE_CREATED_SERIES`` or
+    ``disable_created_metrics()``) the families carry none, and neither output has any."""
+    import prometheus_client
+
+    registry = CollectorRegistry()
+    Counter("jobs", "J.", registry=registry).inc()
+    Histogram("work_seconds", "W.", registry=registry).observe(1)
+    library = om_generate_latest if openmetrics else generate_latest
+    switch: dict[str, Callable[[], None]] = {
+        "off": prometheus_client.disable_created_metrics,
+        "on": prometheus_client.enable_created_metrics,
+    }
+    switch["off"]()  # read when the families are collected
+    try:
+        body = FastRenderer(openmetrics=openmetrics).render(registry)
+        assert body == library(registry)
+    finally:
+        switch["on"]()
+    assert b"_created" not in body
+
+
 def test_empty_registry() -> None:
     """An empty registry renders as prometheus_client renders it: nothing, or just ``# EOF``."""
     empty = CollectorRegistry()
