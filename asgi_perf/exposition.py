@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from ._render import RenderError, Renderers
 from ._types import Message, Receive, Scope, Send
 from .registry import PerfRegistry
 
@@ -109,6 +110,7 @@ class MetricsApp:
         self._networks = tuple(networks)
         self._gzip = gzip_responses
         self._in_thread = render_in_thread
+        self._fast = Renderers()
         if self.perf is not None:
             # With PROMETHEUS_MULTIPROC_DIR set, every worker publishes and any worker serves the
             # merged view (ValueError here if the directory is unusable).
@@ -208,13 +210,23 @@ class MetricsApp:
 
     def _renderer(self, accept: str, wants_gzip: bool) -> Callable[[], tuple[bytes, str, str]]:
         encoder, content_type = choose_encoder(accept)
+        fast = self._fast.for_encoder(encoder)
         registry = self.prometheus
         merged = self.perf.find_component("multiprocess") if self.perf is not None else None
         if merged is not None:
             registry = merged.view
 
         def render() -> tuple[bytes, str, str]:
-            body: Any = encoder(registry)
+            body: Any = None
+            if fast is not None:
+                try:
+                    body = fast.render(registry)
+                except RenderError as exc:
+                    # prometheus_client renders what the fast path cannot, as it always did.
+                    if self.perf is not None:
+                        self.perf.report_error("exposition", exc)
+            if body is None:
+                body = encoder(registry)
             if wants_gzip and len(body) >= GZIP_MIN_SIZE:
                 return gzip.compress(body, compresslevel=5), "gzip", content_type
             return body, "", content_type

@@ -48,13 +48,14 @@ async def test_two_nodes_count_per_node_and_publish_once_per_batch(
         unbatch(c)
         await c.connect(base, transports=["websocket"], wait_timeout=10)
         clients.append(c)
-    # Each node subscribes when its first client connects, in the background: wait until both
-    # nodes (and this test's listener) are subscribed, or node B could miss the published batch.
+    # Each node's manager subscribes in a background task: a node that has not subscribed yet
+    # would miss node A's batch. Wait for both (plus this test's own subscription).
     for _ in range(200):
-        ((_, subscribers),) = await listener.pubsub_numsub(channel)
+        [(_name, subscribers)] = await listener.pubsub_numsub(channel)
         if subscribers >= 3:
             break
         await asyncio.sleep(0.05)
+    assert subscribers >= 3
     assert await clients[0].call("stream", {"n": 40}, timeout=30) == "done"
     for _ in range(200):
         if all(len(r) >= 40 for r in received):
