@@ -166,9 +166,9 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
         component="socketio",
     ),
     MetricSpec(
-        "socketio_queue_depth_sum",
+        "socketio_queued_packets",
         "gauge",
-        "Sum of engine.io outgoing queue lengths over connected sockets.",
+        "Packets waiting in engine.io outgoing queues, summed over connected sockets.",
         (),
         component="socketio",
     ),

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import io
 import json
 import sys
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
+from .__about__ import __version__
+from ._optional import requires
 from .catalogue import CATALOGUE
 
 if TYPE_CHECKING:
@@ -77,29 +82,93 @@ def to_csv(summary: Summary) -> str:
     return out.getvalue()
 
 
+ERR_URL = "--url must be an http:// or https:// URL with a host, got {!r}"
+ERR_UNREACHABLE = "cannot reach {}: {}"
+ERR_STATUS = "{} answered HTTP {} {}"
+ERR_STATUS_AUTH = ERR_STATUS + " (does it need --token?)"
+ERR_NOT_JSON = "{} did not answer JSON: is it an asgi-perf app?"
+ERR_NOT_SUMMARY = "{} did not answer an asgi-perf summary"
+SUMMARY_PATH = "/metrics/summary"
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (a bad argument, a wrong URL): one line, exit code 2."""
+
+
+def summary_url(url: str) -> str:
+    """The summary endpoint for ``--url``: the app's base URL, its ``/metrics`` URL or the summary
+    URL itself. A base URL may carry a mount path: ``http://h/api`` reads
+    ``http://h/api/metrics/summary``; ``http://h/api/metrics`` reads the same. A URL ending in
+    ``/summary`` is used as it is (an app serving its metrics at ``/prom`` has ``/prom/summary``).
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as exc:  # an unclosed "[" or a port that is not a number
+        raise UsageError(ERR_URL.format(url)) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(ERR_URL.format(url))
+    path = parts.path.rstrip("/")
+    if path.endswith("/metrics"):
+        path += "/summary"
+    elif not path.endswith("/summary"):  # a custom metrics path's summary is used as given
+        path += SUMMARY_PATH
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
 def fetch_summary(url: str, token: str | None = None, timeout: float = 10.0) -> Summary:
-    """GET a running app's ``/metrics/summary`` (JSON of :class:`~asgi_perf.operations.Summary`)."""
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"--url must be an http:// or https:// URL, got {url!r}")
+    """GET a running app's JSON summary (a :class:`~asgi_perf.operations.Summary`); ``url`` as
+    :func:`summary_url` takes it.
+
+    :raises UsageError: for a bad URL, an unreachable server, an HTTP error status or an answer
+        that is not a summary.
+    """
+    url = summary_url(url)
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, headers=headers)  # noqa: S310 - scheme checked above
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        data: Summary = json.loads(response.read())
-    return data
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        template = ERR_STATUS_AUTH if exc.code in (401, 403) else ERR_STATUS
+        raise UsageError(template.format(url, exc.code, exc.reason)) from exc
+    except urllib.error.URLError as exc:
+        raise UsageError(ERR_UNREACHABLE.format(url, exc.reason)) from exc
+    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, garbled answers
+        raise UsageError(ERR_UNREACHABLE.format(url, str(exc) or type(exc).__name__)) from exc
+    try:
+        data = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and undecodable bytes alike
+        raise UsageError(ERR_NOT_JSON.format(url)) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("http"), dict):
+        raise UsageError(ERR_NOT_SUMMARY.format(url))
+    return cast("Summary", data)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line on stderr and exit code 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="asgi-perf", description="Performance metrics for ASGI services."
-    )
+    parser = _Parser(prog="asgi-perf", description="Performance metrics for ASGI services.")
+    parser.add_argument("--version", action="version", version=f"asgi-perf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run an example app with every instrument on")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument(
         "--traffic", action="store_true", help="generate load, print a report and exit"
+    )
+    demo.add_argument(
+        "--no-background-traffic",
+        dest="background_traffic",
+        action="store_false",
+        help="without --traffic: serve only, send no light load to itself",
     )
     demo.add_argument(
         "--duration", type=float, default=10.0, help="seconds of traffic (with --traffic)"
@@ -110,7 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics-reference", help="print the metric reference table (Markdown)")
     report = sub.add_parser("report", help="export a running app's summary as JSON or CSV")
     report.add_argument(
-        "--url", default="http://127.0.0.1:8000/metrics/summary", help="the summary URL"
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="the app's base URL, its /metrics URL or its /metrics/summary URL",
     )
     report.add_argument("--format", choices=("json", "csv"), default="json")
     report.add_argument("--token", help="bearer token, if the metrics need one")
@@ -126,40 +197,42 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "metrics-reference":
-        sys.stdout.write(metrics_reference())
-        return 0
-    if args.command in ("rules", "grafana", "report"):
-        return _operations_command(args)
-    from .demo import run_demo  # needs the demo extra
-
     try:
+        if args.command == "metrics-reference":
+            sys.stdout.write(metrics_reference())
+            return 0
+        if args.command in ("rules", "grafana", "report"):
+            return _operations_command(args)
+        return _demo_command(args)
+    except (UsageError, ValueError, OSError, ImportError) as exc:
+        sys.stderr.write(f"asgi-perf {args.command}: {exc}\n")
+        return 2
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    with requires("the demo", extra="demo"):
+        from .demo import run_demo
+
         return run_demo(
             host=args.host,
             port=args.port,
             traffic=args.traffic,
             duration=args.duration,
             concurrency=args.concurrency,
+            background_traffic=args.background_traffic,
         )
-    except ValueError as exc:
-        sys.stderr.write(f"asgi-perf demo: {exc}\n")
-        return 2
 
 
 def _operations_command(args: argparse.Namespace) -> int:
     from .export import grafana_dashboard, rules_yaml
 
-    try:
-        if args.command == "rules":
-            text = rules_yaml(args.namespace, args.window)
-        elif args.command == "grafana":
-            text = json.dumps(grafana_dashboard(args.namespace, args.title), indent=2) + "\n"
-        else:
-            summary = fetch_summary(args.url, args.token)
-            text = to_csv(summary) if args.format == "csv" else json.dumps(summary, indent=2) + "\n"
-    except (ValueError, OSError) as exc:
-        sys.stderr.write(f"asgi-perf {args.command}: {exc}\n")
-        return 2
+    if args.command == "rules":
+        text = rules_yaml(args.namespace, args.window)
+    elif args.command == "grafana":
+        text = json.dumps(grafana_dashboard(args.namespace, args.title), indent=2) + "\n"
+    else:
+        summary = fetch_summary(args.url, args.token)
+        text = to_csv(summary) if args.format == "csv" else json.dumps(summary, indent=2) + "\n"
     if getattr(args, "output", None):
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -1,21 +1,7 @@
-# Shared set-up for scripts/*: create or refresh .venv and install the project.
-# Sourced, not executed. Re-installs only when pyproject.toml changed (a stamp holds its hash).
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-PYTHON="${PYTHON:-python3}"
-VENV="$ROOT/.venv"
-EXTRAS="${1:-all,dev}"
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "asgi-perf: creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-stamp="$VENV/.asgi-perf-installed-${EXTRAS//,/-}"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "asgi-perf: installing .[$EXTRAS] into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
-  echo "$want" > "$stamp"
-fi
-export PATH="$VENV/bin:$PATH"
+# Shared set-up for scripts/*: make .venv match uv.lock exactly (creating it if needed).
+# Sourced, not executed:  source scripts/_venv.sh [uv sync options, e.g. --extra all --group bench]
+source "$(dirname "${BASH_SOURCE[0]}")/_uv.sh"
+export UV_PROJECT_ENVIRONMENT="$ROOT/.venv"
+"$UV" sync --locked --python "$PYTHON" "$@"
+export VIRTUAL_ENV="$ROOT/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"

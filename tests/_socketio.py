@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 import httpx
 import socketio
+import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
+
+from ._server import free_port
+
+SOCKETIO_VERSION = tuple(int(part) for part in version("python-socketio").split(".")[:2])
+#: The reasons a client-side disconnect may be counted under: python-socketio 5.11 passes none.
+CLIENT_REASONS = (
+    {"client_disconnect", "transport_close"} if SOCKETIO_VERSION >= (5, 12) else {"unknown"}
+)
 
 
 async def metrics(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -45,3 +57,19 @@ async def settle() -> None:
     """Let the in-loop server and clients exchange what is in flight (a few loop turns)."""
     for _ in range(20):
         await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def serving(sio: socketio.AsyncServer) -> AsyncIterator[str]:
+    """``sio`` served by uvicorn in this event loop; yields the base URL."""
+    port = free_port()
+    config = uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=port, log_level="error")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:  # uvicorn exposes a flag, not an event
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

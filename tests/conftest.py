@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 
 from asgi_perf import PerfRegistry
 
@@ -30,6 +35,29 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(autouse=True)
+def _close_sqlite_connections() -> Iterator[None]:
+    """Close the SQLite connections a test's engines opened and did not close.
+
+    Python 3.13 warns about an sqlite3 connection left to the garbage collector (an error here);
+    a test that builds an engine should not have to dispose of it to stay quiet.
+    """
+    opened: list[sqlite3.Connection] = []
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            opened.append(dbapi_connection)
+
+    event.listen(Pool, "connect", on_connect)
+    try:
+        yield
+    finally:
+        event.remove(Pool, "connect", on_connect)
+        for connection in opened:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # owned by another thread
+                connection.close()
 
 
 @pytest.fixture

@@ -30,7 +30,16 @@ ROOT = "asgi_perf"
 #: Modules at the top of the package that make up the core every feature builds on.
 CORE = frozenset(
     f"{ROOT}.{name}"
-    for name in ("__about__", "registry", "catalogue", "_labels", "_histogram", "_types", "_checks")
+    for name in (
+        "__about__",
+        "registry",
+        "catalogue",
+        "_labels",
+        "_histogram",
+        "_types",
+        "_checks",
+        "_optional",
+    )
 )
 #: Feature subpackages: each imports the core and itself only.
 FEATURES = ("http", "sqlalchemy", "socketio", "cache", "operations", "export")

@@ -7,6 +7,11 @@ them; ``cached`` memoizes ``def`` and ``async def`` functions with one load per 
 the ``cachetools`` extra.
 """
 
+from .. import _optional
+
+with _optional.requires("asgi_perf.cache", extra="cachetools"):
+    import cachetools  # noqa: F401
+
 from ._caches import (
     COMPONENT_KEY,
     ERR_ASYNC_CONDITION,

@@ -198,7 +198,12 @@ class MeteredCache(cachetools.Cache[KT, VT], Generic[KT, VT]):
         """Remove every entry (each counted as an ``explicit`` eviction)."""
         self._purge()
         removed = _raw_len(self)
+        # cachetools 7.0.0 and 7.0.1 clear through MutableMapping.clear(): one popitem() per
+        # entry (and, in timed caches, an expire() per popitem). Those removals are this clear,
+        # not capacity evictions or expiries: whatever they counted is put back.
+        counted = self._capacity, self._expired
         super().clear()
+        self._capacity, self._expired = counted
         self._explicit += removed
         self._epoch += 1
 

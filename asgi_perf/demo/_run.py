@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +29,8 @@ MIX: tuple[tuple[str, int], ...] = (
 )
 SOCKET_CLIENTS = 3
 CHAT_EVERY = 0.25
+#: Pause between requests of the light background load a plain ``demo`` run sends (~4 per second).
+BACKGROUND_PAUSE = 0.25
 PROGRESS_EVERY = 0.5
 ERR_DURATION = "--duration must be a positive number of seconds, got {!r}"
 ERR_CONCURRENCY = "--concurrency must be at least 1, got {!r}"
@@ -54,7 +57,9 @@ def _product_id(rng: random.Random) -> int:
     return min(PRODUCTS, int(rng.paretovariate(1.2)))
 
 
-async def _http_worker(client: Any, deadline: float, traffic: Traffic, rng: random.Random) -> None:
+async def _http_worker(
+    client: Any, deadline: float, traffic: Traffic, rng: random.Random, pause: float = 0.0
+) -> None:
     import httpx
 
     kinds, weights = zip(*MIX, strict=True)
@@ -71,6 +76,8 @@ async def _http_worker(client: Any, deadline: float, traffic: Traffic, rng: rand
             continue
         traffic.requests += 1
         traffic.by_status[response.status_code] = traffic.by_status.get(response.status_code, 0) + 1
+        if pause:
+            await asyncio.sleep(pause)
 
 
 def _path(kind: str, rng: random.Random) -> str:
@@ -159,6 +166,23 @@ async def generate(
                 await ticker
     out.write("\n")
     return traffic
+
+
+async def background(base: str) -> Traffic:
+    """Light load until cancelled: one paced HTTP client and one Socket.IO client.
+
+    A plain ``demo`` run sends it so the dashboard has something to show on first open.
+    """
+    import httpx
+
+    traffic = Traffic()
+    rng = random.Random()  # noqa: S311 - load mix, not crypto
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        await asyncio.gather(
+            _http_worker(client, math.inf, traffic, rng, BACKGROUND_PAUSE),
+            _socket_client(base, math.inf, traffic, 0),
+        )
+    return traffic  # pragma: no cover - only cancellation ends it
 
 
 def route_table(registry: PerfRegistry) -> list[dict[str, Any]]:
@@ -269,10 +293,14 @@ async def serve(
     concurrency: int,
     out: TextIO,
     on_started: Callable[[Any], Awaitable[None]] | None = None,
+    *,
+    background_traffic: bool = False,
 ) -> int:
     """Serve the demo; with ``traffic``, load it, print the report and stop.
 
-    ``on_started(server)`` runs once the server listens (tests stop a serve-only run with it).
+    Without ``traffic`` it serves until stopped, sending itself light load when
+    ``background_traffic`` is on. ``on_started(server)`` runs once the server listens (tests
+    stop a serve-only run with it).
     """
 
     demo = build_demo()
@@ -281,7 +309,9 @@ async def serve(
     quiet = _DropDemoFailures()
     log.addFilter(quiet)
     try:
-        return await _run(demo, host, port, traffic, duration, concurrency, out, on_started)
+        return await _run(
+            demo, host, port, traffic, duration, concurrency, out, on_started, background_traffic
+        )
     finally:
         log.removeFilter(quiet)
 
@@ -295,6 +325,7 @@ async def _run(
     concurrency: int,
     out: TextIO,
     on_started: Callable[[Any], Awaitable[None]] | None,
+    background_traffic: bool,
 ) -> int:
     import uvicorn
 
@@ -316,11 +347,24 @@ async def _run(
     )
     try:
         if not traffic:
+            load = None
+            if background_traffic:
+                out.write(
+                    "Sending itself light traffic (~4 requests/s, one Socket.IO client) so the "
+                    "dashboard has data; --no-background-traffic turns it off.\n"
+                )
+                load = asyncio.create_task(background(base))
             out.write("Press Ctrl-C to stop.\n")
             out.flush()
-            if on_started is not None:
-                await on_started(server)
-            await task
+            try:
+                if on_started is not None:
+                    await on_started(server)
+                await task
+            finally:
+                if load is not None:
+                    load.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await load
             return 0
         out.write(
             f"Generating traffic for {duration:g}s: {concurrency} HTTP clients, "
@@ -375,6 +419,7 @@ def run_demo(
     duration: float,
     concurrency: int,
     out: TextIO | None = None,
+    background_traffic: bool = True,
 ) -> int:
     import sys
 
@@ -383,6 +428,16 @@ def run_demo(
     if concurrency < 1:
         raise ValueError(ERR_CONCURRENCY.format(concurrency))
     try:
-        return asyncio.run(serve(host, port, traffic, duration, concurrency, out or sys.stdout))
+        return asyncio.run(
+            serve(
+                host,
+                port,
+                traffic,
+                duration,
+                concurrency,
+                out or sys.stdout,
+                background_traffic=background_traffic,
+            )
+        )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop
         return 0

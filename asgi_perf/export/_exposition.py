@@ -17,6 +17,7 @@ from prometheus_client.exposition import choose_encoder
 from .._types import Message, Receive, Scope, Send
 from ..registry import PerfRegistry
 from ._multiprocess import MULTIPROCESS
+from ._render import RenderError, Renderers
 
 ERR_TOKEN = "token must be a non-empty string"
 ERR_BASIC = "basic_auth must be a (username, password) pair of non-empty strings"
@@ -108,6 +109,7 @@ class MetricsApp:
         self._networks = tuple(networks)
         self._gzip = gzip
         self._in_thread = render_in_thread
+        self._fast = Renderers()
         if self.perf is not None:
             # With PROMETHEUS_MULTIPROC_DIR set, every worker publishes and any worker serves the
             # merged view (ValueError here if the directory is unusable).
@@ -207,13 +209,23 @@ class MetricsApp:
 
     def _renderer(self, accept: str, wants_gzip: bool) -> Callable[[], tuple[bytes, str, str]]:
         encoder, content_type = choose_encoder(accept)
+        fast = self._fast.for_encoder(encoder)
         registry = self.prometheus
         merged = self.perf.find_component(MULTIPROCESS) if self.perf is not None else None
         if merged is not None:
             registry = merged.view
 
         def render() -> tuple[bytes, str, str]:
-            body: Any = encoder(registry)
+            body: Any = None
+            if fast is not None:
+                try:
+                    body = fast.render(registry)
+                except RenderError as exc:
+                    # prometheus_client renders what the fast path cannot, as it always did.
+                    if self.perf is not None:
+                        self.perf.report_error("exposition", exc)
+            if body is None:
+                body = encoder(registry)
             if wants_gzip and len(body) >= GZIP_MIN_SIZE:
                 return gzip.compress(body, compresslevel=5), "gzip", content_type
             return body, "", content_type

@@ -160,8 +160,8 @@ class AlertsSection(TypedDict):
 class InstrumentationSection(TypedDict):
     """asgi-perf's own swallowed errors (by component) and series-cap overflows (by metric)."""
 
-    errors: dict[tuple[str, ...], float]
-    series_overflow: dict[tuple[str, ...], float]
+    errors: dict[str, float]
+    series_overflow: dict[str, float]
 
 
 class SystemFigures(TypedDict):

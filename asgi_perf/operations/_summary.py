@@ -111,6 +111,10 @@ class Samples:
             out[key] = out.get(key, 0.0) + value
         return out
 
+    def total_by(self, name: str, key: str) -> dict[str, float]:
+        """``name`` summed by one label, keyed by that label's value."""
+        return {k: v for (k,), v in self.sum_by(name, key).items()}
+
     def hist_by(
         self, name: str, key: Callable[[Labels], tuple[str, ...] | None]
     ) -> dict[tuple[str, ...], _SampledHistogram]:
@@ -214,8 +218,8 @@ class _Builder:
         http, db, cache = self.http(), self.db(), self.cache()
         socketio, timers, alerts = self.socketio(), self.timers(), self.alerts()
         instrumentation: InstrumentationSection = {
-            "errors": self.s.sum_by("asgi_perf_instrumentation_errors_total", "component"),
-            "series_overflow": self.s.sum_by("asgi_perf_series_overflow_total", "metric"),
+            "errors": self.s.total_by("asgi_perf_instrumentation_errors_total", "component"),
+            "series_overflow": self.s.total_by("asgi_perf_series_overflow_total", "metric"),
         }
         return {
             "generated_at": round(self.now, 3),
@@ -504,7 +508,7 @@ class _Builder:
                 k[0]: int(v) for k, v in s.sum_by("socketio_batch_dropped_total", "reason").items()
             },
             "queue_depth_max": one("socketio_queue_depth_max"),
-            "queue_depth_sum": one("socketio_queue_depth_sum"),
+            "queue_depth_sum": one("socketio_queued_packets"),
         }
 
     def timers(self) -> TimersSection:

@@ -23,7 +23,7 @@ from ._schema import SystemFigures
 
 PROC = "/proc"
 
-ERR_NO_PSUTIL = "use_psutil=True but psutil is not installed (pip install psutil)"
+ERR_NO_PSUTIL = 'use_psutil=True but psutil is not installed: pip install "asgi-perf[psutil]"'
 
 
 # Set while a reader that keeps its own sampler (the summary) collects the registry.

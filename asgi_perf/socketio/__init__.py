@@ -6,6 +6,13 @@
 ``socketio`` extra.
 """
 
+from .. import _optional
+
+# The hook works on a server instance and never calls the package itself; importing it here
+# makes a missing install fail now, naming the extra, not at the first instrument_socketio().
+with _optional.requires("asgi_perf.socketio", extra="socketio"):
+    import socketio  # noqa: F401
+
 from ._batcher import Batcher
 from ._client import (
     BATCH_EVENT,

@@ -18,7 +18,8 @@ Why these hook points (python-socketio 5.11+):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any, cast
 
@@ -51,6 +52,19 @@ DISCONNECT_REASONS: dict[object, str] = {
 UNKNOWN_REASON = "unknown"
 _MESSAGE = 4  # engine.io MESSAGE packet type: the ones carrying Socket.IO packets
 _HOOK_ATTR = "_asgi_perf_hook"
+_NO_REASON: Any = object()
+
+logger = logging.getLogger("asgi_perf.socketio")
+
+#: Logged once per server when its python-socketio keeps a figure where the hook cannot read it.
+CANNOT_READ = (
+    "asgi-perf cannot read %s from this python-socketio %s (%s); %s is not exported for this "
+    "server rather than exported wrong"
+)
+
+
+class _Unreadable(Exception):
+    """The server's internals are not shaped as the scrape-time readers expect."""
 
 
 def _check_max(name: str, value: object) -> int:
@@ -103,6 +117,10 @@ class SocketIOHook:
         self._namespaces = NameLimiter(max_names=max_namespaces)
         self._served_labels: dict[str, str] = {}
         self._saved: list[tuple[Any, str, bool, Any, Any]] = []
+        # (namespace, eio sid) -> connect handlers running. Before python-socketio 5.18 a client
+        # is in the manager's rooms while its connect handler decides; it is not connected yet.
+        self._connecting: dict[tuple[str, str], int] = {}
+        self._unreadable: set[str] = set()
         self.installed = False
 
     # -- labels ----------------------------------------------------------------------------------
@@ -193,9 +211,18 @@ class SocketIOHook:
             ns = namespace or "/"
             manager = manager_of()
             before = manager.sid_from_eio_sid(eio_sid, ns)
+            # With always_connect the client is told it is connected before the handler runs.
+            pending = None if getattr(hook.server, "always_connect", False) else (ns, eio_sid)
+            connecting = hook._connecting
+            if pending is not None:
+                connecting[pending] = connecting.get(pending, 0) + 1
             try:
                 return await original(eio_sid, namespace, data)
             finally:
+                if pending is not None:
+                    left = connecting.pop(pending) - 1
+                    if left:
+                        connecting[pending] = left
                 try:
                     after = manager.sid_from_eio_sid(eio_sid, ns)
                     accepted = (
@@ -222,19 +249,22 @@ class SocketIOHook:
         manager_of = self._manager
 
         async def _handle_disconnect(
-            eio_sid: str, namespace: str | None, reason: Any = None
+            eio_sid: str, namespace: str | None, reason: Any = _NO_REASON
         ) -> Any:
+            # python-socketio 5.12+ passes engine.io's reason; 5.11 takes none (and knows none):
+            # call the original the way python-socketio called us.
+            call = (eio_sid, namespace) if reason is _NO_REASON else (eio_sid, namespace, reason)
             if not hook.installed:
-                return await original(eio_sid, namespace, reason)
+                return await original(*call)
             ns = namespace or "/"
             manager = manager_of()
             sid = manager.sid_from_eio_sid(eio_sid, ns)
             was_connected = sid is not None and manager.is_connected(sid, ns)
             try:
-                return await original(eio_sid, namespace, reason)
+                return await original(*call)
             finally:
                 if was_connected:
-                    hook._count_disconnect(ns, reason or "client disconnect")
+                    hook._count_disconnect(ns, reason)
 
         return _handle_disconnect
 
@@ -359,18 +389,41 @@ class SocketIOHook:
         return self.server.manager
 
     # -- scrape time (ServerState) ---------------------------------------------------------------
-    def connections(self) -> Iterator[tuple[str, str, int]]:
+    def _cannot_read(self, what: str, figure: str, exc: BaseException) -> None:
+        if figure not in self._unreadable:
+            self._unreadable.add(figure)
+            logger.warning(CANNOT_READ, what, _socketio_version(), exc, figure)
+
+    def connections(self) -> list[tuple[str, str, int]] | None:
+        """``(namespace label, transport, count)`` of the connected clients; ``None`` (after one
+        warning) when this python-socketio keeps them where the hook cannot read them."""
+        try:
+            return self._read_connections()
+        except _Unreadable as exc:
+            self._cannot_read("the connected clients", "socketio_connections", exc)
+            return None
+
+    def _read_connections(self) -> list[tuple[str, str, int]]:
         manager = self.server.manager
-        sockets = self.server.eio.sockets
-        for namespace, rooms in _stable_items(manager.rooms):
-            members = rooms.get(None)
+        rooms = _mapping(manager, "rooms")
+        # 5.18+ keeps a client whose connect handler is running in pending_connect; before, it
+        # is already in rooms and only self._connecting knows it is not connected yet.
+        pending_connect = _mapping(manager, "pending_connect", missing_ok=True)
+        pending_disconnect = _mapping(manager, "pending_disconnect")
+        sockets = _mapping(self.server.eio, "sockets")
+        connecting = self._connecting
+        found: list[tuple[str, str, int]] = []
+        for namespace, ns_rooms in _stable_items(rooms):
+            if not isinstance(ns_rooms, dict):
+                raise _Unreadable(f"manager.rooms[{namespace!r}] is a {type(ns_rooms).__name__}")
+            members = ns_rooms.get(None)
             if not members:
                 continue
-            busy = set(manager.pending_connect.get(namespace, ()))
-            busy.update(manager.pending_disconnect.get(namespace, ()))
+            busy = set(pending_connect.get(namespace, ()))
+            busy.update(pending_disconnect.get(namespace, ()))
             counts: dict[str, int] = {}
             for sid, eio_sid in _stable_items(members):
-                if sid in busy:
+                if sid in busy or (namespace, eio_sid) in connecting:
                     continue
                 socket = sockets.get(eio_sid)
                 transport = (
@@ -382,12 +435,47 @@ class SocketIOHook:
                 )
                 counts[transport] = counts.get(transport, 0) + 1
             label = self._namespace_label(namespace)
-            for transport, n in counts.items():
-                yield label, transport, n
+            found.extend((label, transport, n) for transport, n in counts.items())
+        return found
 
-    def queue_depths(self) -> Iterator[int]:
-        for socket in [s for _, s in _stable_items(self.server.eio.sockets)]:
-            yield socket.queue.qsize()
+    def queue_depths(self) -> list[int] | None:
+        """The outgoing queue length of every engine.io socket; ``None`` (after one warning) when
+        this engine.io keeps them where the hook cannot read them."""
+        try:
+            sockets = _mapping(self.server.eio, "sockets")
+            return [_queue_size(s) for _, s in _stable_items(sockets)]
+        except _Unreadable as exc:
+            self._cannot_read("the outgoing queues", "socketio_queue_depth_max/sum", exc)
+            return None
+
+
+def _mapping(owner: Any, name: str, *, missing_ok: bool = False) -> dict[Any, Any]:
+    value = getattr(owner, name, None)
+    if value is None and missing_ok and not hasattr(owner, name):
+        return {}
+    if not isinstance(value, dict):
+        what = "missing" if not hasattr(owner, name) else f"a {type(value).__name__}"
+        raise _Unreadable(f"{type(owner).__name__}.{name} is {what}")
+    return value
+
+
+def _queue_size(socket: Any) -> int:
+    qsize = getattr(getattr(socket, "queue", None), "qsize", None)
+    if not callable(qsize):
+        raise _Unreadable(f"{type(socket).__name__}.queue has no qsize()")
+    size = qsize()
+    if not isinstance(size, int):
+        raise _Unreadable(f"{type(socket).__name__}.queue.qsize() is a {type(size).__name__}")
+    return size
+
+
+def _socketio_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("python-socketio")
+    except PackageNotFoundError:  # pragma: no cover - the hook needs python-socketio installed
+        return "(version unknown)"
 
 
 def _stable_items(mapping: Any) -> list[tuple[Any, Any]]:

@@ -43,12 +43,12 @@ ERR_SHARED_BUCKETS = (
 class ServerState(Protocol):
     """What an instrumented server reports at scrape time."""
 
-    def connections(self) -> Iterable[tuple[str, str, int]]:
-        """``(namespace label, transport, count)`` triples."""
+    def connections(self) -> Iterable[tuple[str, str, int]] | None:
+        """``(namespace label, transport, count)`` triples; ``None`` when they cannot be read."""
         ...
 
-    def queue_depths(self) -> Iterable[int]:
-        """The outgoing queue length of every engine.io socket."""
+    def queue_depths(self) -> Iterable[int] | None:
+        """The outgoing queue length of every engine.io socket; ``None`` when unreadable."""
         ...
 
 
@@ -62,7 +62,7 @@ class SocketIOStats(CatalogueCollector):
         "socketio_batch_wait_seconds",
         "socketio_connections",
         "socketio_queue_depth_max",
-        "socketio_queue_depth_sum",
+        "socketio_queued_packets",
         "socketio_batch_pending",
     )
 
@@ -132,26 +132,56 @@ class SocketIOStats(CatalogueCollector):
         return iter(f.values())
 
     def _gauges(self, f: dict[str, Any]) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        deepest = total = 0
+        # A figure one server cannot give is left out entirely: a sum missing a server is wrong.
+        counts: dict[tuple[str, str], int] | None = {}
+        depths: list[int] | None = []
         for server in list(self.servers):  # ServerState
-            try:
-                for namespace, transport, n in server.connections():
-                    counts[namespace, transport] = counts.get((namespace, transport), 0) + n
-                for depth in server.queue_depths():
-                    deepest = max(deepest, depth)
-                    total += depth
-            except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
-                self.registry.report_error("socketio", exc)
-        for key, n in sorted(counts.items()):
-            f["socketio_connections"].add_metric(key, n)
-        f["socketio_queue_depth_max"].add_metric((), deepest)
-        f["socketio_queue_depth_sum"].add_metric((), total)
+            counts = _merge_counts(self.registry, server, counts)
+            depths = _merge_depths(self.registry, server, depths)
+        if counts is not None:
+            for key, n in sorted(counts.items()):
+                f["socketio_connections"].add_metric(key, n)
+        if depths is not None:
+            f["socketio_queue_depth_max"].add_metric((), max(depths, default=0))
+            f["socketio_queued_packets"].add_metric((), sum(depths))
         f["socketio_batch_pending"].add_metric((), sum(b.pending for b in list(self.batchers)))
 
 
 #: The registry's Socket.IO series, shared by every hook and batcher on it.
 SOCKETIO_STATS: ComponentKey[SocketIOStats] = ComponentKey("socketio")
+
+
+def _merge_counts(
+    reg: PerfRegistry, server: ServerState, counts: dict[tuple[str, str], int] | None
+) -> dict[tuple[str, str], int] | None:
+    if counts is None:
+        return None
+    try:
+        found = server.connections()
+        if found is None:
+            return None
+        for namespace, transport, n in list(found):
+            counts[namespace, transport] = counts.get((namespace, transport), 0) + n
+    except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
+        reg.report_error("socketio", exc)
+        return None
+    return counts
+
+
+def _merge_depths(
+    reg: PerfRegistry, server: ServerState, depths: list[int] | None
+) -> list[int] | None:
+    if depths is None:
+        return None
+    try:
+        found = server.queue_depths()
+        if found is None:
+            return None
+        depths.extend(list(found))
+    except Exception as exc:  # noqa: BLE001 - a scrape must not fail on one server
+        reg.report_error("socketio", exc)
+        return None
+    return depths
 
 
 def socketio_stats(registry: PerfRegistry) -> SocketIOStats:

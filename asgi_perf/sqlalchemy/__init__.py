@@ -5,6 +5,11 @@
 this module's ``ERR_*`` constants. Requires the ``sqlalchemy`` extra.
 """
 
+from .. import _optional
+
+with _optional.requires("asgi_perf.sqlalchemy", extra="sqlalchemy"):
+    import sqlalchemy  # noqa: F401
+
 from .._checks import ERR_REGISTRY
 from ._engine import (
     CANCELLED,

@@ -234,6 +234,38 @@ def test_clear_on_timed_cache_separates_expired_from_explicit(registry: PerfRegi
     assert cache.stats()["evictions"] == {"capacity": 0, "expired": 1, "explicit": 1}
 
 
+def _full_cache(kind: str, registry: PerfRegistry) -> Any:
+    clock = FakeClock()
+    if kind == "lru":
+        return LRUCache(4, name=kind, registry=registry)
+    if kind == "lfu":
+        return LFUCache(4, name=kind, registry=registry)
+    if kind == "ttl":
+        return TTLCache(4, 10, name=kind, registry=registry, timer=clock)
+    return TLRUCache(4, lambda _k, _v, now: now + 10, name=kind, registry=registry, timer=clock)
+
+
+@pytest.mark.parametrize("kind", ["lru", "lfu", "ttl", "tlru"])
+def test_clear_and_explicit_removals_are_never_capacity_evictions(
+    registry: PerfRegistry, kind: str
+) -> None:
+    """On every cachetools in range (7.0.0 and 7.0.1 clear a cache by popping its items one by
+    one, the way a full cache evicts): del, pop and clear() of a full cache are explicit
+    removals only, each entry counted once; only a store into the full cache is capacity."""
+    cache = _full_cache(kind, registry)
+    for i in range(4):
+        cache[i] = i
+    cache[4] = 4  # full: one capacity eviction
+    del cache[4]
+    assert cache.pop(3) == 3
+    cache.clear()
+    assert len(cache) == 0
+    assert cache.stats()["evictions"] == {"capacity": 1, "expired": 0, "explicit": 4}
+    for i in range(5):  # usable again after clear(): the policy's own structures were reset
+        cache[i] = i
+    assert cache.stats()["evictions"] == {"capacity": 2, "expired": 0, "explicit": 4}
+
+
 def test_jitter_shortens_ttl_within_bounds_and_is_reproducible(registry: PerfRegistry) -> None:
     """With jitter each entry lives in ``[ttl*(1-jitter), ttl]``; a seeded RNG repeats it."""
 

@@ -18,7 +18,7 @@ import pytest
 
 from asgi_perf.cli import main
 from asgi_perf.demo._app import DemoFailure, build_demo, demo_rules
-from asgi_perf.demo._run import ERR_CONCURRENCY, ERR_DURATION, generate, serve
+from asgi_perf.demo._run import BACKGROUND_PAUSE, ERR_CONCURRENCY, ERR_DURATION, generate, serve
 from asgi_perf.export import grafana_dashboard, prometheus_rules
 
 from .._browser import ARTIFACTS, Dom, browser, chromium
@@ -224,6 +224,67 @@ def test_serve_without_traffic_runs_until_stopped() -> None:
     assert seen["error"] == 500
     assert seen["bad order"] == 422
     assert seen["bad category"] == seen["no product"] == 404
+
+
+def test_serve_sends_itself_light_traffic_by_default() -> None:
+    """A plain `demo` run loads itself (HTTP and Socket.IO) so the dashboard is not empty, and the
+    load stops with the server."""
+    out = io.StringIO()
+    seen: dict[str, Any] = {}
+
+    async def watch(server: Any) -> None:
+        base = f"http://127.0.0.1:{server.config.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            for _ in range(400):  # bounded wait for the background load to show in the metrics
+                text = (await client.get("/metrics")).text
+                products = re.search(
+                    r'http_requests_total\{[^}]*route="/products/\{product_id\}"', text
+                )
+                sockets = re.search(r"^socketio_connections\{[^}]*\} 1\.0$", text, re.M)
+                if products and sockets:
+                    seen["loaded"] = True
+                    break
+                await asyncio.sleep(0.05)
+        server.should_exit = True
+
+    code = asyncio.run(
+        serve("127.0.0.1", free_port(), False, 1.0, 1, out, watch, background_traffic=True)
+    )
+    assert code == 0
+    assert seen.get("loaded"), "no background requests and Socket.IO client seen in /metrics"
+    assert "--no-background-traffic" in out.getvalue()
+
+
+def test_serve_without_background_traffic_stays_idle() -> None:
+    """`--no-background-traffic`: the demo serves but sends nothing to itself."""
+    out = io.StringIO()
+    seen: dict[str, str] = {}
+
+    async def look(server: Any) -> None:
+        await asyncio.sleep(BACKGROUND_PAUSE * 4)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.config.port}") as client:
+            seen["metrics"] = (await client.get("/metrics")).text
+        server.should_exit = True
+
+    assert asyncio.run(serve("127.0.0.1", free_port(), False, 1.0, 1, out, look)) == 0
+    assert 'route="/products/{product_id}"' not in seen["metrics"]
+    assert "light traffic" not in out.getvalue()
+
+
+def test_cli_turns_background_traffic_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI passes --no-background-traffic through to the demo; it is on by default."""
+    from asgi_perf import demo
+
+    calls: list[bool] = []
+
+    def fake_run_demo(**kwargs: Any) -> int:
+        calls.append(kwargs["background_traffic"])
+        return 0
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    assert main(["demo"]) == 0
+    assert main(["demo", "--no-background-traffic"]) == 0
+    assert calls == [True, False]
 
 
 def test_demo_rules_trip_quickly() -> None:

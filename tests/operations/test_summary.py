@@ -243,6 +243,14 @@ def test_broken_slow_query_component_is_reported(registry: PerfRegistry) -> None
     registry.component(SLOW_QUERIES, Broken)
     assert registry.summary()["db"]["slow_queries"] == []
     assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "summary"}) == 1
+    # The next summary names the component as a plain key (JSON object keys are strings).
+    assert registry.summary()["instrumentation"]["errors"] == {"summary": 1.0}
+
+
+def test_summary_names_overflowing_metrics_by_name(registry: PerfRegistry) -> None:
+    """Series overflow in the summary is keyed by the metric's name, as the JSON shows it."""
+    registry.counter("asgi_perf_series_overflow_total").labels("http_requests_total").inc(3)
+    assert registry.summary()["instrumentation"]["series_overflow"] == {"http_requests_total": 3.0}
 
 
 def test_alert_figures_take_the_worst_busy_series(registry: PerfRegistry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 
@@ -16,7 +17,7 @@ from asgi_perf.socketio._client import ERR_NOT_CLIENT, unbatch
 from asgi_perf.testing import sample, samples, series
 
 from .._socketio import connect as open_client
-from .._socketio import settle
+from .._socketio import serving, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -340,3 +341,154 @@ async def test_raw_packets_cannot_claim_namespace_labels(
         == 1
     )
     assert (sample(registry, "socketio_received_bytes_total", {"namespace": "__other__"}) or 0) > 0
+
+
+def connected(registry: PerfRegistry, transport: str = "websocket") -> float | None:
+    return sample(registry, "socketio_connections", {"namespace": "/", "transport": transport})
+
+
+@pytest.mark.parametrize("always_connect", [False, True])
+async def test_gauge_counts_a_client_once_its_connect_handler_accepts(
+    registry: PerfRegistry, always_connect: bool
+) -> None:
+    """On every supported python-socketio (5.11-5.17 put a client in the rooms before its
+    connect handler runs, 5.18+ marks it pending): while the handler decides, the client is not in
+    socketio_connections — unless always_connect told it it is connected; once accepted it is
+    counted exactly once, and a refused client never is."""
+    sio = socketio.AsyncServer(async_mode="asgi", always_connect=always_connect)
+    gates: dict[str, asyncio.Event] = {}
+    entered: asyncio.Queue[str] = asyncio.Queue()
+
+    async def connect(sid: str, environ: Any, auth: Any) -> bool:
+        gates[auth["name"]] = gate = asyncio.Event()
+        entered.put_nowait(auth["name"])
+        await gate.wait()
+        return bool(auth["name"] != "refused")
+
+    sio.on("connect", connect)
+    instrument_socketio(sio, registry=registry)
+    during = 1.0 if always_connect else None
+    async with serving(sio) as base:
+        first = socketio.AsyncClient(reconnection=False)
+        joining = asyncio.ensure_future(
+            first.connect(base, auth={"name": "first"}, transports=["websocket"], wait_timeout=5)
+        )
+        assert await entered.get() == "first"
+        assert connected(registry) == during
+        gates["first"].set()
+        await joining
+        assert connected(registry) == 1
+        refused = socketio.AsyncClient(reconnection=False)
+        refusing = asyncio.ensure_future(
+            refused.connect(
+                base, auth={"name": "refused"}, transports=["websocket"], wait_timeout=5
+            )
+        )
+        assert await entered.get() == "refused"
+        assert connected(registry) == (2 if always_connect else 1)
+        gates["refused"].set()
+        if always_connect:  # told it was connected, then disconnected by the server
+            await refusing
+        else:
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await refusing
+        await refused.disconnect()
+        await settle()
+        assert connected(registry) == 1
+        for outcome in ("accepted", "rejected"):
+            labels = {"namespace": "/", "outcome": outcome}
+            assert sample(registry, "socketio_connects_total", labels) == 1
+        await first.disconnect()
+        await settle()
+        assert connected(registry) is None
+
+
+async def test_unreadable_manager_exports_no_gauge_and_warns_once(
+    live: tuple[socketio.AsyncServer, str],
+    registry: PerfRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A python-socketio whose manager keeps its clients elsewhere (a release this hook does not
+    know, or a custom manager): socketio_connections has no sample at all rather than a wrong
+    one, one warning says so however often /metrics is scraped, and every other figure stays."""
+    sio, base = live
+    instrument_socketio(sio, registry=registry)
+    c = await open_client(base)
+    await settle()
+    assert connected(registry) == 1
+    # The fault cannot be caused with a real release: take away what such a manager lacks.
+    monkeypatch.delattr(sio.manager, "pending_disconnect")
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.socketio"):
+        for _ in range(3):
+            assert samples(registry, "socketio_connections") == []
+            assert sample(registry, "socketio_queue_depth_max") == 0
+    warnings = [r for r in caplog.records if r.name == "asgi_perf.socketio"]
+    assert len(warnings) == 1
+    assert "socketio_connections is not exported" in warnings[0].getMessage()
+    errors = sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "socketio"})
+    assert not errors  # a known gap, not a failure
+    accepted = {"namespace": "/", "outcome": "accepted"}
+    assert sample(registry, "socketio_connects_total", accepted) == 1
+    monkeypatch.undo()
+    await c.disconnect()
+
+
+async def test_unreadable_queues_export_no_depth(
+    live: tuple[socketio.AsyncServer, str],
+    registry: PerfRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An engine.io socket whose outgoing queue has no qsize(): the queue-depth gauges have no
+    sample (a 0 would claim an empty queue), one warning; the connection gauge is unaffected."""
+    sio, base = live
+    instrument_socketio(sio, registry=registry)
+    c = await open_client(base)
+    await settle()
+    (socket,) = sio.eio.sockets.values()
+    monkeypatch.setattr(socket, "queue", object())
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.socketio"):
+        for _ in range(2):
+            assert samples(registry, "socketio_queue_depth_max") == []
+            assert samples(registry, "socketio_queued_packets") == []
+            assert connected(registry) == 1
+    assert len([r for r in caplog.records if r.name == "asgi_perf.socketio"]) == 1
+    monkeypatch.undo()
+    await c.disconnect()
+
+
+async def test_a_failing_server_leaves_the_figure_out_not_partial(
+    live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
+) -> None:
+    """Two servers on one registry, one of which fails while being read: socketio_connections
+    has no sample (the other server's count alone would be a wrong total) and the failure is
+    counted as an instrumentation error; the next good scrape has both again."""
+    from asgi_perf.socketio._stats import socketio_stats
+
+    sio, base = live
+    instrument_socketio(sio, registry=registry)
+    c = await open_client(base)
+    await settle()
+
+    class Failing:
+        broken = True
+
+        def connections(self) -> list[tuple[str, str, int]]:
+            if self.broken:
+                raise RuntimeError("boom")
+            return [("/", "websocket", 2)]
+
+        def queue_depths(self) -> list[int]:
+            return [3]
+
+    other = Failing()
+    socketio_stats(registry).servers.add(other)
+    assert samples(registry, "socketio_connections") == []
+    assert sample(registry, "socketio_queue_depth_max") == 3
+    errors = sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "socketio"})
+    assert errors is not None
+    assert errors >= 1
+    other.broken = False
+    assert connected(registry) == 3
+    await c.disconnect()

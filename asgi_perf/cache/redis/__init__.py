@@ -5,6 +5,11 @@ writes and invalidations reach other processes through Redis pub/sub; Redis is a
 never a dependency (see ``docs/cache.md``). Requires the ``redis`` extra.
 """
 
+from ... import _optional
+
+with _optional.requires("asgi_perf.cache.redis", extra="redis"):
+    import redis  # noqa: F401
+
 from ._tiered import (
     ERR_BREAKER,
     ERR_CLIENT,
