@@ -28,7 +28,8 @@ from ._stats import HTTP_STATS, HttpStats
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
 
-#: Scope key the recording middleware sets, so a second one further in passes the request through.
+#: Scope key: the registries already recording this request, so a middleware further in on one
+#: of them passes it through.
 RECORDING_KEY = "asgi_perf.recording"
 
 #: How far down the ``.app`` chain a new middleware looks for one already wrapped.
@@ -41,8 +42,8 @@ WARN_DUPLICATE = (
     "each request is recorded once, by the innermost one, and this one's options are ignored"
 )
 WARN_NESTED = (
-    "a request reached a PerfMiddleware inside another one (an instrumented app mounted in an "
-    "instrumented app?); it is recorded once, by the outer one, and this one passes it through"
+    "a request reached a PerfMiddleware inside another one on the same registry (an app mounted "
+    "in an app instrumented with its registry?); it is recorded once, by the outer one"
 )
 
 ERR_EXCLUDE_PATH = "exclude_paths entries must be strings starting with '/', got {!r}"
@@ -75,8 +76,9 @@ class PerfMiddleware:
         (``/metrics`` and the operations endpoints); left out by default.
 
     Installed twice on one app, it records each request once: a middleware that wraps another
-    one (found down the ``.app`` chain at construction) steps aside and logs a warning; one
-    that meets a request already being recorded (nested out of sight) passes it through.
+    one (found down the ``.app`` chain at construction) steps aside and logs a warning. One
+    nested out of sight (an app mounted in another) passes through a request its registry is
+    already recording, with a warning; on a registry of its own it records as usual.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class PerfMiddleware:
         self._excluding = bool(paths or compiled)
         self._skip_own = not record_own_endpoints
         self._nested_reported = False
+        self._mark = (registry,)  # built once: the common case stores it without allocating
         # A duplicate found now steps aside: it never touches the registry (so its buckets cannot
         # conflict with the recording one's) and "excludes" every path, at no cost per request.
         self._duplicate = _wrapped_middleware(app) is not None
@@ -154,14 +157,16 @@ class PerfMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if RECORDING_KEY in scope:
+        recording = scope.get(RECORDING_KEY)
+        if recording is not None and self.registry in recording:
             self._pass_nested()
             await self.app(scope, receive, send)
             return
         if self._excluding and self._excluded(scope.get("path")):
             await self.app(scope, receive, send)
             return
-        scope[RECORDING_KEY] = True
+        # Another registry further out records into itself: both count, each once.
+        scope[RECORDING_KEY] = self._mark if recording is None else (*recording, self.registry)
 
         hooks = self._hooks
         hook_states = self._start_hooks(hooks) if hooks else None

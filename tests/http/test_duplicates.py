@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from starlette.routing import Mount, Route
 from asgi_perf import PerfMiddleware, PerfRegistry, instrument
 from asgi_perf.http._middleware import WARN_DUPLICATE, WARN_NESTED
 from asgi_perf.http._stats import ERR_SHARED_BUCKETS
+from asgi_perf.testing import samples
 
 pytestmark = pytest.mark.anyio
 
@@ -37,16 +37,10 @@ def requests_total(registry: PerfRegistry) -> float:
     return sum(s.value for f in registry.prometheus.collect() for s in f.samples if s.name == name)
 
 
-def in_progress_peak(registry: PerfRegistry) -> Callable[[], float]:
-    """Reads the in-progress gauge's current total."""
+def in_progress(registry: PerfRegistry) -> float:
+    """The in-progress gauge's current total."""
     name = registry.metric_name("http_requests_in_progress")
-
-    def read() -> float:
-        return sum(
-            s.value for f in registry.prometheus.collect() for s in f.samples if s.name == name
-        )
-
-    return read
+    return sum(s.value for f in registry.prometheus.collect() for s in f.samples if s.name == name)
 
 
 async def hit(app: Any, path: str = "/hello", n: int = REQUESTS) -> list[int]:
@@ -96,7 +90,7 @@ async def test_three_middlewares_still_record_once() -> None:
         app.add_middleware(PerfMiddleware, registry=registry)
     assert await hit(app) == [200] * REQUESTS
     assert requests_total(registry) == REQUESTS
-    assert in_progress_peak(registry)() == 0
+    assert in_progress(registry) == 0
 
 
 async def test_duplicate_with_other_buckets_does_not_fail_requests(
@@ -116,19 +110,40 @@ async def test_duplicate_with_other_buckets_does_not_fail_requests(
     ]
 
 
-async def test_instrumented_app_mounted_in_an_instrumented_app(
+async def test_app_mounted_in_an_app_instrumented_with_its_registry(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A request through an instrumented app into an instrumented mounted app is recorded once,
-    by the outer middleware; the inner one warns once and passes requests through."""
+    """A request through an instrumented app into a mounted app instrumented with the same
+    registry is recorded once, by the outer middleware; the inner one warns once."""
     inner = make_app()
-    inner_registry = instrument(inner, metrics_path=None)
+    registry = instrument(inner, metrics_path=None)
     outer = Starlette(routes=[Mount("/sub", inner)])
-    outer_registry = instrument(outer)
+    instrument(outer, registry=registry)
     with caplog.at_level(logging.WARNING, logger="asgi_perf.http"):
         assert await hit(outer, "/sub/hello") == [200] * REQUESTS
-    assert requests_total(outer_registry) + requests_total(inner_registry) == REQUESTS
-    assert requests_total(outer_registry) == REQUESTS
+    assert requests_total(registry) == REQUESTS
+    assert [s["route"] for s in samples(registry, "http_requests_total")] == ["/sub/hello"]
+    assert [r.getMessage() for r in caplog.records if r.name == "asgi_perf.http"] == [WARN_NESTED]
+
+
+async def test_mounted_apps_with_registries_of_their_own_each_count_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An app mounted in another, each instrumented with its own registry (each serving its own
+    /metrics): each registry counts each request once, with no warning; a third level on the
+    outer registry again is passed through."""
+    innermost = make_app()
+    outer_registry = PerfRegistry()
+    instrument(innermost, registry=outer_registry, metrics_path=None)
+    inner = Starlette(routes=[Mount("/deep", innermost), Route("/hello", hello)])
+    inner_registry = instrument(inner)
+    outer = Starlette(routes=[Mount("/sub", inner)])
+    instrument(outer, registry=outer_registry)
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.http"):
+        assert await hit(outer, "/sub/hello") == [200] * REQUESTS
+        assert await hit(outer, "/sub/deep/hello") == [200] * REQUESTS
+    assert requests_total(outer_registry) == 2 * REQUESTS
+    assert requests_total(inner_registry) == 2 * REQUESTS
     assert [r.getMessage() for r in caplog.records if r.name == "asgi_perf.http"] == [WARN_NESTED]
 
 
