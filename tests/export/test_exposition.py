@@ -269,14 +269,14 @@ def test_instrument_validates_eagerly() -> None:
 
 
 @pytest.mark.parametrize("path", ["/summary", "/ops/history/", "/alerts", "/app/dashboard"])
-@pytest.mark.parametrize("operations_routes", [True, False])
+@pytest.mark.parametrize("operations", [True, False])
 def test_instrument_rejects_a_metrics_path_named_like_an_operations_endpoint(
-    path: str, operations_routes: bool
+    path: str, operations: bool
 ) -> None:
     """A metrics_path ending in summary/history/alerts/dashboard is refused: the metrics app
     would answer it with that endpoint instead of the metrics."""
     with pytest.raises(ValueError, match=exact(ERR_METRICS_PATH.format(path))):
-        instrument(Starlette(), metrics_path=path, operations_routes=operations_routes)
+        instrument(Starlette(), metrics_path=path, operations=operations)
 
 
 async def test_promtool_accepts_a_real_scrape(promtool: str) -> None:
