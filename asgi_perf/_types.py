@@ -11,4 +11,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send"]
+#: Scope key the metrics app sets on the requests it serves (``/metrics`` and the operations
+#: endpoints), so the HTTP middleware around it can leave the package's own traffic out.
+OWN_ENDPOINT_KEY = "asgi_perf.own_endpoint"
+
+__all__ = ["OWN_ENDPOINT_KEY", "ASGIApp", "Message", "Receive", "Scope", "Send"]

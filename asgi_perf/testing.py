@@ -72,7 +72,11 @@ async def scrape(
     headers: Sequence[tuple[str, str]] = (),
     client: tuple[str, int] = ("127.0.0.1", 50000),
 ) -> Response:
-    """Call ``app`` in-process with one HTTP request and collect the response."""
+    """Call ``app`` in-process with one HTTP request and collect the response.
+
+    ``path`` may carry a query string (``/metrics/history?limit=5``).
+    """
+    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -81,7 +85,7 @@ async def scrape(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode("latin-1"),
         "root_path": "",
         "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
         "client": client,

@@ -35,6 +35,7 @@ async def teapot() -> None:
 
 
 app.include_router(users, prefix="/api/v1")
-# Middleware + /metrics (and /metrics/summary, /metrics/dashboard). Keep it the last line that
-# touches the app: the registry it returns is where every other integration should report.
+# Middleware + /metrics (the operations endpoints are opt-in: see examples/operations_app.py).
+# Keep it the last line that touches the app: the registry it returns is where every other
+# integration should report.
 registry = instrument(app)

@@ -47,7 +47,9 @@ def page_me(alert: dict[str, Any]) -> None:
 
 
 app = Starlette(routes=[Route("/items/{item_id:int}", item), Route("/report", report)])
-instrument(app, registry=registry)
+# The operations endpoints are opt-in, and they show SQL text and host figures: keep them to
+# this machine (or use basic_auth=("user", "password"), which a browser can send).
+instrument(app, registry=registry, operations=True, metrics_options={"allow": ["127.0.0.1", "::1"]})
 enable(
     app,
     registry,

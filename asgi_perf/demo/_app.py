@@ -27,6 +27,16 @@ PRODUCTS = 500
 CATEGORIES = ("books", "games", "garden", "kitchen", "music", "office", "sports", "toys")
 #: Statements at least this long count as slow; ``/reports/sales`` sleeps 150-400 ms in SQLite.
 SLOW_QUERY_THRESHOLD = 0.1
+#: Who may read the demo's /metrics and operations endpoints: loopback and private networks.
+DEMO_ALLOW = (
+    "127.0.0.0/8",
+    "::1",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+
 #: Seconds between monitor samples: short, so the dashboard moves and demo alerts fire quickly.
 MONITOR_INTERVAL = 1.0
 TICK_SECONDS = 0.02
@@ -286,7 +296,16 @@ def build_demo(
         lifespan=lifespan,
     )
     # Socket.IO's long-polling requests would otherwise dominate the HTTP latency histograms.
-    instrument(web, registry=registry, exclude_patterns=[SOCKETIO_PATH_PATTERN])
+    # The operations endpoints are opt-in; the demo's point is its dashboard. They show SQL text
+    # and host figures, so only this machine and private networks (a LAN, a container's host)
+    # may read them and /metrics.
+    instrument(
+        web,
+        registry=registry,
+        operations=True,
+        metrics_options={"allow": DEMO_ALLOW},
+        exclude_patterns=[SOCKETIO_PATH_PATTERN],
+    )
     seen: list[dict[str, Any]] = []
 
     def record(alert: dict[str, Any]) -> None:

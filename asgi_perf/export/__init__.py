@@ -1,6 +1,7 @@
 """Export: the ``/metrics`` app, Pushgateway pushes, multi-worker mode, alert rules and Grafana.
 
-:func:`metrics_app` serves the registry (content negotiation, gzip, optional auth);
+:func:`metrics_app` serves the registry (content negotiation, gzip, optional auth; the
+operations endpoints with ``operations=True``);
 :func:`push` / :func:`push_on_exit` send it to a Pushgateway; :func:`enable_multiprocess` merges
 every worker's figures (``child_exit`` is the gunicorn hook); :func:`rules_yaml` and
 :func:`grafana_dashboard` turn the catalogue into Prometheus rules and a dashboard. See

@@ -8,13 +8,14 @@ import binascii
 import gzip
 import hmac
 import ipaddress
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from .._types import Message, Receive, Scope, Send
+from .._types import OWN_ENDPOINT_KEY, Message, Receive, Scope, Send
 from ..registry import PerfRegistry
 from ._multiprocess import MULTIPROCESS
 from ._render import RenderError, Renderers
@@ -22,10 +23,24 @@ from ._render import RenderError, Renderers
 ERR_TOKEN = "token must be a non-empty string"
 ERR_BASIC = "basic_auth must be a (username, password) pair of non-empty strings"
 ERR_ALLOW = "allow entry {!r} is not an IP address or network: {}"
+ERR_ALLOW_EMPTY = (
+    "allow must name at least one IP address or network; an empty allow-list would let no one "
+    "in (pass allow=None for no address restriction)"
+)
+WARN_OPEN_OPERATIONS = (
+    "the operations endpoints (summary, history, alerts, dashboard) are on with no token, "
+    "basic_auth or allow: anyone who reaches the app can read them (slow SQL text, host figures); "
+    "protect them with basic_auth= or allow="
+)
+
+logger = logging.getLogger("asgi_perf.export")
 ERR_REGISTRY = "metrics_app needs a PerfRegistry or a prometheus_client CollectorRegistry, got {!r}"
 
-#: Last path segments served as operations endpoints instead of the metrics text.
-OPS_ENDPOINTS = frozenset({"summary", "history", "alerts", "dashboard"})
+#: Last path segments served as operations endpoints (with ``operations=True``) instead of the
+#: metrics text: the three JSON endpoints, the dashboard page and the page's script and stylesheet.
+OPS_ENDPOINTS = frozenset(
+    {"summary", "history", "alerts", "dashboard", "dashboard.js", "dashboard.css"}
+)
 
 #: Responses smaller than this are sent uncompressed: gzip would cost more than it saves.
 GZIP_MIN_SIZE = 500
@@ -50,6 +65,7 @@ async def _respond(
         (b"content-type", content_type.encode("latin-1")),
         (b"content-length", str(len(body)).encode("ascii")),
         (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
         *extra,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -81,6 +97,7 @@ class MetricsApp:
         allow: Iterable[str] | None = None,
         gzip: bool = True,
         render_in_thread: bool = True,
+        operations: bool = False,
     ) -> None:
         if isinstance(registry, PerfRegistry):
             self.perf: PerfRegistry | None = registry
@@ -104,12 +121,17 @@ class MetricsApp:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except (TypeError, ValueError) as exc:
                 raise ValueError(ERR_ALLOW.format(entry, exc)) from None
+        if allow is not None and not networks:
+            raise ValueError(ERR_ALLOW_EMPTY)
         self._token = f"Bearer {token}".encode() if token else None
         self._basic = f"{basic_auth[0]}:{basic_auth[1]}".encode() if basic_auth else None
         self._networks = tuple(networks)
         self._gzip = gzip
         self._in_thread = render_in_thread
         self._fast = Renderers()
+        self.operations = operations
+        if operations and not (token or basic_auth or networks):
+            logger.warning(WARN_OPEN_OPERATIONS)
         if self.perf is not None:
             # With PROMETHEUS_MULTIPROC_DIR set, every worker publishes and any worker serves the
             # merged view (ValueError here if the directory is unusable).
@@ -125,6 +147,8 @@ class MetricsApp:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
+        # Tells a PerfMiddleware around this app that the request is the package's own traffic.
+        scope[OWN_ENDPOINT_KEY] = True
         method = scope.get("method")
         if method not in ("GET", "HEAD"):
             await _respond(send, 405, b"Method Not Allowed\n", extra=[(b"allow", b"GET, HEAD")])
@@ -135,6 +159,9 @@ class MetricsApp:
             return
         endpoint = str(scope.get("path") or "").rstrip("/").rpartition("/")[2]
         if endpoint in OPS_ENDPOINTS:
+            if not self.operations:
+                await _respond(send, 404, b"Not Found\n", head=method == "HEAD")
+                return
             await self.serve_operations(endpoint, scope, send, head=method == "HEAD")
             return
         await self.serve_metrics(scope, send, head=method == "HEAD")
@@ -142,16 +169,16 @@ class MetricsApp:
     async def serve_operations(
         self, endpoint: str, scope: Scope, send: Send, *, head: bool
     ) -> None:
-        """``.../summary``, ``.../history``, ``.../alerts`` (JSON) and ``.../dashboard`` (HTML)."""
+        """The JSON endpoints (summary, history, alerts), the dashboard page and its assets."""
         from .. import operations  # the operations layer loads only when one of its paths is hit
 
         if self.perf is None:
             await _respond(send, 404, b"Not Found: operations need a PerfRegistry\n", head=head)
             return
-        status, body, content_type = await operations.render_endpoint(
+        status, body, content_type, headers = await operations.render_endpoint(
             endpoint, self.perf, bytes(scope.get("query_string") or b""), self._in_thread
         )
-        await _respond(send, status, body, content_type, head=head)
+        await _respond(send, status, body, content_type, headers, head=head)
 
     def check_access(
         self, scope: Scope
@@ -241,21 +268,24 @@ def metrics_app(
     allow: Iterable[str] | None = None,
     gzip: bool = True,
     render_in_thread: bool = True,
+    operations: bool = False,
 ) -> MetricsApp:
     """An ASGI app that serves ``registry`` for Prometheus.
 
     Mount it with ``app.add_route("/metrics", metrics_app(registry))`` (a route, so ``/metrics`` is
-    served as is and never redirected to ``/metrics/``), or run it as an app of its own. A path
-    whose last segment is one of :data:`OPS_ENDPOINTS` is served as that operations endpoint, so
-    do not route the metrics themselves to such a path.
+    served as is and never redirected to ``/metrics/``), or run it as an app of its own.
 
     :param token: require ``Authorization: Bearer <token>``.
     :param basic_auth: require HTTP basic auth with this ``(username, password)``.
         With both ``token`` and ``basic_auth``, either is accepted.
     :param allow: client IPs or networks (``"10.0.0.0/8"``) allowed to scrape; others get 403.
+        An empty list is a ``ValueError``; ``None`` (the default) means no address restriction.
     :param gzip: compress when the client accepts gzip.
     :param render_in_thread: render in the default thread pool so a large registry does not block
         the event loop.
+    :param operations: also serve the operations endpoints: a path whose last segment is one of
+        :data:`OPS_ENDPOINTS` is served as that endpoint (off: such a path is a 404). On with no
+        ``token``, ``basic_auth`` or ``allow``, one warning is logged here.
     """
     return MetricsApp(
         registry,
@@ -264,6 +294,7 @@ def metrics_app(
         allow=allow,
         gzip=gzip,
         render_in_thread=render_in_thread,
+        operations=operations,
     )
 
 

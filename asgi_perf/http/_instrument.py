@@ -13,8 +13,11 @@ ERR_NOT_STARLETTE = (
     "for other ASGI apps wrap it yourself: PerfMiddleware(app, registry=...)"
 )
 ERR_METRICS_PATH = (
-    "metrics_path must not end in summary, history, alerts or dashboard (the metrics app serves "
-    "those as its operations endpoints), got {!r}"
+    "metrics_path must not end in summary, history, alerts, dashboard, dashboard.js or "
+    "dashboard.css (the metrics app keeps those for its operations endpoints), got {!r}"
+)
+ERR_OPERATIONS_OPTION = (
+    "pass operations= to instrument() itself, not in metrics_options: it decides the routes too"
 )
 
 
@@ -24,7 +27,7 @@ def instrument(
     registry: PerfRegistry | None = None,
     metrics_path: str | None = "/metrics",
     metrics_options: dict[str, Any] | None = None,
-    operations_routes: bool = True,
+    operations: bool = False,
     **middleware_options: Any,
 ) -> PerfRegistry:
     """Add :class:`PerfMiddleware` and a metrics route to a Starlette/FastAPI app.
@@ -32,10 +35,14 @@ def instrument(
     :param metrics_path: where to serve the metrics (``None``: do not add the route). Its last
         segment must not be ``summary``, ``history``, ``alerts`` or ``dashboard``.
     :param metrics_options: keyword arguments for :func:`metrics_app` (``token``, ``allow``, ...).
-    :param operations_routes: also route ``<metrics_path>/summary``, ``/history``, ``/alerts``
-        and ``/dashboard`` to the metrics app (same access rules as the metrics).
-    :param middleware_options: keyword arguments for :class:`PerfMiddleware`.
+    :param operations: also serve ``<metrics_path>/summary``, ``/history``, ``/alerts`` and
+        ``/dashboard`` (same access rules as the metrics). Off by default; on without ``token``,
+        ``basic_auth`` or ``allow`` in ``metrics_options`` it logs one warning.
+    :param middleware_options: keyword arguments for :class:`PerfMiddleware`
+        (``record_own_endpoints=True`` records the requests to the routes added here, too).
     :returns: the registry everything reports into (a fresh one unless given).
+    :raises ValueError: on any bad option, and when the registry already records HTTP metrics
+        with other buckets; both are checked here, not when Starlette first builds its stack.
     """
     if not (
         callable(getattr(app, "add_middleware", None)) and callable(getattr(app, "add_route", None))
@@ -48,14 +55,18 @@ def instrument(
     if metrics_path is not None and metrics_path.rstrip("/").rpartition("/")[2] in OPS_ENDPOINTS:
         # The metrics app picks the endpoint from the last path segment, wherever it is routed.
         raise ValueError(ERR_METRICS_PATH.format(metrics_path))
-    exposition = metrics_app(registry, **(metrics_options or {}))
+    if metrics_options and "operations" in metrics_options:
+        raise ValueError(ERR_OPERATIONS_OPTION)
+    exposition = metrics_app(registry, operations=operations, **(metrics_options or {}))
     # Validate the middleware options now, not at the first request: add_middleware defers
-    # construction until the app builds its stack.
-    PerfMiddleware(_noop_app, registry=PerfRegistry(), **middleware_options)
+    # construction until the app builds its stack, where an error would fail every request.
+    # Built on the real registry, so its buckets are claimed there and a conflict with another
+    # middleware on the same registry is a ValueError now.
+    PerfMiddleware(_noop_app, registry=registry, **middleware_options)
     app.add_middleware(PerfMiddleware, registry=registry, **middleware_options)
     if metrics_path is not None:
         app.add_route(metrics_path, exposition, include_in_schema=False)
-        if operations_routes:
+        if operations:
             base = metrics_path.rstrip("/")
             for endpoint in sorted(OPS_ENDPOINTS):
                 app.add_route(f"{base}/{endpoint}", exposition, include_in_schema=False)

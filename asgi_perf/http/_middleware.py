@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
@@ -18,7 +19,7 @@ from .._labels import (
     STATUS_LABELS,
     UNMATCHED,
 )
-from .._types import ASGIApp, Message, Receive, Scope, Send
+from .._types import OWN_ENDPOINT_KEY, ASGIApp, Message, Receive, Scope, Send
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry, RequestHook
 from ._routing import RouteResolver
@@ -26,6 +27,24 @@ from ._stats import HTTP_STATS, HttpStats
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
+
+#: Scope key: the registries already recording this request, so a middleware further in on one
+#: of them passes it through.
+RECORDING_KEY = "asgi_perf.recording"
+
+#: How far down the ``.app`` chain a new middleware looks for one already wrapped.
+_CHAIN_DEPTH = 64
+
+logger = logging.getLogger("asgi_perf.http")
+
+WARN_DUPLICATE = (
+    "PerfMiddleware is installed twice on one app (instrument() and/or add_middleware()); "
+    "each request is recorded once, by the innermost one, and this one's options are ignored"
+)
+WARN_NESTED = (
+    "a request reached a PerfMiddleware inside another one on the same registry (an app mounted "
+    "in an app instrumented with its registry?); it is recorded once, by the outer one"
+)
 
 ERR_EXCLUDE_PATH = "exclude_paths entries must be strings starting with '/', got {!r}"
 ERR_EXCLUDE_PATTERN = "exclude_patterns entry {!r} is not a valid regular expression: {}"
@@ -53,6 +72,13 @@ class PerfMiddleware:
     :param ttfb_buckets: time-to-first-byte bounds in seconds (default: ``buckets``).
     :param route_getter: ``scope -> label | None`` for routers asgi-perf does not know; called after
         the app ran. ``None`` means unmatched. Its results are still capped per metric.
+    :param record_own_endpoints: also record the requests the package's own metrics app serves
+        (``/metrics`` and the operations endpoints); left out by default.
+
+    Installed twice on one app, it records each request once: a middleware that wraps another
+    one (found down the ``.app`` chain at construction) steps aside and logs a warning. One
+    nested out of sight (an app mounted in another) passes through a request its registry is
+    already recording, with a warning; on a registry of its own it records as usual.
     """
 
     def __init__(
@@ -66,6 +92,7 @@ class PerfMiddleware:
         buckets: Sequence[float] = LATENCY_BUCKETS,
         ttfb_buckets: Sequence[float] | None = None,
         route_getter: RouteGetter | None = None,
+        record_own_endpoints: bool = False,
     ) -> None:
         if registry is None:
             registry = PerfRegistry()
@@ -99,6 +126,15 @@ class PerfMiddleware:
             re.compile("|".join(f"(?:{p.pattern})" for p in compiled)) if compiled else None
         )
         self._excluding = bool(paths or compiled)
+        self._skip_own = not record_own_endpoints
+        self._nested_reported = False
+        self._mark = (registry,)  # built once: the common case stores it without allocating
+        # A duplicate found now steps aside: it never touches the registry (so its buckets cannot
+        # conflict with the recording one's) and "excludes" every path, at no cost per request.
+        self._duplicate = _wrapped_middleware(app) is not None
+        if self._duplicate:
+            logger.warning(WARN_DUPLICATE)
+            self._excluding = True
         self._status_labels = STATUS_CLASS_LABELS if group_status else STATUS_LABELS
         # A bound method, not the resolver object: calling an instance's __call__ costs more.
         self._route_getter: RouteGetter = route_getter or RouteResolver().resolve
@@ -109,6 +145,8 @@ class PerfMiddleware:
             created = True
             return HttpStats(registry, duration_b, ttfb_b)
 
+        if self._duplicate:
+            return
         self._stats = registry.component(HTTP_STATS, make)
         if created:
             registry.register(self._stats)
@@ -119,9 +157,16 @@ class PerfMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        recording = scope.get(RECORDING_KEY)
+        if recording is not None and self.registry in recording:
+            self._pass_nested()
+            await self.app(scope, receive, send)
+            return
         if self._excluding and self._excluded(scope.get("path")):
             await self.app(scope, receive, send)
             return
+        # Another registry further out records into itself: both count, each once.
+        scope[RECORDING_KEY] = self._mark if recording is None else (*recording, self.registry)
 
         hooks = self._hooks
         hook_states = self._start_hooks(hooks) if hooks else None
@@ -173,6 +218,8 @@ class PerfMiddleware:
             in_progress[method] -= 1
             if hook_states is not None:
                 self._finish_hooks(hook_states)
+            if self._skip_own and OWN_ENDPOINT_KEY in scope:
+                raise
             self._finish(
                 scope,
                 method,
@@ -189,6 +236,8 @@ class PerfMiddleware:
         in_progress[method] -= 1
         if hook_states is not None:
             self._finish_hooks(hook_states)
+        if self._skip_own and OWN_ENDPOINT_KEY in scope:
+            return  # the package's own endpoint, set by the metrics app this request reached
         if response_ended and not disconnected and status != 405:
             # The common case, recorded inline: a call to _finish with ten arguments costs as
             # much as the recording itself.
@@ -218,8 +267,13 @@ class PerfMiddleware:
                 None,
             )
 
+    def _pass_nested(self) -> None:
+        if not (self._nested_reported or self._duplicate):
+            self._nested_reported = True
+            logger.warning(WARN_NESTED)
+
     def _excluded(self, path: object) -> bool:
-        if path in self._exclude_paths:
+        if self._duplicate or path in self._exclude_paths:
             return True
         return (
             self._exclude_re is not None
@@ -305,6 +359,20 @@ class PerfMiddleware:
         )
         if error is not None and not isinstance(error, asyncio.CancelledError):
             self._stats.record_exception(method, route, type(error).__name__)
+
+
+def _wrapped_middleware(app: object) -> PerfMiddleware | None:
+    """The PerfMiddleware ``app`` is or wraps, following the ``.app`` attribute middleware keep."""
+    for _ in range(_CHAIN_DEPTH):
+        if isinstance(app, PerfMiddleware):
+            return app
+        try:
+            app = getattr(app, "app", None)
+        except Exception:  # noqa: BLE001 - a property that raises is simply not a chain link
+            return None
+        if app is None:
+            return None
+    return None
 
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "PerfMiddleware", "RouteGetter"]

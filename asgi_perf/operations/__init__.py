@@ -1,9 +1,9 @@
 """Operations: custom timers, the monitor, alerts, system figures, the JSON summary and dashboard.
 
 :func:`enable` turns the layer on for an app in one call (monitor with history, alert rules and
-notifiers, ``system_*`` gauges); the metrics app serves its endpoints (``/metrics/summary``,
-``/history``, ``/alerts``, ``/dashboard``) through :func:`render_endpoint`. See
-``docs/operations.md``.
+notifiers, ``system_*`` gauges); the metrics app, built with ``operations=True``, serves its
+endpoints (``/metrics/summary``, ``/history``, ``/alerts``, ``/dashboard``) through
+:func:`render_endpoint`. See ``docs/operations.md``.
 """
 
 from ._alerts import (

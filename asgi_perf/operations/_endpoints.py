@@ -17,7 +17,28 @@ from ._summary import Summarizer
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"
+JS = "text/javascript; charset=utf-8"
+CSS = "text/css; charset=utf-8"
 ERR_QUERY = "bad query: since must be a number and limit an integer >= 0"
+
+#: The dashboard's polling period in seconds: ``?refresh=`` is clamped into this range.
+REFRESH_RANGE = (1.0, 3600.0)
+DEFAULT_REFRESH = 5.0
+#: The most snapshots one ``/history`` answer holds, whatever ``?limit=`` asks.
+MAX_HISTORY_LIMIT = 10_000
+
+#: The page loads its script and stylesheet from this origin only: nothing inline, no framing.
+DASHBOARD_CSP = (
+    "default-src 'self'; base-uri 'none'; form-action 'none'; object-src 'none'; "
+    "frame-ancestors 'none'"
+)
+DASHBOARD_HEADERS = (
+    (b"content-security-policy", DASHBOARD_CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+Headers = tuple[tuple[bytes, bytes], ...]
 
 
 def _jsonable(value: Any) -> Any:
@@ -35,15 +56,27 @@ def dumps(value: Any) -> bytes:
     return json.dumps(_jsonable(value), separators=(",", ":"), default=str).encode()
 
 
-@lru_cache(maxsize=1)
-def dashboard_html() -> bytes:
-    """The dashboard page with its stylesheet and script inlined: one self-contained response."""
-    root = resources.files("asgi_perf.operations") / "dashboard"
-    html = (root / "index.html").read_text("utf-8")
-    css = (root / "dashboard.css").read_text("utf-8")
-    js = (root / "dashboard.js").read_text("utf-8")
-    html = html.replace("/*__CSS__*/", css).replace("/*__JS__*/", js)
-    return html.encode()
+@lru_cache(maxsize=4)
+def dashboard_file(name: str) -> str:
+    """One of the dashboard's files shipped in the package (``index.html``, ``dashboard.js``...)."""
+    return (resources.files("asgi_perf.operations") / "dashboard" / name).read_text("utf-8")
+
+
+def refresh_seconds(raw: bytes) -> float:
+    """``?refresh=`` clamped into :data:`REFRESH_RANGE`; anything unreadable is the default."""
+    try:
+        value = float(parse_qs(raw.decode("latin-1"))["refresh"][0])
+    except (KeyError, ValueError):
+        return DEFAULT_REFRESH
+    if not math.isfinite(value):
+        return DEFAULT_REFRESH
+    return min(max(value, REFRESH_RANGE[0]), REFRESH_RANGE[1])
+
+
+def dashboard_html(query: bytes = b"") -> bytes:
+    """The dashboard page; its script and stylesheet are separate files (see the CSP)."""
+    refresh = f"{refresh_seconds(query):g}"
+    return dashboard_file("index.html").replace("__REFRESH__", refresh).encode()
 
 
 def summary(perf: PerfRegistry) -> Summary:
@@ -75,31 +108,44 @@ def _query(raw: bytes) -> tuple[float | None, int | None]:
     limit = int(params["limit"][0]) if "limit" in params else None
     if (since is not None and not math.isfinite(since)) or (limit is not None and limit < 0):
         raise ValueError(ERR_QUERY)
-    return since, limit
+    return since, min(limit if limit is not None else MAX_HISTORY_LIMIT, MAX_HISTORY_LIMIT)
 
 
 async def render_endpoint(
     endpoint: str, perf: PerfRegistry, query: bytes, in_thread: bool
-) -> tuple[int, bytes, str]:
-    """(status, body, content type) for one operations endpoint."""
+) -> tuple[int, bytes, str, Headers]:
+    """(status, body, content type, extra headers) for one operations endpoint."""
     if endpoint == "dashboard":
-        return 200, dashboard_html(), HTML
+        return 200, dashboard_html(query), HTML, DASHBOARD_HEADERS
+    if endpoint == "dashboard.js":
+        return 200, dashboard_file("dashboard.js").encode(), JS, ()
+    if endpoint == "dashboard.css":
+        return 200, dashboard_file("dashboard.css").encode(), CSS, ()
     if endpoint == "history":
         try:
             since, limit = _query(query)
         except ValueError:
-            return 400, dumps({"error": ERR_QUERY}), JSON
-        return 200, dumps(history(perf, since, limit)), JSON
+            return 400, dumps({"error": ERR_QUERY}), JSON, ()
+        return 200, dumps(history(perf, since, limit)), JSON, ()
     if endpoint == "alerts":
-        return 200, dumps(alerts(perf)), JSON
+        return 200, dumps(alerts(perf)), JSON, ()
 
     def build() -> bytes:
         return dumps(summary(perf))
 
     if in_thread:
         # Building the summary collects the whole registry: keep it off the event loop.
-        return 200, await asyncio.get_running_loop().run_in_executor(None, build), JSON
-    return 200, build(), JSON
+        return 200, await asyncio.get_running_loop().run_in_executor(None, build), JSON, ()
+    return 200, build(), JSON, ()
 
 
-__all__ = ["dashboard_html", "dumps", "render_endpoint"]
+__all__ = [
+    "DASHBOARD_CSP",
+    "MAX_HISTORY_LIMIT",
+    "REFRESH_RANGE",
+    "dashboard_file",
+    "dashboard_html",
+    "dumps",
+    "refresh_seconds",
+    "render_endpoint",
+]

@@ -23,7 +23,7 @@ def instrumented(route: str, metrics_options: dict[str, Any] | None = None) -> A
 
     registry = PerfRegistry()
     app = Starlette(routes=[Route(route, endpoint)])
-    instrument(app, registry=registry, metrics_options=metrics_options)
+    instrument(app, registry=registry, operations=True, metrics_options=metrics_options)
     enable(app, registry)
     return app
 

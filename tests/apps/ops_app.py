@@ -75,7 +75,7 @@ async def fail(request: Request) -> Response:
 
 registry = PerfRegistry()
 app = Starlette(routes=[Route("/items/{item_id:int}", item), Route("/fail", fail)])
-instrument(app, registry=registry)
+instrument(app, registry=registry, operations=True, metrics_options={"allow": ["127.0.0.1"]})
 seed(registry)
 # Always-firing rule so the page shows an alert: 12 connections > 10.
 rules = [AlertRule("ManyConnections", "custom.connections", ">", 10, 0, "critical", "demo")]

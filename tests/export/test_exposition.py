@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import logging
 import re
 import subprocess
 from typing import Any
@@ -17,12 +18,15 @@ from starlette.routing import Route
 from asgi_perf import PerfMiddleware, PerfRegistry, instrument, metrics_app
 from asgi_perf.export._exposition import (
     ERR_ALLOW,
+    ERR_ALLOW_EMPTY,
     ERR_BASIC,
     ERR_REGISTRY,
     ERR_TOKEN,
     GZIP_MIN_SIZE,
+    OPS_ENDPOINTS,
+    WARN_OPEN_OPERATIONS,
 )
-from asgi_perf.http._instrument import ERR_METRICS_PATH
+from asgi_perf.http._instrument import ERR_METRICS_PATH, ERR_OPERATIONS_OPTION
 from asgi_perf.testing import scrape
 
 from .._asgi import Receiver, Sender, http_scope
@@ -155,6 +159,9 @@ async def test_allow_list_and_token_both_apply(registry: PerfRegistry) -> None:
         ({"basic_auth": "u:p"}, ERR_BASIC),
         ({"allow": ["10.0.0.0/33"]}, ERR_ALLOW.split("{")[0]),
         ({"allow": ["nope"]}, ERR_ALLOW.split("{")[0]),
+        ({"allow": []}, ERR_ALLOW_EMPTY),
+        ({"allow": ()}, ERR_ALLOW_EMPTY),
+        ({"allow": iter(())}, ERR_ALLOW_EMPTY),
     ],
 )
 def test_bad_configuration(kwargs: dict[str, Any], message: str) -> None:
@@ -262,14 +269,14 @@ def test_instrument_validates_eagerly() -> None:
 
 
 @pytest.mark.parametrize("path", ["/summary", "/ops/history/", "/alerts", "/app/dashboard"])
-@pytest.mark.parametrize("operations_routes", [True, False])
+@pytest.mark.parametrize("operations", [True, False])
 def test_instrument_rejects_a_metrics_path_named_like_an_operations_endpoint(
-    path: str, operations_routes: bool
+    path: str, operations: bool
 ) -> None:
     """A metrics_path ending in summary/history/alerts/dashboard is refused: the metrics app
     would answer it with that endpoint instead of the metrics."""
     with pytest.raises(ValueError, match=exact(ERR_METRICS_PATH.format(path))):
-        instrument(Starlette(), metrics_path=path, operations_routes=operations_routes)
+        instrument(Starlette(), metrics_path=path, operations=operations)
 
 
 async def test_promtool_accepts_a_real_scrape(promtool: str) -> None:
@@ -296,3 +303,72 @@ async def test_promtool_accepts_a_real_scrape(promtool: str) -> None:
     assert output.strip() == "", output
     assert b"svc_http_request_duration_seconds_bucket" in body
     assert b"svc_http_exceptions_total" in body
+
+
+async def test_operations_endpoints_are_off_by_default(registry: PerfRegistry) -> None:
+    """metrics_app() serves the metrics only: every operations path is a 404 (no JSON, no page)
+    until operations=True."""
+    app = metrics_app(registry, render_in_thread=False)
+    for endpoint in sorted(OPS_ENDPOINTS):
+        response = await scrape(app, f"/metrics/{endpoint}")
+        assert response.status == 404, endpoint
+        assert response.body == b"Not Found\n"
+    assert (await scrape(app, "/metrics/summary", method="HEAD")).body == b""
+    on = metrics_app(registry, render_in_thread=False, operations=True, allow=["127.0.0.1"])
+    assert (await scrape(on, "/metrics/summary")).status == 200
+
+
+async def test_instrument_routes_no_operations_by_default() -> None:
+    """instrument(app) adds /metrics only; the operations paths are not routed (404)."""
+    app = Starlette()
+    instrument(app)
+    for endpoint in ("summary", "history", "alerts", "dashboard"):
+        assert (await scrape(app, f"/metrics/{endpoint}")).status == 404
+    assert (await scrape(app, "/metrics")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "warnings"),
+    [
+        ({"operations": True}, 1),
+        ({"operations": True, "token": "t"}, 0),
+        ({"operations": True, "basic_auth": ("u", "p")}, 0),
+        ({"operations": True, "allow": ["127.0.0.1"]}, 0),
+        ({}, 0),
+    ],
+)
+async def test_open_operations_warn_once_at_construction(
+    kwargs: dict[str, Any], warnings: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Operations on without token, basic_auth or allow log one warning when the app is built,
+    none per request; protected (or off), nothing."""
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.export"):
+        app = metrics_app(PerfRegistry(), render_in_thread=False, **kwargs)
+        for _ in range(3):
+            await scrape(app, "/metrics/summary")
+            await scrape(app, "/metrics")
+    found = [r.getMessage() for r in caplog.records if r.name == "asgi_perf.export"]
+    assert found == [WARN_OPEN_OPERATIONS] * warnings
+
+
+def test_instrument_with_open_operations_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """instrument(app, operations=True) with no protection logs the warning exactly once."""
+    with caplog.at_level(logging.WARNING, logger="asgi_perf.export"):
+        instrument(Starlette(), operations=True)
+    assert [r.getMessage() for r in caplog.records if r.name == "asgi_perf.export"] == [
+        WARN_OPEN_OPERATIONS
+    ]
+
+
+def test_instrument_takes_operations_itself() -> None:
+    """operations= belongs to instrument() (it decides the routes), not to metrics_options."""
+    with pytest.raises(ValueError, match=re.escape(ERR_OPERATIONS_OPTION)):
+        instrument(Starlette(), metrics_options={"operations": True})
+
+
+async def test_every_response_says_nosniff(registry: PerfRegistry) -> None:
+    """Metrics, denials and 404s all carry X-Content-Type-Options: nosniff."""
+    app = metrics_app(registry, render_in_thread=False, token="t")
+    for path, headers in (("/metrics", [("Authorization", "Bearer t")]), ("/metrics", [])):
+        response = await scrape(app, path, headers=headers)
+        assert response.headers["x-content-type-options"] == "nosniff"

@@ -432,9 +432,10 @@ async def test_route_added_later_sharing_an_endpoint_is_found() -> None:
 @pytest.mark.parametrize("make", [Starlette, FastAPI])
 async def test_instrument_operations_routes_keep_their_own_labels(make: Any) -> None:
     """instrument() routes the metrics and its operations endpoints to one endpoint; each request
-    is still labelled with the path it was routed by."""
+    is still labelled with the path it was routed by (when the package's own endpoints are
+    recorded at all)."""
     app = make()
-    registry = instrument(app)
+    registry = instrument(app, operations=True, record_own_endpoints=True)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         for path in ["/metrics/summary", "/metrics", "/metrics/alerts", "/metrics/summary"]:

@@ -14,8 +14,15 @@ from starlette.applications import Starlette
 
 from asgi_perf import PerfRegistry, instrument, metrics_app
 from asgi_perf._types import Message
-from asgi_perf.operations import Monitor
-from asgi_perf.operations._endpoints import ERR_QUERY, dashboard_html, dumps
+from asgi_perf.operations import Monitor, _endpoints
+from asgi_perf.operations._endpoints import (
+    DASHBOARD_CSP,
+    ERR_QUERY,
+    dashboard_file,
+    dashboard_html,
+    dumps,
+    refresh_seconds,
+)
 from asgi_perf.testing import scrape
 
 from .._server import ROOT
@@ -24,7 +31,7 @@ from .._server import ROOT
 @pytest.mark.anyio
 async def test_endpoints_without_monitor_or_alerts(registry: PerfRegistry) -> None:
     """Summary works on its own; history and alerts say they are not enabled."""
-    app = metrics_app(registry)
+    app = metrics_app(registry, operations=True)
     summary = json.loads((await scrape(app, "/metrics/summary")).body)
     assert summary["http"]["routes"] == []
     history = json.loads((await scrape(app, "/metrics/history")).body)
@@ -42,7 +49,7 @@ async def test_history_query_and_errors(registry: PerfRegistry) -> None:
     monitor = Monitor(registry, clock=lambda: float(next(ticks)))
     for _ in range(3):
         monitor.sample()
-    app = metrics_app(registry, render_in_thread=False)
+    app = metrics_app(registry, render_in_thread=False, operations=True)
     body = json.loads((await scrape(app, "/metrics/history")).body)
     assert len(body["snapshots"]) == 3
 
@@ -84,7 +91,7 @@ async def test_history_query_and_errors(registry: PerfRegistry) -> None:
 @pytest.mark.anyio
 async def test_operations_endpoints_share_the_metrics_auth(registry: PerfRegistry) -> None:
     """Every operations endpoint needs the same token as /metrics."""
-    app = metrics_app(registry, token="s3cret")
+    app = metrics_app(registry, token="s3cret", operations=True)
     for path in ("/metrics/summary", "/metrics/history", "/metrics/alerts", "/metrics/dashboard"):
         assert (await scrape(app, path)).status == 401
         ok = await scrape(app, path, headers=[("Authorization", "Bearer s3cret")])
@@ -98,15 +105,15 @@ async def test_operations_endpoints_share_the_metrics_auth(registry: PerfRegistr
 @pytest.mark.anyio
 async def test_plain_collector_registry_has_no_operations() -> None:
     """A metrics app over a bare CollectorRegistry answers 404 on the operations paths."""
-    app = metrics_app(CollectorRegistry())
+    app = metrics_app(CollectorRegistry(), operations=True)
     assert (await scrape(app, "/metrics/summary")).status == 404
 
 
 @pytest.mark.anyio
 async def test_instrument_adds_the_operations_routes(registry: PerfRegistry) -> None:
-    """instrument() routes <metrics_path>/summary etc.; operations_routes=False leaves them out."""
+    """instrument(operations=True) routes <metrics_path>/summary etc.; the default leaves them out."""
     app = Starlette()
-    instrument(app, registry=registry, metrics_path="/internal/metrics/")
+    instrument(app, registry=registry, metrics_path="/internal/metrics/", operations=True)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         response = await c.get("/internal/metrics/summary")
         assert response.status_code == 200
@@ -114,19 +121,93 @@ async def test_instrument_adds_the_operations_routes(registry: PerfRegistry) -> 
         page = await c.get("/internal/metrics/dashboard")
         assert page.headers["content-type"] == "text/html; charset=utf-8"
     bare = Starlette()
-    instrument(bare, registry=PerfRegistry(), operations_routes=False)
+    instrument(bare, registry=PerfRegistry())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bare), base_url="http://t") as c:
         assert (await c.get("/metrics/summary")).status_code == 404
 
 
-def test_page_is_self_contained() -> None:
-    """The page inlines its CSS and JS and loads nothing from another origin."""
+def test_page_loads_only_its_own_files() -> None:
+    """The page, its script and stylesheet load nothing from another origin, hold no inline
+    script or style (the CSP allows neither) and never write markup from data."""
     html = dashboard_html().decode()
-    assert "/*__CSS__*/" not in html
-    assert "/*__JS__*/" not in html
-    assert "http://" not in html.replace('"http://www.w3.org/2000/svg"', "")
-    assert "https://" not in html
-    assert "innerHTML" not in html
+    js = dashboard_file("dashboard.js")
+    css = dashboard_file("dashboard.css")
+    for text in (html, js, css):
+        assert "http://" not in text.replace('"http://www.w3.org/2000/svg"', "")
+        assert "https://" not in text
+    assert "<style" not in html
+    assert "style=" not in html
+    assert '<script src="dashboard.js"></script>' in html
+    assert html.count("<script") == 1
+    assert '<link rel="stylesheet" href="dashboard.css">' in html
+    assert "innerHTML" not in js
+    assert 'setAttribute("style' not in js
+    assert "eval(" not in js
+
+
+@pytest.mark.parametrize(
+    ("query", "seconds"),
+    [
+        (b"", 5.0),
+        (b"refresh=10", 10.0),
+        (b"refresh=2.5", 2.5),
+        (b"refresh=3000000", 3600.0),
+        (b"refresh=1e308", 3600.0),
+        (b"refresh=0", 1.0),
+        (b"refresh=-5", 1.0),
+        (b"refresh=nan", 5.0),
+        (b"refresh=inf", 5.0),
+        (b"refresh=soon", 5.0),
+    ],
+)
+def test_refresh_is_clamped_on_the_server(query: bytes, seconds: float) -> None:
+    """?refresh= is clamped to 1-3600 s (unreadable: 5 s) and written into the page, so no value
+    can overflow the page's timer into a tight polling loop."""
+    assert refresh_seconds(query) == seconds
+    assert f'data-refresh="{seconds:g}"' in dashboard_html(query).decode()
+
+
+def test_script_clamps_the_period_too() -> None:
+    """The script bounds the period it reads as well (defence in depth)."""
+    assert "Math.min(3600, Math.max(1, Number(document.body.dataset.refresh) || 5))" in (
+        dashboard_file("dashboard.js")
+    )
+
+
+@pytest.mark.anyio
+async def test_dashboard_response_headers(registry: PerfRegistry) -> None:
+    """The page is sent with its CSP (no framing), nosniff and DENY framing; its files with
+    their types."""
+    app = metrics_app(registry, operations=True, allow=["127.0.0.1"])
+    page = await scrape(app, "/metrics/dashboard?refresh=3000000")
+    assert page.headers["content-security-policy"] == DASHBOARD_CSP
+    assert "frame-ancestors 'none'" in DASHBOARD_CSP
+    assert DASHBOARD_CSP.startswith("default-src 'self';")
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["x-frame-options"] == "DENY"
+    script = await scrape(app, "/metrics/dashboard.js")
+    assert script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert script.body.decode() == dashboard_file("dashboard.js")
+    style = await scrape(app, "/metrics/dashboard.css")
+    assert style.headers["content-type"] == "text/css; charset=utf-8"
+
+
+@pytest.mark.anyio
+async def test_history_limit_is_bounded(
+    registry: PerfRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/history returns at most MAX_HISTORY_LIMIT snapshots whatever limit= (or none) asks."""
+    monkeypatch.setattr(_endpoints, "MAX_HISTORY_LIMIT", 3)
+    ticks = iter(range(1000, 2000, 5))
+    monitor = Monitor(registry, clock=lambda: float(next(ticks)))
+    for _ in range(5):
+        monitor.sample()
+    app = metrics_app(registry, render_in_thread=False, operations=True, allow=["127.0.0.1"])
+    for path in ("/metrics/history", "/metrics/history?limit=1000000000"):
+        body = json.loads((await scrape(app, path)).body)
+        assert len(body["snapshots"]) == 3
+    huge = await scrape(app, "/metrics/history?limit=" + "9" * 5000)
+    assert huge.status == 400
 
 
 def test_json_never_holds_nan() -> None:

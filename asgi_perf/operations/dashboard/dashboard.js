@@ -3,8 +3,9 @@
 // with textContent, never as markup: route names and SQL text come from the application.
 "use strict";
 (function () {
-  const params = new URLSearchParams(location.search);
-  const refresh = Math.max(1, Number(params.get("refresh")) || 5) * 1000;
+  // The server writes the clamped ?refresh= into data-refresh; clamp again so no value can make
+  // a timer overflow (setInterval treats delays past 2^31-1 ms as 0 and polls in a tight loop).
+  const refresh = Math.min(3600, Math.max(1, Number(document.body.dataset.refresh) || 5)) * 1000;
   const $ = (id) => document.getElementById(id);
 
   const dash = "\u2013";
