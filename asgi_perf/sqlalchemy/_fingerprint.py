@@ -1,9 +1,10 @@
 """SQL statement operations and fingerprints: bounded, literal-free names for statements.
 
 ``operation_of(sql)`` maps a statement onto a small fixed set of verbs (``SELECT``, ``INSERT``,
-..., ``OTHER``) for the ``operation`` label. ``normalise(sql)`` collapses every literal, bind
-placeholder, IN-list and multi-row ``VALUES`` list, so one statement shape gives one fingerprint
-whatever its values: the fingerprint is safe to show (no parameter or literal survives) and their
+..., ``OTHER``) for the ``operation`` label. ``normalise(sql, dialect=...)`` drops every comment
+and collapses every literal, bind placeholder, IN-list and multi-row ``VALUES`` list, lexing the
+statement as the engine's database does, so one statement shape gives one fingerprint whatever its
+values: the fingerprint is safe to show (no parameter, literal or comment survives) and their
 number is bounded by the statement shapes in the code, not by the traffic.
 """
 
