@@ -69,6 +69,8 @@ def _check_url(url: object) -> SplitResult:
         raise ValueError(ERR_URL.format("an invalid port")) from None
     if any(c <= " " or c == "\x7f" for c in url):
         raise ValueError(ERR_URL.format("whitespace or control characters"))
+    if not url.isascii():  # http.client sends the request line as ASCII: it would never deliver
+        raise ValueError(ERR_URL.format("non-ASCII characters (percent-encode them)"))
     if parts.username is not None or parts.password is not None:
         raise ValueError(ERR_URL_CREDENTIALS)
     return parts
@@ -113,7 +115,11 @@ def _connect(address: tuple[str, int], deadline: float) -> socket.socket:
             if isinstance(exc, TimeoutError):
                 break
         else:
-            sock.settimeout(_remaining(deadline))  # what is left for the TLS handshake
+            try:
+                sock.settimeout(_remaining(deadline))  # what is left for the TLS handshake
+            except TimeoutError:
+                sock.close()
+                raise
             return sock
     raise error
 

@@ -236,6 +236,7 @@ def test_credentials_in_the_url_are_refused(url: str) -> None:
         ("http://example.com/SeCrEt Token", "whitespace or control characters"),
         ("http://example.com/SeCrEt\nHost: x", "whitespace or control characters"),
         (b"http://example.com/SeCrEt", "a bytes"),
+        ("http://example.com/SeCrEt/café", "non-ASCII characters (percent-encode them)"),
     ],
 )
 def test_bad_urls_are_refused_without_repeating_them(url: Any, got: str) -> None:
@@ -290,3 +291,29 @@ def test_an_untrusted_certificate_is_refused(
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
     trusting = ssl.create_default_context(cafile=str(cert))
     assert _send(WebhookNotifier(url, retries=0, ssl_context=trusting)) == ["sent"]
+
+
+def test_name_resolution_is_inside_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resolver that never answers (a fault a test cannot cause for real) fails the attempt at
+    its deadline; one that fails fails the attempt at once. Neither stops the worker."""
+    release = threading.Event()
+    answers: list[str] = []
+
+    def resolver(host: str, *args: Any) -> Any:
+        answers.append(host)
+        if host == "stuck.example":
+            release.wait(60)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with caplog.at_level(logging.DEBUG, logger="asgi_perf.alerts"):
+        assert _send(WebhookNotifier("http://stuck.example/x", timeout=0.2, retries=0)) == [
+            "failed"
+        ]
+        assert _send(WebhookNotifier("http://gone.example/x", retries=0)) == ["failed"]
+    release.set()
+    assert answers == ["stuck.example", "gone.example"]
+    assert "name resolution ran past the deadline" in caplog.text
+    assert "Name or service not known" in caplog.text
