@@ -68,7 +68,8 @@ _Q_QUOTE = (
 def _lexer(
     *,
     line_end: str = "\n",
-    mysql_comments: bool = False,
+    hash_comments: bool = False,
+    dashes: str = "--",
     nested: bool = False,
     strings: str = _STANDARD,
     prefixes: str = "[NnXx]",
@@ -80,10 +81,8 @@ def _lexer(
 ) -> tuple[re.Pattern[str], str]:
     """One lexer, and the character without which it splits a statement like the dialect's first
     lexer (so it need not run): the backslash for backslash escapes, CR for CR-ended comments."""
-    if mysql_comments:  # '#', and '--' only when a space or control character follows
-        comments = [rf"(?:#|--(?=[\x00-\x20]|\Z))[^{line_end}]*"]
-    else:
-        comments = [rf"--[^{line_end}]*"]
+    starts = f"#|{dashes}" if hash_comments else dashes
+    comments = [rf"(?:{starts})[^{line_end}]*"]
     if not nested:
         comments.append(_FLAT)
     literals = (*extra_literals, f"(?:{prefixes})?{strings}")
@@ -118,7 +117,12 @@ _POSTGRESQL = tuple(
 )
 _MYSQL = tuple(
     _lexer(
-        mysql_comments=True, strings=strings, prefixes="[NnBbXx]", double_quotes=quotes, needs=needs
+        hash_comments=True,
+        dashes=r"--(?=[\x00-\x20]|\Z)",  # '--' only when a space or control character follows
+        strings=strings,
+        prefixes="[NnBbXx]",
+        double_quotes=quotes,
+        needs=needs,
     )
     for strings, quotes, needs in (
         (_STANDARD, _DQ_STANDARD, ""),  # NO_BACKSLASH_ESCAPES (a "..." name spans the same text)
@@ -151,7 +155,25 @@ _MSSQL = tuple(
     )
     for line_end, needs in (("\n", ""), ("\r\n", "\r"))
 )
-_ALL = _POSTGRESQL + _MYSQL + _SQLITE + _ORACLE + _MSSQL
+# For statements that mix forms no one database accepts together (a dollar quote and a "..."
+# string, say), the all-rules mode also runs two lexers that know every form at once.
+_MIXED = tuple(
+    _lexer(
+        line_end="\r\n",
+        hash_comments=True,
+        nested=True,
+        strings=strings,
+        prefixes="[BbXxNn]|[Uu]&",
+        extra_literals=(_E_STRING, _DOLLAR, _Q_QUOTE),
+        double_quotes=quotes,
+        needs=needs,
+    )
+    for strings, quotes, needs in (
+        (_STANDARD, _DQ_STANDARD, ""),
+        (_BACKSLASHED, _DQ_BACKSLASHED, "\\"),
+    )
+)
+_ALL = _POSTGRESQL + _MYSQL + _SQLITE + _ORACLE + _MSSQL + _MIXED
 
 #: Dialects lexed by their own rules alone; any other (SQLite included) by every lexer at once.
 LEXED_DIALECTS = {
@@ -164,6 +186,12 @@ LEXED_DIALECTS = {
 _COMMENT_EDGES = re.compile(r"/\*|\*/")
 # Without any of these, no lexer finds a literal or a comment (most ORM statements).
 _MAY_HIDE = re.compile(r"['\"#$]|--|/\*")
+# The lexers of the all-rules mode split a statement differently only where one of these occurs
+# (or a second "/*", which may nest); without them the first mixed lexer finds all that they do.
+# A [bracketed] name counts only if it holds a delimiter ("__[POSTCOMPILE_x]" does not).
+_SPLITS_DIFFERENTLY = re.compile(
+    r"[#$\"`\\\r]|[Qq]'|--(?![\x00-\x20]|\Z)|\[[^\]]*?[-'\"#$`/\\]|\]\]"
+)
 
 # Then placeholders and numbers, then the list shapes built from the collapsed ``?`` tokens.
 _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -200,13 +228,18 @@ def normalise(sql: str, *, dialect: str | None = None) -> str:
 
     ``dialect`` is SQLAlchemy's dialect name. PostgreSQL, MySQL/MariaDB, Oracle and SQL Server
     statements are lexed by that database's rules (under each setting that changes them); any
-    other dialect, SQLite and ``None`` included, by all of those rules at once, so a literal or
-    comment in any of their forms is redacted. ``"..."`` is kept as an identifier on PostgreSQL and
+    other dialect, SQLite and ``None`` included, by all of those rules at once (and by lexers that
+    know every form together, for statements mixing them), so a literal or comment in any of their
+    forms is redacted. ``"..."`` is kept as an identifier on PostgreSQL and
     Oracle, where it always is one, and redacted elsewhere (MySQL, SQLite and SQL Server can read it
     as a string). ``#`` starts a comment on MySQL/MariaDB and in the all-rules mode, never on
     PostgreSQL (an operator) or SQL Server (temporary tables).
     """
-    sql = _redact(sql, LEXED_DIALECTS.get(dialect or "", _ALL))
+    lexers = LEXED_DIALECTS.get(dialect or "")
+    if lexers is None:
+        plain = _SPLITS_DIFFERENTLY.search(sql) is None and sql.count("/*") < 2
+        lexers = _MIXED[:1] if plain else _ALL
+    sql = _redact(sql, lexers)
     for pattern, replacement in _NORMALISERS:
         sql = pattern.sub(replacement, sql)
     sql = sql.strip()

@@ -220,6 +220,9 @@ def test_double_quotes_are_identifiers_only_when_the_dialect_says_so() -> None:
         ("SELECT q'(it's)', q'<it's>', nq'!it's!', q'#it's#' FROM dual", "oracle", "SELECT ?, ?, ?, ? FROM dual"),
         ("SELECT q'[it's hunter2", "oracle", "SELECT ?"),
         ("SELECT seq'x' FROM dual", "oracle", "SELECT seq? FROM dual"),  # no q-quote inside a name
+        # SQLite's [names] may hold a quote; SQLAlchemy's expanding IN is no such name.
+        ("SELECT [it's] FROM t WHERE pw = 'hunter2'", "sqlite", "SELECT [it?"),
+        ("SELECT a FROM t WHERE b IN (__[POSTCOMPILE_b]) AND c = 'x'", "sqlite", "SELECT a FROM t WHERE b IN (...) AND c = ?"),
         # Elsewhere the quote inside opens a string that never ends: over-redacted, not leaked.
         ("SELECT q'[it's hunter2]' FROM dual", None, "SELECT ?"),
     ],
@@ -330,6 +333,22 @@ def test_a_planted_secret_never_survives(statement: tuple[str, str | None]) -> N
     """A random secret in any comment or literal form a dialect accepts, after any other of its
     forms, never reaches the normalised text, read as that dialect or by every rule at once."""
     sql, dialect = statement
+    assert "zq" not in normalise(sql, dialect=dialect)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    forms=st.tuples(st.sampled_from(sorted(FORMS)), st.sampled_from(sorted(FORMS))),
+    decoy=tricky,
+    secret=tricky.map(lambda s: "zq" + s),
+    dialect=st.sampled_from([None, "sqlite", "duckdb"]),
+)
+def test_forms_of_different_dialects_mixed_never_leak_in_the_all_rules_mode(
+    forms: tuple[str, str], decoy: str, secret: str, dialect: str | None
+) -> None:
+    """Read by every rule at once (SQLite, unknown dialects), a statement mixing forms no single
+    database accepts together (a dollar quote, then a "..." string) still keeps no secret."""
+    sql = f"SELECT a, {FORMS[forms[0]](decoy)} FROM t WHERE b = {FORMS[forms[1]](secret)} AND c = 1"
     assert "zq" not in normalise(sql, dialect=dialect)
 
 
