@@ -78,10 +78,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 # Set on an exception once it is recorded, so a later handle_error for it records nothing.
 _RECORDED = "_asgi_perf_recorded"
 _MAX_CACHED_STATEMENTS = 2000
-# Dialects where "..." is always an identifier. Elsewhere it may be a string literal (MySQL; SQLite
-# accepts double-quoted strings for compatibility; SQL Server with QUOTED_IDENTIFIER OFF), so the
-# fingerprint redacts it like one: identifiers lost from the display, never a value shown.
-_DOUBLE_QUOTED_IDENTIFIER_DIALECTS = frozenset({"postgresql", "oracle"})
 
 
 class _Statement:
@@ -131,9 +127,8 @@ class InstrumentedEngine:
         self._lock = self._series.lock
         self._hook: RequestQueries = request_hook_for(registry, self._stats)
         self._request_var = self._hook.var
-        self._fingerprints = FingerprintCache(
-            double_quoted_identifiers=engine.dialect.name in _DOUBLE_QUOTED_IDENTIFIER_DIALECTS
-        )
+        # The normaliser lexes by the dialect's rules: '#' is a comment on MySQL, XOR on PostgreSQL.
+        self._fingerprints = FingerprintCache(dialect=engine.dialect.name)
         self._slow_queries = SlowQueries(
             name,
             registry,

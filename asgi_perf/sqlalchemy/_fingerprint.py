@@ -1,9 +1,10 @@
 """SQL statement operations and fingerprints: bounded, literal-free names for statements.
 
 ``operation_of(sql)`` maps a statement onto a small fixed set of verbs (``SELECT``, ``INSERT``,
-..., ``OTHER``) for the ``operation`` label. ``normalise(sql)`` collapses every literal, bind
-placeholder, IN-list and multi-row ``VALUES`` list, so one statement shape gives one fingerprint
-whatever its values: the fingerprint is safe to show (no parameter or literal survives) and their
+..., ``OTHER``) for the ``operation`` label. ``normalise(sql, dialect=...)`` drops every comment
+and collapses every literal, bind placeholder, IN-list and multi-row ``VALUES`` list, lexing the
+statement as the engine's database does, so one statement shape gives one fingerprint whatever its
+values: the fingerprint is safe to show (no parameter, literal or comment survives) and their
 number is bounded by the statement shapes in the code, not by the traffic.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 
 #: Operation label for statements whose verb is outside :data:`OPERATIONS`.
 OTHER_OPERATION = "OTHER"
@@ -34,39 +36,163 @@ _WORD = re.compile(r"[A-Za-z]+")
 # After a CTE list, the main statement's verb follows the closing parenthesis of the last CTE.
 _CTE_VERB = re.compile(r"\)\s*(SELECT|INSERT|UPDATE|DELETE|MERGE)\b", re.IGNORECASE)
 
-# Strings, comments and quoted identifiers in one left-to-right scan: each may contain the others'
-# delimiters. Whether a backslash escapes a quote depends on the server (MySQL: yes; PostgreSQL:
-# only in E'' strings or with standard_conforming_strings off), so the text is scanned under both
-# conventions and the union of what either calls a literal is redacted: whichever is right, no
-# literal survives; the cost is over-redaction (a standard string ending in a backslash hides the
-# statement's rest), the safe direction. An unterminated string swallows the rest; an unterminated
-# identifier quote is ignored, so an identifier can never keep a literal's text visible.
-_COMMENT = r"(?P<comment>--[^\n]*|/\*.*?(?:\*/|$))"
-_DOLLAR = r"\$(?P<tag>[A-Za-z_]\w*|)\$.*?(?:\$(?P=tag)\$|$)"  # PostgreSQL dollar quoting
-_BACKTICK = r"`[^`]*`"  # MySQL identifiers
+# Literals and comments are found by lexers that split a statement the way a database does: each
+# may hide the others' delimiters ('--' in a string, a quote in a comment, '*/' in a dollar quote).
+# Some lexing depends on a server setting (PostgreSQL's standard_conforming_strings, MySQL's
+# NO_BACKSLASH_ESCAPES and ANSI_QUOTES), so a dialect has one lexer per setting, and whatever any of
+# them calls a literal or a comment is redacted: whichever setting is live, nothing survives; the
+# price is over-redaction (a standard string ending in a backslash hides the statement's rest), the
+# safe direction. A lexer must follow its database exactly: one that ended a literal or comment
+# sooner or later would carry on in step with no setting at all.
+#
+# A word right before a quote or "$" is a token of its own, so a prefix or delimiter only counts
+# where the database sees a token start: "name'x'" is no E-string, "a$b$" no dollar quote, "aq'x'"
+# no Oracle q-quote (other words are skipped inside the regex engine, never seen in Python). An
+# unterminated string or comment swallows the rest; an unterminated quoted identifier is ignored,
+# so an identifier can never keep a literal's text visible.
+_FLAT = r"/\*.*?(?:\*/|\Z)"
+_STANDARD = r"'(?:[^']|'')*(?:'|\Z)"  # '' doubles a quote, a backslash is a character
+_BACKSLASHED = r"'(?:[^'\\]|\\.|'')*(?:'|\Z)"  # and \' escapes one
+_DQ_STANDARD = r'"(?:[^"]|"")*(?:"|\Z)'
+_DQ_BACKSLASHED = r'"(?:[^"\\]|\\.|"")*(?:"|\Z)'
 _DQ_IDENTIFIER = r'"(?:[^"]|"")*"'
-_ESCAPED = r"(?:[EeBbXxNn]|[Uu]&)?'(?:[^'\\]|\\.|'')*(?:'|$)"
-# E'' (escaped) only as its own token: the "e" of name='x' must not make 'x' an escaped string.
-_STANDARD = r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*(?:'|$)|(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|$)"
-_DQ_ESCAPED = r'"(?:[^"\\]|\\.|"")*(?:"|$)'
-_DQ_STANDARD = r'"(?:[^"]|"")*(?:"|$)'
+_BACKTICK = r"`(?:[^`]|``)*`"  # MySQL, SQLite
+_DOLLAR = r"\$(?P<tag>(?:[^\W\d]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z)"  # PostgreSQL
+# Oracle: q'[...]', q'{...}', q'(...)', q'<...>' or q'c...c' for any other non-space character c.
+_Q_QUOTE = (
+    r"[Nn]?[Qq]'(?:\[.*?(?:\]'|\Z)|\{.*?(?:\}'|\Z)|\(.*?(?:\)'|\Z)|<.*?(?:>'|\Z)"
+    r"|(?P<q>\S).*?(?:(?P=q)'|\Z))"
+)
 
 
-def _scanner(identifiers: str, strings: str) -> re.Pattern[str]:
-    return re.compile(f"{_COMMENT}|(?P<identifier>{identifiers})|{strings}|{_DOLLAR}", re.DOTALL)
+def _lexer(
+    *,
+    line_end: str = "\n",
+    hash_comments: bool = False,
+    dashes: str = "--",
+    nested: bool = False,
+    strings: str = _STANDARD,
+    prefixes: str = "[NnXx]",
+    extra_literals: tuple[str, ...] = (),
+    double_quotes: str = _DQ_STANDARD,
+    identifiers: tuple[str, ...] = (_BACKTICK,),
+    word_chars: str = r"[\w$]",
+    needs: str = "",
+) -> tuple[re.Pattern[str], str]:
+    """One lexer, and the character without which it splits a statement like the dialect's first
+    lexer (so it need not run): the backslash for backslash escapes, CR for CR-ended comments."""
+    starts = f"#|{dashes}" if hash_comments else dashes
+    comments = [rf"(?:{starts})[^{line_end}]*"]
+    if not nested:
+        comments.append(_FLAT)
+    literals = (*extra_literals, f"(?:{prefixes})?{strings}")
+    if double_quotes == _DQ_IDENTIFIER:
+        identifiers += (_DQ_IDENTIFIER,)
+    else:
+        literals += (double_quotes,)
+    tokens = [f"(?P<comment>{'|'.join(comments)})"]
+    if nested:  # PostgreSQL and SQL Server nest block comments: the depth is counted in code
+        tokens.append(r"(?P<nested>/\*)")
+    tokens.append(f"(?P<literal>{'|'.join(literals)})")
+    if identifiers:
+        tokens.append(f"(?P<identifier>{'|'.join(identifiers)})")
+    # From a word's start only: the engine then skips the inside of every word at once.
+    tokens.append(f"(?P<word>(?<!{word_chars})[^\\W\\d]{word_chars}*(?=['\"$]))")
+    return re.compile("|".join(tokens), re.DOTALL), needs
 
 
-# (standard scan, backslash scan) for: double quotes are identifiers / double quotes may be strings.
-_SCANS = {
-    True: (
-        _scanner(f"{_BACKTICK}|{_DQ_IDENTIFIER}", _STANDARD),
-        _scanner(f"{_BACKTICK}|{_DQ_IDENTIFIER}", _ESCAPED),
-    ),
-    False: (
-        _scanner(_BACKTICK, f"{_STANDARD}|{_DQ_STANDARD}"),
-        _scanner(_BACKTICK, f"{_ESCAPED}|{_DQ_ESCAPED}"),
-    ),
+_E_STRING = rf"[Ee]{_BACKSLASHED}"
+_POSTGRESQL = tuple(
+    _lexer(
+        line_end="\r\n",
+        nested=True,
+        strings=strings,
+        prefixes="[BbXxNn]|[Uu]&",
+        extra_literals=(_E_STRING, _DOLLAR),
+        double_quotes=_DQ_IDENTIFIER,
+        identifiers=(),
+        needs=needs,
+    )
+    for strings, needs in ((_STANDARD, ""), (_BACKSLASHED, "\\"))  # standard_conforming_strings
+)
+_MYSQL = tuple(
+    _lexer(
+        hash_comments=True,
+        dashes=r"--(?=[\x00-\x20]|\Z)",  # '--' only when a space or control character follows
+        strings=strings,
+        prefixes="[NnBbXx]",
+        double_quotes=quotes,
+        needs=needs,
+    )
+    for strings, quotes, needs in (
+        (_STANDARD, _DQ_STANDARD, ""),  # NO_BACKSLASH_ESCAPES (a "..." name spans the same text)
+        (_BACKSLASHED, _DQ_BACKSLASHED, "\\"),  # the default
+        (_BACKSLASHED, _DQ_IDENTIFIER, "\\"),  # ANSI_QUOTES
+    )
+)
+_SQLITE = (_lexer(prefixes="[Xx]", identifiers=(_BACKTICK, r"\[[^\]]*\]")),)
+_ORACLE = tuple(
+    _lexer(
+        line_end=line_end,
+        extra_literals=(_Q_QUOTE,),
+        prefixes="[Nn]",
+        double_quotes=_DQ_IDENTIFIER,
+        identifiers=(),
+        word_chars=r"[\w$#]",
+        needs=needs,
+    )
+    # Whether a lone CR ends a -- comment is not documented: both ways.
+    for line_end, needs in (("\n", ""), ("\r\n", "\r"))
+)
+_MSSQL = tuple(
+    _lexer(
+        line_end=line_end,
+        nested=True,
+        prefixes="[Nn]",
+        identifiers=(r"\[(?:[^\]]|\]\])*\]",),
+        word_chars=r"[\w@$#]",
+        needs=needs,
+    )
+    for line_end, needs in (("\n", ""), ("\r\n", "\r"))
+)
+# For statements that mix forms no one database accepts together (a dollar quote and a "..."
+# string, say), the all-rules mode also runs two lexers that know every form at once.
+_MIXED = tuple(
+    _lexer(
+        line_end="\r\n",
+        hash_comments=True,
+        nested=True,
+        strings=strings,
+        prefixes="[BbXxNn]|[Uu]&",
+        extra_literals=(_E_STRING, _DOLLAR, _Q_QUOTE),
+        double_quotes=quotes,
+        needs=needs,
+    )
+    for strings, quotes, needs in (
+        (_STANDARD, _DQ_STANDARD, ""),
+        (_BACKSLASHED, _DQ_BACKSLASHED, "\\"),
+    )
+)
+_ALL = _POSTGRESQL + _MYSQL + _SQLITE + _ORACLE + _MSSQL + _MIXED
+
+#: Dialects lexed by their own rules alone; any other (SQLite included) by every lexer at once.
+LEXED_DIALECTS = {
+    "postgresql": _POSTGRESQL,
+    "mysql": _MYSQL,
+    "mariadb": _MYSQL,
+    "oracle": _ORACLE,
+    "mssql": _MSSQL,
 }
+_COMMENT_EDGES = re.compile(r"/\*|\*/")
+# Without any of these, no lexer finds a literal or a comment (most ORM statements).
+_MAY_HIDE = re.compile(r"['\"#$]|--|/\*")
+# The lexers of the all-rules mode split a statement differently only where one of these occurs
+# (or a second "/*", which may nest); without them the first mixed lexer finds all that they do.
+# A [bracketed] name counts only if it holds a delimiter ("__[POSTCOMPILE_x]" does not).
+_SPLITS_DIFFERENTLY = re.compile(
+    r"[#$\"`\\\r]|[Qq]'|--(?![\x00-\x20]|\Z)|\[[^\]]*?[-'\"#$`/\\]|\]\]"
+)
+
 # Then placeholders and numbers, then the list shapes built from the collapsed ``?`` tokens.
 _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"__\[POSTCOMPILE_\w+(?:~~[^\]]*)?\]"), "?"),  # SQLAlchemy expanding IN
@@ -97,14 +223,23 @@ def operation_of(sql: str) -> str:
     return OTHER_OPERATION
 
 
-def normalise(sql: str, *, double_quoted_identifiers: bool = False) -> str:
-    """``sql`` with literals, placeholders, IN-lists and multi-row VALUES collapsed.
+def normalise(sql: str, *, dialect: str | None = None) -> str:
+    """``sql`` with literals, comments, placeholders, IN-lists and multi-row VALUES collapsed.
 
-    ``double_quoted_identifiers=True`` keeps ``"..."`` as an identifier (PostgreSQL, Oracle);
-    by default it is redacted like a string, because MySQL and SQLite (its "DQS" compatibility)
-    accept double-quoted string literals.
+    ``dialect`` is SQLAlchemy's dialect name. PostgreSQL, MySQL/MariaDB, Oracle and SQL Server
+    statements are lexed by that database's rules (under each setting that changes them); any
+    other dialect, SQLite and ``None`` included, by all of those rules at once (and by lexers that
+    know every form together, for statements mixing them), so a literal or comment in any of their
+    forms is redacted. ``"..."`` is kept as an identifier on PostgreSQL and
+    Oracle, where it always is one, and redacted elsewhere (MySQL, SQLite and SQL Server can read it
+    as a string). ``#`` starts a comment on MySQL/MariaDB and in the all-rules mode, never on
+    PostgreSQL (an operator) or SQL Server (temporary tables).
     """
-    sql = _redact_quoted(sql, _SCANS[double_quoted_identifiers])
+    lexers = LEXED_DIALECTS.get(dialect or "")
+    if lexers is None:
+        plain = _SPLITS_DIFFERENTLY.search(sql) is None and sql.count("/*") < 2
+        lexers = _MIXED[:1] if plain else _ALL
+    sql = _redact(sql, lexers)
     for pattern, replacement in _NORMALISERS:
         sql = pattern.sub(replacement, sql)
     sql = sql.strip()
@@ -113,13 +248,34 @@ def normalise(sql: str, *, double_quoted_identifiers: bool = False) -> str:
     return sql
 
 
-def _redact_quoted(sql: str, scans: tuple[re.Pattern[str], ...]) -> str:
-    # (start, end, is a literal rather than a comment); identifiers are kept, so not listed.
+def _spans(sql: str, lexer: re.Pattern[str]) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is a literal rather than a comment) of each literal and comment."""
+    pos = 0
+    search = lexer.search
+    while (match := search(sql, pos)) is not None:
+        kind = match.lastgroup
+        start, pos = match.span()
+        if kind == "literal":
+            yield start, pos, True
+        elif kind == "comment":
+            yield start, pos, False
+        elif kind == "nested":
+            depth = 1
+            for edge in _COMMENT_EDGES.finditer(sql, pos):
+                depth += 1 if edge.group() == "/*" else -1
+                if not depth:
+                    pos = edge.end()
+                    break
+            else:
+                pos = len(sql)  # unterminated: the rest is comment
+            yield start, pos, False
+
+
+def _redact(sql: str, lexers: tuple[tuple[re.Pattern[str], str], ...]) -> str:
+    if _MAY_HIDE.search(sql) is None:
+        return sql
     spans = sorted(
-        (match.start(), match.end(), match.group("comment") is None)
-        for scan in scans
-        for match in scan.finditer(sql)
-        if match.group("identifier") is None
+        span for lexer, needs in lexers if not needs or needs in sql for span in _spans(sql, lexer)
     )
     if not spans:
         return sql
@@ -150,17 +306,17 @@ class FingerprintCache:
     memory.
     """
 
-    __slots__ = ("_cache", "_double_quoted_identifiers", "_limit")
+    __slots__ = ("_cache", "_dialect", "_limit")
 
-    def __init__(self, limit: int = 1000, *, double_quoted_identifiers: bool = False) -> None:
+    def __init__(self, limit: int = 1000, *, dialect: str | None = None) -> None:
         self._limit = limit
-        self._double_quoted_identifiers = double_quoted_identifiers
+        self._dialect = dialect
         self._cache: dict[str, tuple[str, str]] = {}
 
     def get(self, sql: str) -> tuple[str, str]:
         found = self._cache.get(sql)
         if found is None:
-            norm = normalise(sql, double_quoted_identifiers=self._double_quoted_identifiers)
+            norm = normalise(sql, dialect=self._dialect)
             found = (fingerprint_id(norm), norm)
             if len(self._cache) >= self._limit:
                 self._cache.clear()
@@ -172,6 +328,7 @@ class FingerprintCache:
 
 
 __all__ = [
+    "LEXED_DIALECTS",
     "MAX_SQL_CHARS",
     "OPERATIONS",
     "OTHER_OPERATION",
