@@ -128,7 +128,7 @@ class SocketIOHook:
         self.installed = False
 
     # -- labels ----------------------------------------------------------------------------------
-    def _namespace_label(self, namespace: str, *, accepted: bool = True) -> str:
+    def _namespace_label(self, namespace: Any, *, accepted: bool = True) -> str:
         """The label for a namespace the server serves; ``__other__`` for anything else.
 
         Every namespace label goes through here: namespaces come from client packets, and only
