@@ -169,7 +169,7 @@ class Batcher:
 
     async def _send(
         self, key: tuple[Any, ...], items: list[Any], waited: float, reason: str
-    ) -> list[Any] | None:
+    ) -> None:
         try:
             await self._emit(key, items)
         except (TypeError, ValueError):
@@ -177,11 +177,10 @@ class Batcher:
             good = [item for item in items if self._serialisable(item)]
             if len(good) == len(items):
                 raise
-            self._dropped("serialize_error", len(items) - len(good))
+            self._core.drop("serialize_error", len(items) - len(good))
+            items[:] = good  # what the coalescer counts from here on
             if good:
                 await self._emit(key, good)
-            return good
-        return None
 
     async def _emit(self, key: tuple[Any, ...], items: list[Any]) -> None:
         event, namespace, target, skip_sid = key

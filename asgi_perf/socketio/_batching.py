@@ -53,9 +53,10 @@ ERR_OVERFLOW = "overflow must be one of 'block', 'drop_oldest', 'drop_newest', g
 #: What an emit after ``aclose()`` raises (``RuntimeError``).
 ERR_CLOSED = "the batcher is closed: emit through the server, or create a new batcher"
 
-#: ``send(key, items, waited_seconds, flush_reason)``; returns the items it sent, or ``None`` for
-#: all of them (a send that drops some items reports them to ``on_drop`` itself).
-SendBatch = Callable[[Any, list[Any], float, str], Awaitable["list[Any] | None"]]
+#: ``send(key, items, waited_seconds, flush_reason)``. A send that drops some items itself (and
+#: counts them with :meth:`Coalescer.drop`) removes them from ``items`` in place, so a failure
+#: after that counts only the rest.
+SendBatch = Callable[[Any, list[Any], float, str], Awaitable[None]]
 #: ``on_sent(key, items, waited_seconds, flush_reason)``, once per batch handed over.
 OnSent = Callable[[Any, list[Any], float, str], None]
 
@@ -149,7 +150,7 @@ class Coalescer(Generic[K]):
                 await self.flush_key(key, "bytes")
                 batch = self._batches.get(key)
         except asyncio.CancelledError:
-            self._drop("cancelled", 1)
+            self.drop("cancelled", 1)
             raise
         if batch is None:
             batch = self._batches[key] = _Batch(self._clock())
@@ -175,7 +176,7 @@ class Coalescer(Generic[K]):
     async def _make_room(self) -> bool:
         """Apply the overflow policy; ``False`` means the new item is dropped."""
         if self.overflow == "drop_newest":
-            self._drop("drop_newest", 1)
+            self.drop("drop_newest", 1)
             return False
         if self.overflow == "drop_oldest":
             key, batch = next(iter(self._batches.items()))
@@ -183,7 +184,7 @@ class Coalescer(Generic[K]):
             self.pending -= 1
             if not batch.items:
                 del self._batches[key]
-            self._drop("drop_oldest", 1)
+            self.drop("drop_oldest", 1)
             return True
         # block: the caller waits while the oldest batches go out, which is the backpressure.
         while self.pending >= self.max_pending and self._batches:
@@ -208,7 +209,7 @@ class Coalescer(Generic[K]):
                 await self._send_pending(key, "ordering")
                 return await send()
         except asyncio.CancelledError:
-            self._drop("cancelled", 1)
+            self.drop("cancelled", 1)
             raise
 
     async def flush(self, reason: str = "flush") -> None:
@@ -225,23 +226,21 @@ class Coalescer(Generic[K]):
         self.pending -= len(items)
         waited = self._clock() - batch.started
         try:
-            sent = await self._send(key, items, waited, reason)
+            await self._send(key, items, waited, reason)
         except asyncio.CancelledError:
             # Cut off mid-send: whether the server wrote it is unknown, so it is not counted
             # as sent; counted as dropped instead, then the cancellation goes on.
-            self._drop("cancelled", len(items))
+            self.drop("cancelled", len(items))
             raise
         except Exception as exc:  # noqa: BLE001 - counted and reported, never raised to emitters
-            self._drop("send_error", len(items))
+            self.drop("send_error", len(items))
             self._on_error(exc)
             return
-        if self._on_sent is not None:
-            done = items if sent is None else sent
-            if done:
-                try:
-                    self._on_sent(key, done, waited, reason)
-                except Exception as exc:  # noqa: BLE001 - counting must never fail a send
-                    self._on_error(exc)
+        if self._on_sent is not None and items:
+            try:
+                self._on_sent(key, items, waited, reason)
+            except Exception as exc:  # noqa: BLE001 - counting must never fail a send
+                self._on_error(exc)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -251,9 +250,10 @@ class Coalescer(Generic[K]):
         batch = self._batches.pop(key, None)
         if batch is not None:
             self.pending -= len(batch.items)
-            self._drop("cancelled", len(batch.items))
+            self.drop("cancelled", len(batch.items))
 
-    def _drop(self, reason: str, count: int) -> None:
+    def drop(self, reason: str, count: int) -> None:
+        """Report ``count`` items not delivered; a failing ``on_drop`` goes to ``on_error``."""
         try:
             self._on_drop(reason, count)
         except Exception as exc:  # noqa: BLE001 - counting must never reach the emitter
@@ -290,7 +290,7 @@ class Coalescer(Generic[K]):
             left, self.pending = self.pending, 0
             self._batches.clear()
             if left:
-                self._drop("cancelled", left)
+                self.drop("cancelled", left)
             timer, self._timer = self._timer, None
             if timer is not None:
                 timer.cancel()

@@ -4,6 +4,7 @@ server cannot serialise, counting that raises, emits after close."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -232,3 +233,40 @@ async def test_emit_after_close_raises_and_a_waiting_emit_starts_no_timer(
     with pytest.raises(RuntimeError, match=re.escape(ERR_CLOSED)):
         await batcher.emit("e", 4, to="a")
     assert batcher._core._timer is None
+
+
+@pytest.mark.parametrize("then", ["fails", "is cancelled"])
+async def test_a_bad_payload_is_counted_once_when_the_rest_then_fails(
+    registry: PerfRegistry, then: str
+) -> None:
+    """A batch holding an unserialisable payload whose second send (the rest) then fails or is
+    cancelled: the bad payload is counted once as serialize_error, the rest once as send_error or
+    cancelled — never the bad one twice."""
+
+    class Server:
+        calls = 0
+
+        async def emit(self, event: str, data: Any, **kwargs: Any) -> None:
+            Server.calls += 1
+            json.dumps(data)  # as python-socketio encodes the packet
+            if then == "fails":
+                raise ConnectionError("down")
+            await asyncio.Event().wait()  # hangs until cancelled
+
+    batcher = Batcher(Server(), registry=registry, max_items=10, max_delay=10, max_bytes=None)
+    for data in (1, object(), 3):
+        await batcher.emit("e", data, to="a")
+    task = asyncio.ensure_future(batcher.flush())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    if then == "is cancelled":
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert Server.calls == 2
+    counted = {
+        reason: sample(registry, "socketio_batch_dropped_total", {"reason": reason}) or 0
+        for reason in DROP_REASONS
+    }
+    rest = "send_error" if then == "fails" else "cancelled"
+    assert counted == {r: {"serialize_error": 1, rest: 2}.get(r, 0) for r in DROP_REASONS}
+    await batcher.aclose()
