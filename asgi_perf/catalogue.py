@@ -205,7 +205,8 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
     MetricSpec(
         "socketio_batch_dropped_total",
         "counter",
-        "Items the batcher dropped under its overflow policy, by reason.",
+        "Payloads the batcher did not deliver, by reason (overflow policy, failed, cancelled or "
+        "unserialisable send).",
         ("reason",),
         component="socketio",
     ),

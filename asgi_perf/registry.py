@@ -51,6 +51,8 @@ ERR_MAX_SERIES = "max_series_per_metric must be an int >= 1, got {!r}"
 ERR_UNKNOWN_METRIC = "unknown metric {!r}: every metric must be declared in asgi_perf.catalogue"
 ERR_KIND = "metric {!r} is a {}, not a {}"
 ERR_BUCKETS = "metric {!r} was already created with buckets {}; got {}"
+#: The ``component`` label of a scrape-time collector that raised (its families are skipped).
+COLLECT_COMPONENT = "collect"
 
 
 _FAMILIES: dict[str, Callable[..., Metric]] = {
@@ -153,8 +155,9 @@ class PerfRegistry:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
         check(is_int_at_least(max_series_per_metric, 1), ERR_MAX_SERIES, max_series_per_metric)
+        self._contained: dict[int, ContainedCollector] = {}
         self.prometheus: CollectorRegistry = (
-            registry if registry is not None else CollectorRegistry()
+            registry if registry is not None else _ContainingRegistry(self)
         )
         self.namespace = namespace
         self.max_series_per_metric = max_series_per_metric
@@ -243,12 +246,38 @@ class PerfRegistry:
 
     # -- collectors and shared component state ---------------------------------------------------
     def register(self, collector: Collector) -> None:
-        """Register a scrape-time collector in the Prometheus registry."""
-        self.prometheus.register(collector)
+        """Register a scrape-time collector in the Prometheus registry.
+
+        The collector is *contained*: if its ``collect()`` raises, its families are left out of
+        that scrape (and of the summary, the monitor's snapshot, a push), the error is counted in
+        ``asgi_perf_instrumentation_errors_total{component="collect"}`` and logged at most once a
+        minute; everything else is still served.
+        """
+        prometheus = self.prometheus
+        if isinstance(prometheus, _ContainingRegistry):
+            prometheus.register(collector)  # contains every collector, however registered
+            return
+        prometheus.register(self._contain(collector, prometheus))
 
     def unregister(self, collector: Collector) -> None:
         """Remove a collector registered with :meth:`register`."""
-        self.prometheus.unregister(collector)
+        prometheus = self.prometheus
+        if isinstance(prometheus, _ContainingRegistry):
+            prometheus.unregister(collector)
+            return
+        with self._lock:
+            wrapper = self._contained.pop(id(collector), None)
+        prometheus.unregister(wrapper if wrapper is not None else collector)
+
+    def _contain(self, collector: Collector, prometheus: CollectorRegistry) -> Collector:
+        if isinstance(collector, ContainedCollector):
+            return collector
+        with self._lock:
+            wrapper = self._contained.get(id(collector))
+            if wrapper is None or wrapper.collector is not collector:
+                auto = bool(getattr(prometheus, "_auto_describe", False))
+                wrapper = self._contained[id(collector)] = ContainedCollector(collector, self, auto)
+            return wrapper
 
     def component(self, key: ComponentKey[T], factory: Callable[[], T]) -> T:
         """Get-or-create the one shared state object ``key`` names for this registry.
@@ -334,13 +363,16 @@ class PerfRegistry:
         """Count one observation folded into ``name``'s overflow series."""
         self._overflows.metric.labels(name).inc()
 
-    def report_error(self, component: str, exc: BaseException) -> None:
-        """Record an error inside instrumentation: counted always, logged at most once a minute.
+    def report_error(self, component: str, exc: BaseException, *, log: bool = True) -> None:
+        """Record an error inside instrumentation: counted always, logged at most once a minute
+        (``log=False``: counted only, for a caller that logs on its own terms).
 
         Never raises: this is what the fail-open paths call.
         """
         try:
             self._errors.labels(component).inc()
+            if not log:
+                return
             now = time.monotonic()
             last = self._last_error_log.get(component)
             if last is not None and now - last < ERROR_LOG_INTERVAL:
@@ -359,6 +391,61 @@ class PerfRegistry:
             )
         except Exception:  # noqa: BLE001, S110 - the error path itself must never raise
             pass
+
+
+class ContainedCollector(Collector):
+    """Runs one collector so that its failure stays its own.
+
+    ``collect()`` gathers the collector's families in full; if that raises, the collector is
+    skipped for this scrape and the error reported to the registry (counted, logged at most once
+    a minute). A half-collected collector yields nothing rather than an inconsistent part.
+    """
+
+    __slots__ = ("_auto_describe", "_registry", "collector")
+
+    def __init__(self, collector: Collector, registry: PerfRegistry, auto_describe: bool) -> None:
+        self.collector = collector
+        self._registry = registry
+        self._auto_describe = auto_describe
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            families = list(self.collector.collect())
+        except Exception as exc:  # noqa: BLE001 - one collector must not fail the whole scrape
+            self._registry.report_error(COLLECT_COMPONENT, exc)
+            return iter(())
+        return iter(families)
+
+    def describe(self) -> Iterator[Metric]:
+        # What prometheus_client would have asked the collector itself, so duplicate names are
+        # refused exactly as before.
+        describe = getattr(self.collector, "describe", None)
+        if describe is not None:
+            return iter(describe())
+        return self.collect() if self._auto_describe else iter(())
+
+
+class _ContainingRegistry(CollectorRegistry):
+    """The default prometheus registry of a PerfRegistry: every collector registered in it (by
+    :meth:`PerfRegistry.register`, prometheus_client's metric classes or the application) is a
+    :class:`ContainedCollector`, so one raising at scrape time cannot fail the scrape."""
+
+    def __init__(self, perf: PerfRegistry) -> None:
+        super().__init__()
+        self._perf = perf
+
+    def register(self, collector: Collector) -> None:
+        super().register(self._perf._contain(collector, self))
+
+    def unregister(self, collector: Collector) -> None:
+        perf = self._perf
+        if not isinstance(collector, ContainedCollector):
+            with perf._lock:
+                wrapper = perf._contained.get(id(collector))
+                if wrapper is not None and wrapper.collector is collector:
+                    del perf._contained[id(collector)]
+                    collector = wrapper
+        super().unregister(collector)
 
 
 class CatalogueCollector(Collector):

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from asgi_perf import CATALOGUE, OVERFLOW, PerfRegistry
 from asgi_perf.registry import (
@@ -170,3 +173,66 @@ def test_catalogue_is_consistent() -> None:
         assert (spec.kind == "histogram") == (spec.buckets is not None), name
         assert spec.help.endswith("."), name
         assert re.fullmatch(r"[a-z_]+", name), name
+
+
+class _Raising:
+    """A collector whose collect() raises half-way, as a broken integration would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.calls += 1
+        yield GaugeMetricFamily("half_done", "Yielded before the failure.", value=1)
+        raise RuntimeError("collector is broken")
+
+
+def _names(registry: PerfRegistry) -> set[str]:
+    return {family.name for family in registry.prometheus.collect()}
+
+
+@pytest.mark.parametrize("via", ["PerfRegistry.register", "prometheus.register"])
+def test_a_raising_collector_is_skipped_counted_and_logged_rate_limited(
+    via: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A collector that raises at scrape time, registered through the PerfRegistry or straight
+    into its prometheus registry, is left out of that collect (none of its families, not even
+    the ones it yielded before failing) while every other family is collected; each failure is
+    counted under component 'collect' and logged at most once a minute; unregister works."""
+    registry = PerfRegistry()
+    registry.count("jobs", 2)
+    broken = _Raising()
+    if via == "PerfRegistry.register":
+        registry.register(broken)
+    else:
+        registry.prometheus.register(broken)
+    with caplog.at_level("WARNING", logger="asgi_perf"):
+        for _ in range(3):
+            names = _names(registry)
+            assert "app_events" in names
+            assert "half_done" not in names
+    assert broken.calls == 3
+    errors = {"component": "collect"}
+    assert sample(registry, "asgi_perf_instrumentation_errors_total", errors) == 3
+    assert len([r for r in caplog.records if "collector is broken" in r.getMessage()]) == 1
+    if via == "PerfRegistry.register":
+        registry.unregister(broken)
+    else:
+        registry.prometheus.unregister(broken)
+    _names(registry)
+    assert broken.calls == 3
+
+
+def test_a_raising_collector_is_contained_in_a_registry_passed_in() -> None:
+    """With a prometheus registry of the application's own, collectors registered through the
+    PerfRegistry are contained the same way."""
+    prometheus = CollectorRegistry()
+    registry = PerfRegistry(prometheus)
+    broken = _Raising()
+    registry.register(broken)
+    registry.count("jobs", 1)
+    assert "app_events" in {family.name for family in prometheus.collect()}
+    assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "collect"}) == 1
+    registry.unregister(broken)
+    assert "app_events" in {family.name for family in prometheus.collect()}
+    assert broken.calls == 1

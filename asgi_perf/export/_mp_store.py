@@ -66,9 +66,55 @@ def encode(pid: int, token: str, metrics: Iterable[Metric]) -> bytes:
     return json.dumps({"pid": pid, "token": token, "families": families}).encode()
 
 
+class CorruptSnapshot(ValueError):
+    """A file in the directory is not a readable snapshot (corrupt, truncated, unreadable)."""
+
+
 def decode(data: bytes) -> Snapshot:
-    raw = json.loads(data)
-    return Snapshot(int(raw["pid"]), str(raw["token"]), list(raw["families"]))
+    """The snapshot in ``data``, checked in full; :class:`CorruptSnapshot` for anything else.
+
+    Every field is checked and converted here, so merging a snapshot cannot fail half-way and
+    leave part of a corrupt file in the totals.
+    """
+    try:
+        raw = json.loads(data)
+        families = [
+            [
+                _text(name),
+                _text(typ),
+                _text(help_text),
+                [
+                    [_text(sample), _labels(labels), _number(value)]
+                    for sample, labels, value in _array(samples)
+                ],
+            ]
+            for name, typ, help_text, samples in _array(raw["families"])
+        ]
+        return Snapshot(int(raw["pid"]), _text(raw["token"]), families)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptSnapshot(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _array(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected an array, got {type(value).__name__}")
+    return value
+
+
+def _labels(value: Any) -> list[list[str]]:
+    return [[_text(k), _text(v)] for k, v in _array(value)]
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -181,11 +227,17 @@ def summed_snapshot(families: Families) -> list[Any]:
 
 
 def load(path: Path) -> Snapshot | None:
-    """The snapshot in ``path``; ``None`` when it vanished (compacted or replaced meanwhile)."""
+    """The snapshot in ``path``; ``None`` when it vanished (compacted or replaced meanwhile).
+
+    :class:`CorruptSnapshot` when the file cannot be read (a directory in its place, no
+    permission, an I/O error) or is not a whole snapshot.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise CorruptSnapshot(f"cannot read: {type(exc).__name__}: {exc}") from exc
     return decode(data)
 
 
@@ -197,7 +249,7 @@ def compact(directory: Path, dead: list[Path]) -> int:
     rename and the removals cannot count a worker twice. Returns how many files were folded.
     """
     compacted_path = directory / COMPACTED
-    base = load(compacted_path)
+    base = load(compacted_path)  # CorruptSnapshot: nothing is folded until it is repaired
     families: Families = {}
     done: list[str] = []
     if base is not None:
@@ -207,7 +259,10 @@ def compact(directory: Path, dead: list[Path]) -> int:
     for path in dead:
         if path.name in done:
             continue
-        snap = load(path)
+        try:
+            snap = load(path)
+        except CorruptSnapshot:
+            continue  # left in place: the reader skips it and reports it
         if snap is None:
             continue
         merge_into(families, snap, live=False, gauge_modes={})

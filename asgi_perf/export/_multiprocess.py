@@ -21,6 +21,7 @@ metrics app enables it. With gunicorn, add ``from asgi_perf.export import child_
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -52,6 +53,14 @@ ERR_DIR_NOT_WRITABLE = "PROMETHEUS_MULTIPROC_DIR={!r} is not writable by this pr
 ERR_NO_DIR = "multi-worker mode needs a directory: set PROMETHEUS_MULTIPROC_DIR or pass directory="
 ERR_INTERVAL = "interval must be a number of seconds > 0, got {!r}"
 ERR_GAUGE_MODE = "gauge mode for {!r} must be one of {}, got {!r}"
+#: Logged once per bad file (counted on every scrape that leaves it out).
+ERR_SKIPPED = (
+    "asgi-perf multi-worker snapshot %s is left out of every scrape until it is removed or "
+    "repaired: %s"
+)
+_MAX_LOGGED = 1000
+
+logger = logging.getLogger("asgi_perf")
 
 #: Gauges that must not be summed across workers (catalogue names; the namespace is applied).
 DEFAULT_GAUGE_MODES: Mapping[str, str] = {
@@ -108,6 +117,7 @@ class Multiprocess:
         self.view.register(_MergedCollector(self))
         self._last: bytes = b""
         self._closed = False
+        self._logged: set[tuple[str, tuple[int, int] | None]] = set()
         self._reset()
         ref = weakref.ref(self)
         # gunicorn --preload imports the app in the master and forks: the child must publish
@@ -159,14 +169,23 @@ class Multiprocess:
             self.publish()
 
     def collect(self, *, compact: bool = True) -> Iterator[Metric]:
-        """Every worker's families merged; dead workers compacted first (``compact=True``)."""
+        """Every worker's families merged; dead workers compacted first (``compact=True``).
+
+        A snapshot that cannot be read or is corrupt is left out (see :meth:`skipped`).
+        """
         try:
             self.publish()
             files = store.snapshot_files(self.directory)
             dead = store.dead_files(self.directory, files, self.pid)
             if dead and compact:
                 with store.locked(self.directory, exclusive=True):
-                    store.compact(self.directory, store.dead_files(self.directory, files, self.pid))
+                    try:
+                        store.compact(
+                            self.directory, store.dead_files(self.directory, files, self.pid)
+                        )
+                    except store.CorruptSnapshot as exc:
+                        # The dead workers' own files stay and are merged as they are.
+                        self.skipped(self.directory / store.COMPACTED, exc)
             with store.locked(self.directory, exclusive=False):
                 families = self._merge()
         except Exception as exc:
@@ -176,10 +195,29 @@ class Multiprocess:
             raise
         return store.to_metrics(families)
 
+    def skipped(self, path: Path, exc: BaseException) -> None:
+        """A snapshot left out of a scrape: counted every time, logged once per file.
+
+        Writes are atomic renames, so such a file was not written by asgi-perf, or the disk
+        failed; it stays left out (and is never compacted) until someone removes or repairs it.
+        """
+        self.registry.report_error(COMPONENT, exc, log=False)
+        key = (path.name, _identity(path))
+        if key in self._logged:
+            return
+        if len(self._logged) >= _MAX_LOGGED:
+            self._logged.clear()
+        self._logged.add(key)
+        logger.warning(ERR_SKIPPED, path, exc)
+
     def _merge(self) -> store.Families:
         modes = {self.registry.metric_name(k): v for k, v in DEFAULT_GAUGE_MODES.items()}
         modes.update(self.gauge_modes)
-        compacted = store.load(self.directory / store.COMPACTED)
+        try:
+            compacted = store.load(self.directory / store.COMPACTED)
+        except store.CorruptSnapshot as exc:
+            self.skipped(self.directory / store.COMPACTED, exc)
+            compacted = None
         skip = store.folded_names(compacted)
         files = [p for p in store.snapshot_files(self.directory) if p.name not in skip]
         dead = set(store.dead_files(self.directory, files, self.pid))
@@ -189,11 +227,11 @@ class Multiprocess:
         for path in files:
             try:
                 snap = store.load(path)
-                if snap is not None:
-                    store.merge_into(families, snap, path not in dead, modes)
-            except (ValueError, KeyError, TypeError) as exc:
-                # Not written by asgi-perf (writes are atomic renames): skip it, say so once.
-                self.registry.report_error(COMPONENT, exc)
+            except store.CorruptSnapshot as exc:
+                self.skipped(path, exc)
+                continue
+            if snap is not None:
+                store.merge_into(families, snap, path not in dead, modes)
         if compacted is not None:
             store.merge_into(families, compacted, live=False, gauge_modes=modes)
         return families
@@ -210,6 +248,15 @@ class _MergedCollector:
     def collect(self) -> Iterator[Metric]:
         owner = self._owner()
         return owner.collect() if owner is not None else iter(())
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    # A file replaced by another bad one is logged again; the same bad file is not.
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _after_fork(ref: weakref.ref[Multiprocess]) -> None:

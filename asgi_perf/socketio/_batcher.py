@@ -15,7 +15,7 @@ from typing import Any
 from .._checks import ERR_REGISTRY, check
 from .._labels import NameLimiter
 from ..registry import PerfRegistry
-from ._batching import Coalescer, Overflow, check_options
+from ._batching import ERR_CLOSED, Closed, Coalescer, Overflow, check_options
 from ._client import BATCH_EVENT
 from ._hook import ERR_NOT_ASYNC_SERVER, _check_max
 from ._stats import socketio_stats
@@ -84,6 +84,7 @@ class Batcher:
         self._events = NameLimiter(max_names=_check_max("max_events", max_events))
         packet_class = getattr(sio, "packet_class", None)
         dumps = getattr(getattr(packet_class, "json", None), "dumps", None) or json.dumps
+        self._dumps: Callable[..., str] = dumps
         self._size: Callable[[Any], int] | None = (
             None if max_bytes is None else sizer or _default_sizer(dumps)
         )
@@ -97,6 +98,7 @@ class Batcher:
             overflow=overflow,
             on_drop=self._dropped,
             on_error=self._error,
+            on_sent=self._sent,
             clock=clock,
             **extra,
         )
@@ -124,8 +126,10 @@ class Batcher:
         namespace = namespace or "/"
         key = (event, namespace, _hashable(target), _hashable(skip_sid))
         core = self._core
+        if core.closed:
+            raise Closed(ERR_CLOSED)
         size = 0
-        if batch and callback is None and not isinstance(data, tuple) and not core.closed:
+        if batch and callback is None and not isinstance(data, tuple):
             try:
                 if self._size is not None:
                     size = self._size(data)
@@ -149,7 +153,12 @@ class Batcher:
         await self._core.flush()
 
     async def aclose(self) -> None:
-        """Flush everything and stop the timer; later emits are sent unbatched. Idempotent."""
+        """Flush everything and stop the timer. Idempotent.
+
+        Later emits raise ``RuntimeError`` (:data:`~asgi_perf.socketio._batching.ERR_CLOSED`);
+        an emit already waiting is still delivered. Cancelled (a shutdown timeout), it counts
+        what was not sent in ``socketio_batch_dropped_total{reason="cancelled"}``.
+        """
         await self._core.aclose()
 
     async def __aenter__(self) -> Batcher:
@@ -161,6 +170,19 @@ class Batcher:
     async def _send(
         self, key: tuple[Any, ...], items: list[Any], waited: float, reason: str
     ) -> None:
+        try:
+            await self._emit(key, items)
+        except (TypeError, ValueError):
+            # Usually one payload the server cannot serialise: drop it alone, send the rest.
+            good = [item for item in items if self._serialisable(item)]
+            if len(good) == len(items):
+                raise
+            self._core.drop("serialize_error", len(items) - len(good))
+            items[:] = good  # what the coalescer counts from here on
+            if good:
+                await self._emit(key, good)
+
+    async def _emit(self, key: tuple[Any, ...], items: list[Any]) -> None:
         event, namespace, target, skip_sid = key
         await self.server.emit(
             self.batch_event,
@@ -169,9 +191,18 @@ class Batcher:
             skip_sid=_unhashable(skip_sid),
             namespace=namespace,
         )
+
+    def _serialisable(self, item: Any) -> bool:
+        try:
+            self._dumps(item)
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            return False
+        return True
+
+    def _sent(self, key: tuple[Any, ...], items: list[Any], waited: float, reason: str) -> None:
         # Counted once sent: a failed send is counted as dropped instead, never as both.
         stats = self._stats
-        stats.inc("socketio_batches_total", (self._events(event), reason))
+        stats.inc("socketio_batches_total", (self._events(key[0]), reason))
         stats.batch_items.observe(len(items))
         stats.batch_wait.observe(waited)
 

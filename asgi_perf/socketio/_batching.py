@@ -9,10 +9,15 @@ Guarantees:
   key the sends leave in the order the items were added, and :meth:`Coalescer.run_in_order` puts an
   unbatched send behind the key's pending batch.
 * **Age.** A background timer flushes each batch ``max_delay`` after its first item arrived.
-* **No silent loss.** The buffer is bounded (``max_pending`` items); past it the overflow policy
-  either makes the caller wait while the oldest batch is flushed (``block``) or drops one item
-  (``drop_oldest`` / ``drop_newest``), and every dropped item is reported to ``on_drop``. A send
-  that raises is reported too (``send_error``). :meth:`Coalescer.aclose` flushes everything.
+* **No silent loss.** Every item is either handed to ``send`` or reported to ``on_drop`` with a
+  reason, exactly once: past the bounded buffer (``max_pending`` items) the overflow policy makes
+  the caller wait while the oldest batch is flushed (``block``) or drops one item
+  (``drop_oldest`` / ``drop_newest``); a send that raises drops its batch (``send_error``); a send,
+  or a wait for one, that is cancelled (the emitting task cancelled, ``aclose()`` past its
+  shutdown timeout) drops what it held (``cancelled``). :meth:`Coalescer.aclose` flushes
+  everything; once it is called, :meth:`Coalescer.add` raises and no timer starts again.
+* **Callbacks cannot fail the caller.** ``on_sent`` and ``on_drop`` raising is reported to
+  ``on_error`` and goes no further.
 """
 
 from __future__ import annotations
@@ -32,16 +37,28 @@ OVERFLOW_POLICIES: tuple[str, ...] = ("block", "drop_oldest", "drop_newest")
 #: Every value the ``flush_reason`` label can take.
 FLUSH_REASONS: tuple[str, ...] = ("items", "bytes", "delay", "full", "ordering", "flush", "close")
 #: Every value the ``reason`` label of dropped items can take.
-DROP_REASONS: tuple[str, ...] = ("drop_oldest", "drop_newest", "send_error")
+DROP_REASONS: tuple[str, ...] = (
+    "drop_oldest",
+    "drop_newest",
+    "send_error",
+    "serialize_error",
+    "cancelled",
+)
 
 ERR_MAX_ITEMS = "max_items must be an int >= 1, got {!r}"
 ERR_MAX_BYTES = "max_bytes must be an int >= 1 or None, got {!r}"
 ERR_MAX_DELAY = "max_delay must be a finite number of seconds > 0, got {!r}"
 ERR_MAX_PENDING = "max_pending must be an int >= max_items, got {!r}"
 ERR_OVERFLOW = "overflow must be one of 'block', 'drop_oldest', 'drop_newest', got {!r}"
+#: What an emit after ``aclose()`` raises (``RuntimeError``).
+ERR_CLOSED = "the batcher is closed: emit through the server, or create a new batcher"
 
-#: ``send(key, items, waited_seconds, flush_reason)``
+#: ``send(key, items, waited_seconds, flush_reason)``. A send that drops some items itself (and
+#: counts them with :meth:`Coalescer.drop`) removes them from ``items`` in place, so a failure
+#: after that counts only the rest.
 SendBatch = Callable[[Any, list[Any], float, str], Awaitable[None]]
+#: ``on_sent(key, items, waited_seconds, flush_reason)``, once per batch handed over.
+OnSent = Callable[[Any, list[Any], float, str], None]
 
 
 def check_options(
@@ -64,12 +81,18 @@ class _Batch:
         self.started = started
 
 
+class Closed(RuntimeError):
+    """Raised by :meth:`Coalescer.add` once :meth:`Coalescer.aclose` was called."""
+
+
 class Coalescer(Generic[K]):
     """Buffers items per key and hands each key's items to ``send`` as one list.
 
     :param send: ``async send(key, items, waited, reason)``; called under the send lock.
     :param on_drop: ``on_drop(reason, count)`` for every item not delivered.
-    :param on_error: called with the exception of a failed send (after ``on_drop``).
+    :param on_error: called with the exception of a failed send (after ``on_drop``), and of an
+        ``on_sent`` / ``on_drop`` that raised.
+    :param on_sent: ``on_sent(key, items, waited, reason)`` after each batch was sent.
     :param clock: monotonic seconds; :param sleep: ``async sleep(seconds)`` — both injectable so
         tests drive time by hand.
     """
@@ -85,6 +108,7 @@ class Coalescer(Generic[K]):
         overflow: Overflow,
         on_drop: Callable[[str, int], None],
         on_error: Callable[[BaseException], None],
+        on_sent: OnSent | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
@@ -97,6 +121,7 @@ class Coalescer(Generic[K]):
         self.overflow = overflow
         self._on_drop = on_drop
         self._on_error = on_error
+        self._on_sent = on_sent
         self._clock = clock
         self._sleep = sleep
         # Insertion order is batch start order, so the first batch is always the oldest one.
@@ -109,24 +134,41 @@ class Coalescer(Generic[K]):
 
     # -- adding ----------------------------------------------------------------------------------
     async def add(self, key: K, item: Any, size: int = 0) -> None:
-        """Buffer ``item`` for ``key``; may flush (and so wait for a send) before returning."""
-        if self.pending >= self.max_pending and not await self._make_room():
-            return
-        max_bytes = self.max_bytes
-        batch = self._batches.get(key)
-        if batch is not None and max_bytes is not None and batch.size + size > max_bytes:
-            # Send what fits first: a batch exceeds max_bytes only when one item alone does.
-            await self.flush_key(key, "bytes")
+        """Buffer ``item`` for ``key``; may flush (and so wait for a send) before returning.
+
+        :class:`Closed` once :meth:`aclose` was called. If the caller is cancelled before the
+        item is buffered, the item is counted as dropped (``cancelled``).
+        """
+        self._check_open()
+        try:
+            if self.pending >= self.max_pending and not await self._make_room():
+                return
+            max_bytes = self.max_bytes
             batch = self._batches.get(key)
+            if batch is not None and max_bytes is not None and batch.size + size > max_bytes:
+                # Send what fits first: a batch exceeds max_bytes only when one item alone does.
+                await self.flush_key(key, "bytes")
+                batch = self._batches.get(key)
+        except asyncio.CancelledError:
+            self.drop("cancelled", 1)
+            raise
         if batch is None:
             batch = self._batches[key] = _Batch(self._clock())
-            if self._timer is None:
+            # An emit that waited through aclose() is still delivered (below), never by a timer.
+            if self._timer is None and not self.closed:
                 self._timer = asyncio.get_running_loop().create_task(self._run_timer())
             self._wake.set()
         batch.items.append(item)
         batch.size += size
         self.pending += 1
-        if len(batch.items) >= self.max_items:
+        if self.closed:
+            try:
+                await self.flush_key(key, "close")
+            except asyncio.CancelledError:
+                # No timer and perhaps no aclose() left to send it: count it, do not strand it.
+                self._abandon(key)
+                raise
+        elif len(batch.items) >= self.max_items:
             await self.flush_key(key, "items")
         elif max_bytes is not None and batch.size >= max_bytes:
             await self.flush_key(key, "bytes")
@@ -134,7 +176,7 @@ class Coalescer(Generic[K]):
     async def _make_room(self) -> bool:
         """Apply the overflow policy; ``False`` means the new item is dropped."""
         if self.overflow == "drop_newest":
-            self._on_drop("drop_newest", 1)
+            self.drop("drop_newest", 1)
             return False
         if self.overflow == "drop_oldest":
             key, batch = next(iter(self._batches.items()))
@@ -142,7 +184,7 @@ class Coalescer(Generic[K]):
             self.pending -= 1
             if not batch.items:
                 del self._batches[key]
-            self._on_drop("drop_oldest", 1)
+            self.drop("drop_oldest", 1)
             return True
         # block: the caller waits while the oldest batches go out, which is the backpressure.
         while self.pending >= self.max_pending and self._batches:
@@ -156,10 +198,19 @@ class Coalescer(Generic[K]):
             await self._send_pending(key, reason)
 
     async def run_in_order(self, key: K, send: Callable[[], Awaitable[Any]]) -> Any:
-        """Send ``key``'s pending batch, then run the unbatched ``send``, with nothing between."""
-        async with self._lock:
-            await self._send_pending(key, "ordering")
-            return await send()
+        """Send ``key``'s pending batch, then run the unbatched ``send``, with nothing between.
+
+        :class:`Closed` once :meth:`aclose` was called. If the caller is cancelled before
+        ``send`` returned, its one item is counted as dropped (``cancelled``).
+        """
+        self._check_open()
+        try:
+            async with self._lock:
+                await self._send_pending(key, "ordering")
+                return await send()
+        except asyncio.CancelledError:
+            self.drop("cancelled", 1)
+            raise
 
     async def flush(self, reason: str = "flush") -> None:
         """Send every pending batch, oldest first."""
@@ -171,11 +222,41 @@ class Coalescer(Generic[K]):
         batch = self._batches.pop(key, None)
         if batch is None:
             return
-        self.pending -= len(batch.items)
+        items = batch.items
+        self.pending -= len(items)
+        waited = self._clock() - batch.started
         try:
-            await self._send(key, batch.items, self._clock() - batch.started, reason)
+            await self._send(key, items, waited, reason)
+        except asyncio.CancelledError:
+            # Cut off mid-send: whether the server wrote it is unknown, so it is not counted
+            # as sent; counted as dropped instead, then the cancellation goes on.
+            self.drop("cancelled", len(items))
+            raise
         except Exception as exc:  # noqa: BLE001 - counted and reported, never raised to emitters
-            self._on_drop("send_error", len(batch.items))
+            self.drop("send_error", len(items))
+            self._on_error(exc)
+            return
+        if self._on_sent is not None and items:
+            try:
+                self._on_sent(key, items, waited, reason)
+            except Exception as exc:  # noqa: BLE001 - counting must never fail a send
+                self._on_error(exc)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise Closed(ERR_CLOSED)
+
+    def _abandon(self, key: K) -> None:
+        batch = self._batches.pop(key, None)
+        if batch is not None:
+            self.pending -= len(batch.items)
+            self.drop("cancelled", len(batch.items))
+
+    def drop(self, reason: str, count: int) -> None:
+        """Report ``count`` items not delivered; a failing ``on_drop`` goes to ``on_error``."""
+        try:
+            self._on_drop(reason, count)
+        except Exception as exc:  # noqa: BLE001 - counting must never reach the emitter
             self._on_error(exc)
 
     async def _run_timer(self) -> None:
@@ -196,9 +277,24 @@ class Coalescer(Generic[K]):
 
     # -- shutdown --------------------------------------------------------------------------------
     async def aclose(self) -> None:
-        """Flush everything and stop the timer. Idempotent."""
+        """Flush everything and stop the timer. Idempotent.
+
+        From the first call on, :meth:`add` and :meth:`run_in_order` raise :class:`Closed`. If
+        this is cancelled (a shutdown timeout), what was still buffered is counted as dropped
+        (``cancelled``), as is the batch being sent.
+        """
         self.closed = True
-        await self.flush("close")
+        try:
+            await self.flush("close")
+        except asyncio.CancelledError:
+            left, self.pending = self.pending, 0
+            self._batches.clear()
+            if left:
+                self.drop("cancelled", left)
+            timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            raise
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
@@ -209,9 +305,12 @@ class Coalescer(Generic[K]):
 
 __all__ = [
     "DROP_REASONS",
+    "ERR_CLOSED",
     "FLUSH_REASONS",
     "OVERFLOW_POLICIES",
+    "Closed",
     "Coalescer",
+    "OnSent",
     "Overflow",
     "SendBatch",
     "check_options",

@@ -81,6 +81,10 @@ def _wire_size(data: object) -> int:
     return 0
 
 
+#: Socket.IO packet types only a connected client receives: EVENT, ACK, BINARY_EVENT, BINARY_ACK.
+_CLAIMING_PACKETS = frozenset("2356")
+
+
 def _packet_namespace(data: str) -> str:
     """The namespace of an encoded Socket.IO packet (``2/chat,[...]``), ``/`` when absent."""
     start = 1
@@ -124,27 +128,30 @@ class SocketIOHook:
         self.installed = False
 
     # -- labels ----------------------------------------------------------------------------------
-    def _namespace_label(self, namespace: str) -> str:
+    def _namespace_label(self, namespace: Any, *, accepted: bool = True) -> str:
         """The label for a namespace the server serves; ``__other__`` for anything else.
 
         Every namespace label goes through here: namespaces come from client packets, and only
         served ones may take one of the limited label slots (first come would let any client
-        push the real namespaces into ``__other__``).
+        push the real namespaces into ``__other__``). A namespace served only through a
+        catch-all (``namespaces="*"`` or a ``namespace="*"`` handler) takes a slot once the
+        server has accepted a connection to it: ``accepted=False`` (a refused connect) never
+        claims one, so refused random namespaces cannot push the real ones into ``__other__``.
         """
         label = self._served_labels.get(namespace)
         if label is not None:
             return label
+        if not isinstance(namespace, str):
+            return OTHER
         sio = self.server
-        served = isinstance(namespace, str) and (
+        named = (
             namespace in sio.handlers
             or namespace in sio.namespace_handlers
-            or sio.namespaces == "*"
-            or namespace in sio.namespaces
-            or "*" in sio.handlers
-            or "*" in sio.namespace_handlers
+            or (sio.namespaces != "*" and namespace in sio.namespaces)
         )
+        catch_all = sio.namespaces == "*" or "*" in sio.handlers or "*" in sio.namespace_handlers
         # A client can ask for any namespace; one the server does not serve never gets a series.
-        if not served:
+        if not named and not (catch_all and accepted):
             return OTHER
         label = self._namespaces(namespace)
         if label != OTHER:
@@ -230,7 +237,10 @@ class SocketIOHook:
                     )
                     hook._stats.inc(
                         "socketio_connects_total",
-                        (hook._namespace_label(ns), "accepted" if accepted else "rejected"),
+                        (
+                            hook._namespace_label(ns, accepted=accepted),
+                            "accepted" if accepted else "rejected",
+                        ),
                     )
                 except Exception as exc:  # noqa: BLE001
                     hook.registry.report_error("socketio", exc)
@@ -375,7 +385,11 @@ class SocketIOHook:
                     if pkt is not last[0]:
                         data = pkt.data
                         if isinstance(data, str):
-                            last[1] = (hook._namespace_label(_packet_namespace(data)),)
+                            # Connect answers go out before the server's decision is known: only
+                            # events and acks (sent to connected clients) may claim a label.
+                            ns = _packet_namespace(data)
+                            claim = data[:1] in _CLAIMING_PACKETS
+                            last[1] = (hook._namespace_label(ns, accepted=claim),)
                         # bytes: an attachment, counted under the packet that announced it
                         last[0], last[2] = pkt, _wire_size(data)
                     stats.inc("socketio_sent_bytes_total", last[1], last[2])

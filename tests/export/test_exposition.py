@@ -27,7 +27,7 @@ from asgi_perf.export._exposition import (
     WARN_OPEN_OPERATIONS,
 )
 from asgi_perf.http._instrument import ERR_METRICS_PATH, ERR_OPERATIONS_OPTION
-from asgi_perf.testing import scrape
+from asgi_perf.testing import sample, scrape
 
 from .._asgi import Receiver, Sender, http_scope
 from .._ops import exact
@@ -372,3 +372,38 @@ async def test_every_response_says_nosniff(registry: PerfRegistry) -> None:
     for path, headers in (("/metrics", [("Authorization", "Bearer t")]), ("/metrics", [])):
         response = await scrape(app, path, headers=headers)
         assert response.headers["x-content-type-options"] == "nosniff"
+
+
+class _RaisingCollector:
+    """A scrape-time collector that always raises, as a broken integration would."""
+
+    def collect(self) -> Any:
+        raise RuntimeError("collector is broken")
+
+
+@pytest.mark.parametrize(
+    "accept", ["", "application/openmetrics-text; version=1.0.0; charset=utf-8"]
+)
+async def test_a_raising_collector_leaves_the_rest_of_the_scrape(
+    registry: PerfRegistry, accept: str
+) -> None:
+    """/metrics answers 200 with every other family while one collector raises (text and
+    OpenMetrics, fast renderer and the prometheus_client rendering it falls back to), and
+    /metrics/summary keeps answering; each failure is counted under 'collect'."""
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    filled(registry)
+    registry.register(_RaisingCollector())
+    app = metrics_app(registry, render_in_thread=False, operations=True, allow=["127.0.0.1"])
+    response = await scrape(app, headers=[("accept", accept)] if accept else [])
+    assert response.status == 200
+    assert "demo_things_total" in response.text
+    fallback = (om_latest if accept else generate_latest)(registry.prometheus).decode()
+    assert "demo_things_total" in fallback
+    summary = await scrape(app, "/metrics/summary")
+    assert summary.status == 200
+    errors = {"component": "collect"}
+    value = sample(registry, "asgi_perf_instrumentation_errors_total", errors)
+    assert value is not None
+    assert value >= 3

@@ -419,20 +419,42 @@ class _Broken:
         raise RuntimeError("collector failed")
 
 
-def test_a_failing_publish_is_counted_not_raised(mpdir: Path) -> None:
-    """A collector that raises makes the publish fail open: counted under 'multiprocess'."""
+def test_a_raising_collector_is_left_out_of_the_publish(mpdir: Path) -> None:
+    """A collector that raises is left out of the published snapshot (counted under 'collect');
+    everything else is still published."""
     reg = PerfRegistry()
     m = mp.enable_multiprocess(reg, mpdir, interval=60)
     broken = _Broken()
     try:
         reg.register(broken)
+        reg.count("jobs", 2)
+        assert m.publish() is True
+        errors = sample(reg, "asgi_perf_instrumentation_errors_total", {"component": "collect"})
+        assert errors == 1
+        snap = store.load(m.path)
+        assert snap is not None
+        assert '"app_events_total"' in json.dumps(snap.families)
+    finally:
+        reg.unregister(broken)
+        m.close()
+
+
+def test_a_failing_publish_is_counted_not_raised(mpdir: Path) -> None:
+    """A snapshot that cannot be written (a directory stands where the file goes) makes the
+    publish fail open: counted under 'multiprocess', never raised."""
+    reg = PerfRegistry()
+    m = mp.enable_multiprocess(reg, mpdir, interval=60)
+    try:
+        m.path.unlink(missing_ok=True)
+        m.path.mkdir()
+        m._last = b""
         assert m.publish() is False
         errors = sample(
             reg, "asgi_perf_instrumentation_errors_total", {"component": "multiprocess"}
         )
         assert errors == 1
     finally:
-        reg.unregister(broken)
+        m.path.rmdir()
         m.close()
 
 
@@ -478,3 +500,93 @@ def test_a_dropped_publisher_serves_nothing(mpdir: Path) -> None:
     gc.collect()
     assert list(collector.collect()) == []
     mp._after_fork(weakref.ref(mp.Multiprocess.__new__(mp.Multiprocess)))  # a dead ref: no-op
+
+
+# -- corrupt and unreadable snapshots -------------------------------------------------------------
+
+_HALF_VALID = json.dumps(
+    {
+        "pid": 1,
+        "token": "1",
+        "families": [
+            [
+                "app_events",
+                "counter",
+                "Custom counters.",
+                [["app_events_total", [["name", "jobs"]], 100.0], ["app_events_total", [], "x"]],
+            ]
+        ],
+    }
+).encode()
+
+_FAULTS = {
+    "garbage bytes": lambda path: path.write_bytes(b"\x00\xff\xfe garbage \x80" * 10),
+    "truncated JSON": lambda path: path.write_bytes(_HALF_VALID[: len(_HALF_VALID) // 2]),
+    "half-valid JSON": lambda path: path.write_bytes(_HALF_VALID),
+    "wrong shape": lambda path: path.write_text('{"pid": 1, "token": "1", "families": {"a": 1}}'),
+    "a directory in its place": lambda path: path.mkdir(),
+}
+
+
+def _errors(registry: PerfRegistry) -> float:
+    labels = {"component": "multiprocess"}
+    return sample(registry, "asgi_perf_instrumentation_errors_total", labels) or 0.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", sorted(_FAULTS))
+@pytest.mark.parametrize("writer", ["live", "dead"])
+async def test_a_corrupt_or_unreadable_snapshot_is_skipped_counted_and_logged_once(
+    merged: mp.Multiprocess,
+    mpdir: Path,
+    fault: str,
+    writer: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker snapshot that is corrupt (garbage, truncated, half valid, wrong shape) or cannot
+    be read (a directory in its place), of a live or a dead worker, is left out of every scrape:
+    /metrics keeps answering 200 with everyone else's totals (nothing of the bad file in them),
+    each scrape counts it under 'multiprocess', and it is logged once, not once per scrape."""
+    from asgi_perf.testing import scrape
+
+    merged.registry.count("jobs", 3)
+    write_worker(mpdir, dead_pid(), counting(5))
+    app = metrics_app(merged.registry, render_in_thread=False)
+    with live_process() as live_pid:
+        pid = live_pid if writer == "live" else dead_pid()
+        bad = mpdir / store.snapshot_name(pid, "7".zfill(20))
+        _FAULTS[fault](bad)
+        before = _errors(merged.registry)
+        with caplog.at_level("WARNING", logger="asgi_perf"):
+            for _ in range(3):
+                response = await scrape(app)
+                assert response.status == 200
+                assert total(parse(response.text), "app_events_total") == 8
+        assert bad.exists()
+    assert _errors(merged.registry) - before == 3
+    logged = [r for r in caplog.records if bad.name in r.getMessage()]
+    assert len(logged) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["garbage bytes", "truncated JSON", "a directory in its place"])
+async def test_a_corrupt_compacted_file_is_skipped_and_dead_workers_still_count(
+    merged: mp.Multiprocess, mpdir: Path, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt or unreadable compacted file is left out (counted, logged once); compaction
+    waits for it to be repaired, so the dead workers' own files stay and still count."""
+    from asgi_perf.testing import scrape
+
+    merged.registry.count("jobs", 3)
+    dead = write_worker(mpdir, dead_pid(), counting(5))
+    _FAULTS[fault](mpdir / store.COMPACTED)
+    app = metrics_app(merged.registry, render_in_thread=False)
+    with caplog.at_level("WARNING", logger="asgi_perf"):
+        for _ in range(3):
+            response = await scrape(app)
+            assert response.status == 200
+            assert total(parse(response.text), "app_events_total") == 8
+    assert dead.exists()
+    assert _errors(merged.registry) >= 3
+    logged = [r for r in caplog.records if store.COMPACTED in r.getMessage()]
+    assert len(logged) == 1

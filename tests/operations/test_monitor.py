@@ -229,3 +229,44 @@ def test_enable_with_own_notifiers_and_existing_collector(registry: PerfRegistry
     assert ops.alerts is not None
     assert ops.alerts.notifiers == [log]
     assert registry.find_component(SYSTEM_COLLECTOR) is existing
+
+
+class _RaisingCollector:
+    """A scrape-time collector that always raises, as a broken integration would."""
+
+    def collect(self) -> Any:
+        raise RuntimeError("collector is broken")
+
+
+@pytest.mark.anyio
+async def test_a_raising_collector_does_not_stop_the_monitor_or_the_alerts(
+    registry: PerfRegistry,
+) -> None:
+    """With a collector that raises at every collect, the running monitor still takes its
+    snapshots and the alert rules are still evaluated (and notify); /metrics/summary answers; the
+    failure is counted under 'collect'."""
+    registry.register(_RaisingCollector())
+    got: list[dict[str, Any]] = []
+    AlertManager(
+        registry,
+        [AlertRule("Busy", "http.in_progress", ">=", 0)],
+        notifiers=[CallbackNotifier(got.append)],
+    )
+    monitor = Monitor(registry, interval=0.01)
+    await monitor.start()
+    for _ in range(500):
+        if len(monitor.history()) >= 2 and got:
+            break
+        await asyncio.sleep(0.01)
+    await monitor.stop()
+    assert len(monitor.history()) >= 2
+    assert monitor.history()[-1]["alerts_firing"] == 1
+    assert got
+    assert got[0]["rule"] == "Busy"
+    errors = sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "collect"})
+    assert errors is not None
+    assert errors >= 2
+    assert sample(registry, "asgi_perf_instrumentation_errors_total", {"component": "monitor"}) in (
+        None,
+        0,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import socketio
 
 from asgi_perf import PerfRegistry
 from asgi_perf.socketio import Batcher, unbatch
-from asgi_perf.socketio._batching import ERR_MAX_ITEMS
+from asgi_perf.socketio._batching import ERR_CLOSED, ERR_MAX_ITEMS
 from asgi_perf.testing import sample
 
 from .._socketio import connect as open_client
@@ -22,7 +23,8 @@ async def test_batcher_unbatched_paths_keep_order(
     live: tuple[socketio.AsyncServer, str], registry: PerfRegistry
 ) -> None:
     """Callbacks, binary and multi-argument payloads go alone, after the pending batch; lists of
-    rooms work; after aclose emits are sent directly; the client helper delivers in order."""
+    rooms work; after aclose an emit raises RuntimeError (batched or not); the client helper
+    delivers in order."""
     sio, base = live
 
     async def connect(sid: str, environ: Any) -> None:
@@ -47,9 +49,12 @@ async def test_batcher_unbatched_paths_keep_order(
     await batcher.emit("e", 7, to=["r1"])
     async with batcher:
         pass
-    await batcher.emit("e", 8, to=["r1"])
+    with pytest.raises(RuntimeError, match=re.escape(ERR_CLOSED)):
+        await batcher.emit("e", 8, to=["r1"])
+    with pytest.raises(RuntimeError, match=re.escape(ERR_CLOSED)):
+        await batcher.emit("e", 9, to=["r1"], batch=False)
     await settle()
-    assert got == [1, 2, b"bin", (3, 4), 5, 6, 7, 8]
+    assert got == [1, 2, b"bin", (3, 4), 5, 6, 7]
     assert (
         sample(registry, "socketio_batches_total", {"event": "e", "flush_reason": "ordering"}) == 1
     )

@@ -492,3 +492,47 @@ async def test_a_failing_server_leaves_the_figure_out_not_partial(
     other.broken = False
     assert connected(registry) == 3
     await c.disconnect()
+
+
+async def test_rejected_namespaces_do_not_take_catch_all_labels(registry: PerfRegistry) -> None:
+    """With a ``namespace="*"`` catch-all handler, a namespace the server rejects (its connect
+    handler returns False or raises ConnectionRefusedError) takes no namespace label: after 20
+    rejected connects to random namespaces, an accepted ``/chat`` is still reported as ``/chat``."""
+    sio = socketio.AsyncServer(async_mode="asgi", namespaces="*")
+    rejected: list[str] = []
+
+    async def on_connect(namespace: str, sid: str, environ: Any, auth: Any = None) -> bool:
+        if namespace.startswith("/probe-"):
+            rejected.append(namespace)
+            if len(rejected) % 2:
+                raise socketio.exceptions.ConnectionRefusedError("no")
+            return False
+        return True
+
+    sio.on("connect", on_connect, namespace="*")
+    instrument_socketio(sio, registry=registry, max_namespaces=5)
+    async with serving(sio) as base:
+        for i in range(20):
+            c = socketio.AsyncClient(reconnection=False)
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await c.connect(base, namespaces=[f"/probe-{i}"], transports=["websocket"])
+            await c.disconnect()
+        c = await open_client(base, namespaces=["/chat"])
+        await c.emit("hello", "hi", namespace="/chat")
+        await settle()
+        await c.disconnect()
+        await settle()
+    assert len(rejected) == 20
+    connects = {
+        (labels["namespace"], labels["outcome"]): sample(
+            registry, "socketio_connects_total", labels
+        )
+        for labels in samples(registry, "socketio_connects_total")
+    }
+    assert connects[("/chat", "accepted")] == 1
+    assert connects[("__other__", "rejected")] == 20
+    assert {ns for ns, _ in connects} == {"/chat", "__other__"}
+    assert (
+        sample(registry, "socketio_events_received_total", {"namespace": "/chat", "event": "hello"})
+        == 1
+    )
