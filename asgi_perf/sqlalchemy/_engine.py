@@ -20,6 +20,7 @@ import logging
 import math
 import re
 import threading
+import weakref
 from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
@@ -201,7 +202,7 @@ class InstrumentedEngine:
         self._pool = self._pool_connect = None
         self._stats.remove(self.name)
         with _HANDLES_LOCK:
-            if _HANDLES.get(self.engine) is self:
+            if _handle_of(self.engine) is self:
                 del _HANDLES[self.engine]
 
     def current_pool(self) -> Any:
@@ -420,9 +421,18 @@ def _mark(error: BaseException) -> None:
         setattr(error, _RECORDED, True)
 
 
-# One handle per engine, process-wide: a second wrapper on one dialect would count twice.
-_HANDLES: dict[Engine, InstrumentedEngine] = {}
+# One handle per engine, process-wide: a second wrapper on one dialect would count twice. Weak on
+# both sides, so this table keeps no engine alive: the engine's own listeners and the registry's
+# collector are what keep a handle, and the engine, alive.
+_HANDLES: weakref.WeakKeyDictionary[Engine, weakref.ref[InstrumentedEngine]] = (
+    weakref.WeakKeyDictionary()
+)
 _HANDLES_LOCK = threading.Lock()
+
+
+def _handle_of(engine: Engine) -> InstrumentedEngine | None:
+    ref = _HANDLES.get(engine)
+    return ref() if ref is not None else None
 
 
 def instrument_engine(
@@ -474,12 +484,13 @@ def instrument_engine(
     bounds = check_buckets(buckets)
 
     with _HANDLES_LOCK:
-        existing = _HANDLES.get(sync_engine)
+        existing = _handle_of(sync_engine)
         if existing is not None:
             if existing.registry is registry and existing.name == name:
                 return existing
             raise ValueError(ERR_OTHER_REGISTRY)
-        if any(h.registry is registry and h.name == name for h in _HANDLES.values()):
+        live = (ref() for ref in list(_HANDLES.values()))
+        if any(h is not None and h.registry is registry and h.name == name for h in live):
             raise ValueError(ERR_NAME_TAKEN.format(name))
         handle = InstrumentedEngine(
             sync_engine,
@@ -496,7 +507,7 @@ def instrument_engine(
             n_plus_one_threshold=n_plus_one_threshold,
         )
         handle._attach()
-        _HANDLES[sync_engine] = handle
+        _HANDLES[sync_engine] = weakref.ref(handle)
     return handle
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import subprocess
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -773,3 +775,30 @@ def test_sqlite_double_quoted_and_escaped_literals_never_logged(
     assert secret not in caplog.text
     assert secret not in repr(slow_list(registry).recent())
     assert secret not in repr(handle.statement_stats())
+
+
+def test_instrumenting_keeps_no_engine_alive() -> None:
+    """An engine the app has dropped, with its registry, is freed: no process-wide table of
+    instrumented engines keeps it (or its handle) alive."""
+    registry = PerfRegistry()
+    engine = sqlite_engine()
+    handle = instrument_engine(engine, registry=registry, name="dropped")
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    engine_ref, handle_ref = weakref.ref(engine), weakref.ref(handle)
+    engine.dispose()
+    del engine, handle, registry, conn
+    gc.collect()
+    assert engine_ref() is None
+    assert handle_ref() is None
+
+
+def test_a_dropped_engine_frees_its_name() -> None:
+    """Once an instrumented engine is gone, its name on the registry can be used again."""
+    registry = PerfRegistry()
+    first = sqlite_engine()
+    instrument_engine(first, registry=registry, name="main").detach()
+    del first
+    gc.collect()
+    second = sqlite_engine()
+    assert instrument_engine(second, registry=registry, name="main").name == "main"

@@ -387,7 +387,7 @@ def test_a_planted_secret_reaches_no_log_summary_or_dashboard(
         shown.append(json.dumps(handle.statement_stats()))
         shown.append(json.dumps(registry.summary(), default=str))
         for endpoint in ("summary", "history", "alerts"):
-            status, body, _ = asyncio.run(render_endpoint(endpoint, registry, b"", False))
+            status, body, _, _ = asyncio.run(render_endpoint(endpoint, registry, b"", False))
             assert status == 200
             shown.append(body.decode())
         for text in shown:
