@@ -25,6 +25,8 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from .. import _shared as shared
+
 PREFIX = "asgi_perf_"
 COMPACTED = "asgi_perf_compacted.json"
 LOCK = "asgi_perf.lock"
@@ -227,3 +229,48 @@ def folded_names(compacted: Snapshot | None) -> frozenset[str]:
     if compacted is None:
         return frozenset()
     return frozenset(n for n in compacted.token.split("/") if n)
+
+
+def merge_shared(families: Families, directory: Path) -> list[tuple[Path, Exception]]:
+    """Add every worker's shared-memory series (dead workers' included) to ``families``.
+
+    These are read as they are at this instant: nothing a worker counted is missing or stale.
+    Returns the index files that could not be read (skipped), with their errors.
+    """
+    failed: list[tuple[Path, Exception]] = []
+    for keys in shared.worker_files(directory):
+        try:
+            for series in shared.read_worker(keys):
+                _add_series(families, series)
+        except (ValueError, TypeError, OSError) as exc:
+            failed.append((keys, exc))
+    return failed
+
+
+def _add_series(families: Families, series: shared.Series) -> None:
+    labels = dict(series.labels)
+    samples = list(shared.expand(series.family, series.kind, series.bounds, series.values, 0))
+    _add(families, series.family, series.kind, series.help, labels, samples)
+    if series.count_as and series.kind == shared.HISTOGRAM:
+        name, help_text = series.count_as[0], series.count_as[1]
+        count = samples[-2][2]  # the histogram's _count
+        _add(families, name, "counter", help_text, labels, [(f"{name}_total", {}, count)])
+
+
+def _add(
+    families: Families,
+    name: str,
+    typ: str,
+    help_text: str,
+    labels: dict[str, str],
+    samples: list[tuple[str, dict[str, str], float]],
+) -> None:
+    entry = families.get(name)
+    if entry is None:
+        entry = families[name] = (typ, help_text, {})
+    elif entry[0] != typ:
+        return
+    values = entry[2]
+    for sample_name, extra, value in samples:
+        key = (sample_name, tuple(sorted({**labels, **extra}.items())))
+        values[key] = values.get(key, 0.0) + value

@@ -33,11 +33,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from .._checks import ERR_REGISTRY, check, is_positive
-from ..registry import ComponentKey, PerfRegistry
+from .._shared import SharedStore
+from ..registry import MULTIPROC_ENV, ComponentKey, PerfRegistry
 from . import _mp_store as store
 
-#: The variable prometheus_client uses; asgi-perf shares the directory (its files are distinct).
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Overrides the publish interval (seconds) of an automatically enabled registry.
 INTERVAL_ENV = "ASGI_PERF_MULTIPROC_INTERVAL"
 DEFAULT_INTERVAL = 1.0
@@ -104,6 +103,11 @@ class Multiprocess:
         self.directory = directory
         self.interval = interval
         self.gauge_modes = dict(gauge_modes)
+        if registry.shared is None:
+            # Enabled explicitly (no PROMETHEUS_MULTIPROC_DIR at the registry's construction):
+            # components built from now on keep their counters in shared memory; those built
+            # before stay in process memory and are published with the snapshot.
+            registry.shared = SharedStore(directory)
         self.view = CollectorRegistry(auto_describe=False)
         self.view.register(_MergedCollector(self))
         self._last: bytes = b""
@@ -136,7 +140,11 @@ class Multiprocess:
         """Write this worker's snapshot now; ``False`` (counted, logged) if that failed."""
         try:
             with self._lock:
-                data = store.encode(self.pid, self.token, self.registry.prometheus.collect())
+                # Counters and histograms in shared memory are read from there by every scrape:
+                # the snapshot carries the rest (gauges and scrape-time values).
+                shared = self.registry.shared_families
+                published = (m for m in self.registry.prometheus.collect() if m.name not in shared)
+                data = store.encode(self.pid, self.token, published)
                 # An idle worker rewrites nothing.
                 if data != self._last:
                     store.write_atomic(self.path, data)
@@ -196,6 +204,8 @@ class Multiprocess:
                 self.registry.report_error(COMPONENT, exc)
         if compacted is not None:
             store.merge_into(families, compacted, live=False, gauge_modes=modes)
+        for path, error in store.merge_shared(families, self.directory):
+            self.registry.report_error(COMPONENT, OSError(f"{path.name}: {error}"))
         return families
 
 
