@@ -303,16 +303,26 @@ def worker_files(directory: Path) -> list[Path]:
     return sorted(directory.glob(f"{PREFIX}*_*{KEYS_SUFFIX}"))
 
 
+def slots_path(keys_path: Path) -> Path:
+    """The slot file that goes with an index file."""
+    return keys_path.with_name(keys_path.name[: -len(KEYS_SUFFIX)] + SLOTS_SUFFIX)
+
+
+def writer_pid(keys_path: Path) -> int | None:
+    """The pid in an index file's name (``None`` if the name is not one of ours)."""
+    pid = keys_path.name[len(PREFIX) :].partition("_")[0]
+    return int(pid) if pid.isdigit() else None
+
+
 def read_worker(keys_path: Path) -> Iterator[Series]:
     """The series of one worker, with their values as they are now.
 
     Only complete index lines count (a writer may be half-way through one); a series' slots are
     zero until its line exists, so nothing counted is missed.
     """
-    slots_path = keys_path.with_name(keys_path.name[: -len(KEYS_SUFFIX)] + SLOTS_SUFFIX)
     try:
         raw = keys_path.read_bytes()
-        fd = os.open(slots_path, os.O_RDONLY)
+        fd = os.open(slots_path(keys_path), os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
@@ -356,5 +366,7 @@ __all__ = [
     "expand",
     "read_worker",
     "slots_for",
+    "slots_path",
     "worker_files",
+    "writer_pid",
 ]

@@ -229,11 +229,11 @@ def test_a_sigkilled_worker_keeps_everything_it_counted(mpdir: Path) -> None:
     assert values[("db_rows_total", (("engine", "main"), ("operation", "insert")))] == 7
 
 
-def test_the_merged_view_sums_dead_workers_and_publishes_no_copy(
+def test_the_merged_view_sums_and_compacts_dead_workers_and_publishes_no_copy(
     shared_registry: PerfRegistry, mpdir: Path
 ) -> None:
     """The merged scrape reads counters from the files only: the snapshot carries none of them
-    (no double count), and a dead worker's files still add up."""
+    (no double count); a dead worker's files add up, then are compacted without changing totals."""
     stats = stats_of(shared_registry)
     for _ in range(5):
         stats.record("GET", "/a", "200", 0.2, None, 0, 0)
@@ -245,9 +245,16 @@ def test_the_merged_view_sums_dead_workers_and_publishes_no_copy(
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        text = generate_latest(m.view).decode()
-        values = parse(text)
-        assert requests(values) == 8
+        assert len(shared.worker_files(mpdir)) == 2
+        assert requests(parse(generate_latest(m.view).decode())) == 8
+        # The dead worker's files were folded into the compacted file and removed; the total
+        # stays, scrape after scrape.
+        assert [p.name for p in shared.worker_files(mpdir)] == [
+            shared_registry.shared.keys_path.name
+        ]  # type: ignore[union-attr]
+        assert len(list(mpdir.glob("*.slots"))) == 1
+        for _ in range(2):
+            assert requests(parse(generate_latest(m.view).decode())) == 8
         assert m.path.exists()
         published = json.loads(m.path.read_bytes())
         names = {family[0] for family in published["families"]}
@@ -323,3 +330,22 @@ def test_a_registry_that_never_counts_leaves_no_files(
     """Files are created on the first allocation, not with the registry."""
     stats_of(shared_registry)
     assert shared.worker_files(mpdir) == []
+
+
+def test_mark_process_dead_folds_a_workers_shared_files(mpdir: Path) -> None:
+    """gunicorn's child_exit path: the dead worker's index and slot files are folded at once."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mpdir)}
+    script = WORKER.replace("sys.stdin.read()", "print(os.getpid())")
+    out = subprocess.run(
+        [sys.executable, "-c", script, "4"], env=env, check=True, capture_output=True
+    )
+    pid = int(out.stdout.split()[-1])
+    assert mp.mark_process_dead(pid, mpdir) == 1
+    assert shared.worker_files(mpdir) == []
+    assert not list(mpdir.glob("*.slots"))
+    compacted = store.load(mpdir / store.COMPACTED)
+    assert compacted is not None
+    families: store.Families = {}
+    store.merge_into(families, compacted, live=False, gauge_modes={})
+    flat = {k: v for _, (_, _, values) in families.items() for k, v in values.items()}
+    assert requests(flat) == 4

@@ -191,12 +191,14 @@ def load(path: Path) -> Snapshot | None:
     return decode(data)
 
 
-def compact(directory: Path, dead: list[Path]) -> int:
+def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ()) -> int:
     """Fold ``dead`` workers' counter-like samples into the compacted file; remove their files.
 
-    Call under the exclusive lock. Crash-safe: the compacted file lists the files it already
-    holds, and those are skipped (and removed) by every later reader, so a crash between the
-    rename and the removals cannot count a worker twice. Returns how many files were folded.
+    ``dead_shared``: index files of dead workers' shared-memory series, folded the same way (with
+    their slot files). Call under the exclusive lock. Crash-safe: the compacted file lists the
+    files it already holds, and those are skipped (and removed) by every later reader, so a crash
+    between the rename and the removals cannot count a worker twice. Returns how many files were
+    folded.
     """
     compacted_path = directory / COMPACTED
     base = load(compacted_path)
@@ -214,6 +216,12 @@ def compact(directory: Path, dead: list[Path]) -> int:
             continue
         merge_into(families, snap, live=False, gauge_modes={})
         folded.append(path.name)
+    for keys in dead_shared:
+        if keys.name in done:
+            continue
+        for series in shared.read_worker(keys):
+            _add_series(families, series)
+        folded.append(keys.name)
     if folded:
         # The "token" field of the compacted file lists the files it holds until they are gone.
         listed = "/".join([*done, *folded])
@@ -222,7 +230,19 @@ def compact(directory: Path, dead: list[Path]) -> int:
     for name in [*done, *folded]:
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
+        if name.endswith(shared.KEYS_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                shared.slots_path(directory / name).unlink()
     return len(folded)
+
+
+def dead_shared_files(directory: Path, own_pid: int) -> list[Path]:
+    """Index files of shared-memory series whose writer's pid no longer runs."""
+    return [
+        path
+        for path in shared.worker_files(directory)
+        if (pid := shared.writer_pid(path)) is not None and pid != own_pid and not pid_alive(pid)
+    ]
 
 
 def folded_names(compacted: Snapshot | None) -> frozenset[str]:
@@ -231,14 +251,19 @@ def folded_names(compacted: Snapshot | None) -> frozenset[str]:
     return frozenset(n for n in compacted.token.split("/") if n)
 
 
-def merge_shared(families: Families, directory: Path) -> list[tuple[Path, Exception]]:
-    """Add every worker's shared-memory series (dead workers' included) to ``families``.
+def merge_shared(
+    families: Families, directory: Path, skip: frozenset[str] = frozenset()
+) -> list[tuple[Path, Exception]]:
+    """Add every worker's shared-memory series (dead workers' not yet compacted included).
 
     These are read as they are at this instant: nothing a worker counted is missing or stale.
-    Returns the index files that could not be read (skipped), with their errors.
+    ``skip``: index files the compacted file already holds. Returns the index files that could
+    not be read (skipped), with their errors.
     """
     failed: list[tuple[Path, Exception]] = []
     for keys in shared.worker_files(directory):
+        if keys.name in skip:
+            continue
         try:
             for series in shared.read_worker(keys):
                 _add_series(families, series)

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from .._checks import ERR_REGISTRY, check, is_positive
-from .._shared import SharedStore
+from .._shared import SharedStore, worker_files, writer_pid
 from ..registry import MULTIPROC_ENV, ComponentKey, PerfRegistry
 from . import _mp_store as store
 
@@ -172,9 +172,14 @@ class Multiprocess:
             self.publish()
             files = store.snapshot_files(self.directory)
             dead = store.dead_files(self.directory, files, self.pid)
-            if dead and compact:
+            dead_shared = store.dead_shared_files(self.directory, self.pid)
+            if (dead or dead_shared) and compact:
                 with store.locked(self.directory, exclusive=True):
-                    store.compact(self.directory, store.dead_files(self.directory, files, self.pid))
+                    store.compact(
+                        self.directory,
+                        store.dead_files(self.directory, files, self.pid),
+                        store.dead_shared_files(self.directory, self.pid),
+                    )
             with store.locked(self.directory, exclusive=False):
                 families = self._merge()
         except Exception as exc:
@@ -204,7 +209,7 @@ class Multiprocess:
                 self.registry.report_error(COMPONENT, exc)
         if compacted is not None:
             store.merge_into(families, compacted, live=False, gauge_modes=modes)
-        for path, error in store.merge_shared(families, self.directory):
+        for path, error in store.merge_shared(families, self.directory, skip):
             self.registry.report_error(COMPONENT, OSError(f"{path.name}: {error}"))
         return families
 
@@ -281,7 +286,7 @@ def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None)
     """Compact a dead worker's files now (and prometheus_client's live gauges for ``pid``).
 
     Safe to call from any process sharing the directory (the gunicorn master). Returns how many
-    asgi-perf snapshot files were folded.
+    asgi-perf files (snapshots and shared-memory indexes) were folded.
     """
     from prometheus_client import multiprocess as prom_mp
 
@@ -295,10 +300,11 @@ def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None)
         for p in store.snapshot_files(path)
         if (ids := store.parse_name(p)) is not None and ids[0] == pid
     ]
-    if not files:
+    series = [p for p in worker_files(path) if writer_pid(p) == pid]
+    if not files and not series:
         return 0
     with store.locked(path, exclusive=True):
-        return store.compact(path, files)
+        return store.compact(path, files, series)
 
 
 def child_exit(server: Any, worker: Any) -> None:
