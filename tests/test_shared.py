@@ -249,9 +249,9 @@ def test_the_merged_view_sums_and_compacts_dead_workers_and_publishes_no_copy(
         assert requests(parse(generate_latest(m.view).decode())) == 8
         # The dead worker's files were folded into the compacted file and removed; the total
         # stays, scrape after scrape.
-        assert [p.name for p in shared.worker_files(mpdir)] == [
-            shared_registry.shared.keys_path.name
-        ]  # type: ignore[union-attr]
+        assert shared_registry.shared is not None
+        own = shared_registry.shared.keys_path
+        assert shared.worker_files(mpdir) == [own]
         assert len(list(mpdir.glob("*.slots"))) == 1
         for _ in range(2):
             assert requests(parse(generate_latest(m.view).decode())) == 8
