@@ -22,7 +22,7 @@ from asgi_perf.export import _multiprocess as mp
 from asgi_perf.http._stats import HTTP_STATS, HttpStats, SharedHttpStats
 from asgi_perf.testing import sample
 
-from ._multiprocess import parse
+from ._multiprocess import dead_pid, parse
 
 BOUNDS = (0.1, 0.5, 1.0)
 
@@ -280,19 +280,31 @@ def test_a_half_written_index_line_is_ignored(mpdir: Path) -> None:
     ]
 
 
-def test_a_corrupt_index_is_skipped_and_counted(shared_registry: PerfRegistry, mpdir: Path) -> None:
-    """One unreadable worker file never fails the scrape: it is skipped and counted."""
+@pytest.mark.parametrize("writer", ["live", "dead"])
+def test_a_corrupt_index_is_skipped_and_counted(
+    shared_registry: PerfRegistry, mpdir: Path, writer: str
+) -> None:
+    """One unreadable worker file, of a live or a dead worker, never fails the scrape (nor its
+    compaction): it is skipped and counted, scrape after scrape."""
     stats = stats_of(shared_registry)
     stats.record("GET", "/a", "200", 0.2, None, 0, 0)
-    (mpdir / "asgi_perf_1_00000000000000000001.keys").write_bytes(b"not json\n")
-    (mpdir / "asgi_perf_1_00000000000000000001.slots").write_bytes(b"\0" * 64)
+    pid = 1 if writer == "live" else dead_pid()
+    (mpdir / f"asgi_perf_{pid}_00000000000000000001.keys").write_bytes(b"not json\n")
+    (mpdir / f"asgi_perf_{pid}_00000000000000000001.slots").write_bytes(b"\0" * 64)
+    (mpdir / f"asgi_perf_{pid}_00000000000000000002.keys").write_bytes(
+        b'[0, "jobs", "counter", "Jobs.", [], [], [], []]\n[99, "jobs", "counter", "", [], [], [], []]\n'
+    )
+    (mpdir / f"asgi_perf_{pid}_00000000000000000002.slots").write_bytes(b"\0" * 64)
     m = mp.enable_multiprocess(shared_registry, mpdir, interval=60)
     try:
-        assert requests(parse(generate_latest(m.view).decode())) == 1
-        errors = sample(
-            shared_registry, "asgi_perf_instrumentation_errors_total", {"component": "multiprocess"}
-        )
-        assert errors == 1
+        for scrape in (1, 2):
+            assert requests(parse(generate_latest(m.view).decode())) == 1
+            errors = sample(
+                shared_registry,
+                "asgi_perf_instrumentation_errors_total",
+                {"component": "multiprocess"},
+            )
+            assert errors == 2 * scrape
     finally:
         m.close()
 

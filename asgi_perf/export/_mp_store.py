@@ -1,15 +1,18 @@
-"""Per-worker snapshot files and their merge: the storage half of multi-worker mode.
+"""Per-worker files and their merge: the storage half of multi-worker mode.
 
-Each worker writes everything its registry would expose into ``asgi_perf_<pid>_<token>.json``
-(atomically: write a temporary file, then rename). A scrape in any worker merges every file in the
-directory: counter-like samples (counters, histograms, summaries) are summed over every worker that
-ever ran, gauges over live workers only, each by its mode. Dead workers' files are *compacted*:
-their counter-like samples are folded into one ``asgi_perf_compacted.json`` and the files removed,
-so the scrape reads one file per live worker plus one, however many workers have come and gone.
+Each worker keeps its counters and histograms in shared memory (``asgi_perf_<pid>_<token>.slots``
+with its ``.keys`` index, see :mod:`asgi_perf._shared`) and writes everything else its registry
+would expose into ``asgi_perf_<pid>_<token>.json`` (atomically: write a temporary file, then
+rename). A scrape in any worker merges every file in the directory: counter-like samples
+(counters, histograms, summaries) are summed over every worker that ever ran, gauges over live
+workers only, each by its mode. Dead workers' files are *compacted*: their counter-like samples
+are folded into one ``asgi_perf_compacted.json`` and the files removed, so the scrape reads one
+set of files per live worker plus one, however many workers have come and gone.
 
 Readers take a shared ``flock`` on ``asgi_perf.lock``, compaction an exclusive one, so a scrape
 never sees a dead worker's counts both folded and still in its own file (or in neither): totals
-never go backwards. Live workers replace their own file without the lock (rename is atomic).
+never go backwards. Live workers replace their own snapshot without the lock (rename is atomic)
+and write their slots in place.
 """
 
 from __future__ import annotations
@@ -219,8 +222,16 @@ def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ())
     for keys in dead_shared:
         if keys.name in done:
             continue
-        for series in shared.read_worker(keys):
-            _add_series(families, series)
+        part: Families = {}
+        try:
+            for series in shared.read_worker(keys):
+                _add_series(part, series)
+        except (ValueError, TypeError, IndexError, OSError):
+            continue  # left in place: every scrape skips it and counts the error
+        for name, (typ, help_text, values) in part.items():
+            _add(families, name, typ, help_text, {}, [])
+            for (sample, labels), value in values.items():
+                _add(families, name, typ, help_text, dict(labels), [(sample, {}, value)])
         folded.append(keys.name)
     if folded:
         # The "token" field of the compacted file lists the files it holds until they are gone.
@@ -267,7 +278,7 @@ def merge_shared(
         try:
             for series in shared.read_worker(keys):
                 _add_series(families, series)
-        except (ValueError, TypeError, OSError) as exc:
+        except (ValueError, TypeError, IndexError, OSError) as exc:
             failed.append((keys, exc))
     return failed
 

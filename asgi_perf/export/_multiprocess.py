@@ -1,17 +1,20 @@
 """Multi-worker mode: every asgi-perf metric summed across uvicorn / gunicorn worker processes.
 
-prometheus_client's own multiprocess mode aggregates only its native metrics' value files and
-refuses custom collectors, yet most asgi-perf numbers are scrape-time collectors (the lock-free
-HTTP store, pools, caches, Socket.IO connections). So asgi-perf publishes instead: each worker
-writes *everything its registry exposes* into a snapshot file in ``PROMETHEUS_MULTIPROC_DIR``
-every ``interval`` seconds (and at exit, and whenever it serves a scrape), and the metrics endpoint
-of any worker merges all of them (see :mod:`asgi_perf.export._mp_store` for the rules and the
-locking).
+Two stores, as in prometheus_client's multiprocess mode. Counters and histograms live in each
+worker's shared-memory file (:mod:`asgi_perf._shared`): the registry and its components choose
+that store when they are built, and a scrape reads every worker's slots as they are at that
+instant, so the totals are exact and a SIGKILLed worker loses nothing. prometheus_client's own
+mode refuses custom collectors, and many asgi-perf numbers are read from their owners at scrape
+time (pools, caches, connections, system figures): those are *published*: each worker writes the
+rest of what its registry exposes into a snapshot file in ``PROMETHEUS_MULTIPROC_DIR`` every
+``interval`` seconds (and at exit, and whenever it serves a scrape). The metrics endpoint of any
+worker merges the files of every worker (see :mod:`asgi_perf.export._mp_store` for the rules and
+the locking).
 
-Nothing changes on the request path: the cost is one collect + JSON write per worker per
-interval. The price is staleness: another worker's numbers are up to ``interval`` old, and a
-worker killed with SIGKILL loses what it counted since its last publish (a graceful exit
-publishes first).
+The request path pays one store into a mapped page per counter increment; the publish costs one
+collect + JSON write per worker per interval. Published values are up to ``interval`` old, and a
+worker killed with SIGKILL loses what its scrape-time collectors counted since its last publish
+(a graceful exit publishes first).
 
 Usage: nothing, when the app serves :func:`~asgi_perf.metrics_app` and the variable is set: the
 metrics app enables it. With gunicorn, add ``from asgi_perf.export import child_exit`` to
