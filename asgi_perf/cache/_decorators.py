@@ -15,11 +15,12 @@ import contextlib
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sized
 from time import perf_counter
-from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._base import Lock, MeteredCache, check_lock
+from ._flights import AsyncFlights, Flight, ThreadFlights
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -105,17 +106,6 @@ class _Info:
         self.misses = 0
 
 
-class _Flight(Generic[R]):
-    """One sync load in progress: what the waiters get when it finishes."""
-
-    __slots__ = ("done", "error", "value")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.error: BaseException | None = None
-        self.value: R | None = None
-
-
 def cached(
     cache: MeteredCache[Any, Any],
     key: Callable[..., Hashable] | None = None,
@@ -153,7 +143,7 @@ def cached(
         make_key = key or _default_key(func)
         counts = _Info() if info else None
         wrapper: Any
-        flights: dict[Hashable, Any]
+        flights: Sized
         cond = condition
         if inspect.iscoroutinefunction(func):
             if condition is not None:
@@ -182,7 +172,7 @@ def _add_helpers(
     make_key: Callable[..., Hashable],
     lock: Lock | None,
     counts: _Info | None,
-    flights: dict[Hashable, Any],
+    flights: Sized,
 ) -> None:
     guard: Any = lock if lock is not None else _NoLock()
 
@@ -270,9 +260,9 @@ def _locked_wrapper(
     lock: Lock,
     cond: threading.Condition,
     counts: _Info | None,
-) -> tuple[Callable[..., Any], dict[Hashable, _Flight[Any]]]:
+) -> tuple[Callable[..., Any], ThreadFlights[Hashable]]:
     """Threads: every cache access under ``lock``; one load per key, the rest wait on ``cond``."""
-    flights: dict[Hashable, _Flight[Any]] = {}
+    flights: ThreadFlights[Hashable] = ThreadFlights(cache, cond)
     loads = cache._loads
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -288,15 +278,11 @@ def _locked_wrapper(
                 return value
             if counts is not None:
                 counts.misses += 1
-            flight = flights.get(k)
-            if flight is not None:
-                cache._coalesced += 1
-                while not flight.done:
-                    cond.wait()
+            flight, mine = flights.claim(k)
+            if not mine:
                 if flight.error is not None:
                     raise flight.error
                 return flight.value
-            flight = flights[k] = _Flight()
             epoch = cache._epoch
         start = perf_counter()
         try:
@@ -306,7 +292,7 @@ def _locked_wrapper(
                 if isinstance(exc, Exception):
                     cache._load_errors += 1
                 flight.error = exc
-                _land(flights, k, flight, cond)
+                flights.land(k, flight)
             raise
         elapsed = perf_counter() - start
         with lock:
@@ -315,18 +301,10 @@ def _locked_wrapper(
                 loads.observe(elapsed)
                 _store(cache, k, value, epoch)
             finally:
-                _land(flights, k, flight, cond)
+                flights.land(k, flight)
         return value
 
     return wrapper, flights
-
-
-def _land(
-    flights: dict[Hashable, _Flight[Any]], k: Hashable, flight: _Flight[Any], cond: Any
-) -> None:
-    flight.done = True
-    del flights[k]
-    cond.notify_all()
 
 
 def _async_wrapper(
@@ -335,13 +313,13 @@ def _async_wrapper(
     make_key: Callable[..., Hashable],
     lock: Lock | None,
     counts: _Info | None,
-) -> tuple[Callable[..., Any], dict[Hashable, asyncio.Task[Any]]]:
+) -> tuple[Callable[..., Any], AsyncFlights[Hashable]]:
     """One load task per key; every caller (the first included) awaits it through a shield."""
-    flights: dict[Hashable, asyncio.Task[Any]] = {}
-    loads = cache._loads
     guard: Any = lock if lock is not None else _NoLock()
+    flights: AsyncFlights[Hashable] = AsyncFlights(cache, guard)
+    loads = cache._loads
 
-    async def load(k: Hashable, epoch: int, args: Any, kwargs: Any) -> Any:
+    async def load(k: Hashable, epoch: int, args: Any, kwargs: Any, _flight: Flight) -> Any:
         start = perf_counter()
         try:
             value = await func(*args, **kwargs)
@@ -355,28 +333,11 @@ def _async_wrapper(
             _store(cache, k, value, epoch)
         return value
 
-    def landed(k: Hashable, task: asyncio.Task[Any]) -> None:
-        # A done callback, so the entry goes even if the task was cancelled before it started.
-        with guard:
-            if flights.get(k) is task:
-                del flights[k]
-        if not task.cancelled():
-            task.exception()  # retrieved: no "exception was never retrieved" if nobody awaited
-
     def join(k: Hashable, args: Any, kwargs: Any) -> asyncio.Task[Any]:
         """After a miss (under the lock, if any): the key's load task, started if need be."""
         if counts is not None:
             counts.misses += 1
-        task = flights.get(k)
-        loop = asyncio.get_running_loop()
-        # A finished task (its callback not run yet) or another loop's task cannot be joined.
-        if task is None or task.done() or task.get_loop() is not loop:
-            task = loop.create_task(load(k, cache._epoch, args, kwargs))
-            flights[k] = task
-            task.add_done_callback(functools.partial(landed, k))
-        else:
-            cache._coalesced += 1
-        return task
+        return flights.join(k, functools.partial(load, k, cache._epoch, args, kwargs))
 
     # The hit path is spelled out twice so the common lock-free case pays for no "with".
     async def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -91,6 +91,7 @@ def build_demo(
     import socketio
     from sqlalchemy import event, text
     from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import AsyncAdaptedQueuePool
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -105,7 +106,11 @@ def build_demo(
     registry = registry if registry is not None else PerfRegistry()
     owned = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="asgi-perf-demo-")) if workdir is None else workdir
-    engine = create_async_engine(f"sqlite+aiosqlite:///{workdir / 'demo.sqlite'}")
+    # A queue pool named outright: early SQLAlchemy 2.0 releases give aiosqlite files a NullPool,
+    # which keeps no counts, and the demo should show the pool figures on every version.
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{workdir / 'demo.sqlite'}", poolclass=AsyncAdaptedQueuePool
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _functions(dbapi_connection: Any, _record: Any) -> None:

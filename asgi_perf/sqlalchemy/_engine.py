@@ -20,7 +20,6 @@ import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
@@ -31,10 +30,11 @@ from sqlalchemy.engine import Engine
 
 from .._checks import ERR_REGISTRY, check, is_finite, is_int_at_least, is_positive
 from .._histogram import PlainHistogram, check_buckets
-from .._labels import OVERFLOW, NameLimiter
+from .._labels import NameLimiter
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry
 from ._fingerprint import FingerprintCache, operation_of
+from ._reports import PerRequest, SlowQueries, StatementStats
 from ._stats import (
     SLOW_QUERIES,
     EngineSeries,
@@ -77,9 +77,7 @@ DBAPI_ERRORS = (
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 # Set on an exception once it is recorded, so a later handle_error for it records nothing.
 _RECORDED = "_asgi_perf_recorded"
-_MAX_PARAMS_REPR = 500
 _MAX_CACHED_STATEMENTS = 2000
-_LOG_STATE_LIMIT = 1000
 # Dialects where "..." is always an identifier. Elsewhere it may be a string literal (MySQL; SQLite
 # accepts double-quoted strings for compatibility; SQL Server with QUOTED_IDENTIFIER OFF), so the
 # fingerprint redacts it like one: identifiers lost from the display, never a value shown.
@@ -89,7 +87,7 @@ _DOUBLE_QUOTED_IDENTIFIER_DIALECTS = frozenset({"postgresql", "oracle"})
 class _Statement:
     """What is cached per distinct statement text: its operation, ``ok`` histogram and stats.
 
-    ``stats`` is a reference to the fingerprint's row in ``InstrumentedEngine._fingerprint_stats``,
+    ``stats`` is a reference to the fingerprint's row in the engine's :class:`StatementStats`,
     which owns it: dropping this cache entry (the cache starts over when full) loses no counts.
     """
 
@@ -102,7 +100,12 @@ class _Statement:
 
 
 class InstrumentedEngine:
-    """The handle :func:`instrument_engine` returns; :meth:`detach` removes every hook."""
+    """The handle :func:`instrument_engine` returns; :meth:`detach` removes every hook.
+
+    It times statements (the hot path) and counts errors, rows and pool events; slow queries,
+    per-request counts with the N+1 signal, and statement stats are reported by their own objects
+    (:mod:`asgi_perf.sqlalchemy._reports`).
+    """
 
     def __init__(
         self,
@@ -123,34 +126,36 @@ class InstrumentedEngine:
         self.name = name
         self.slow_query_threshold = slow_query_threshold
         self._slow = math.inf if slow_query_threshold is None else slow_query_threshold
-        self._slow_log_interval = slow_log_interval
-        self._log_parameters = log_parameters
-        self._statement_stats = statement_stats
-        self._max_fingerprints = max_fingerprints
-        self._n_plus_one = n_plus_one_threshold
         self._stats = stats_for(registry)
         self._series: EngineSeries = self._stats.add(self, buckets)
         self._lock = self._series.lock
         self._hook: RequestQueries = request_hook_for(registry, self._stats)
         self._request_var = self._hook.var
-        self._slow_log: SlowQueryLog = slow_log_for(registry)
         self._fingerprints = FingerprintCache(
             double_quoted_identifiers=engine.dialect.name in _DOUBLE_QUOTED_IDENTIFIER_DIALECTS
+        )
+        self._slow_queries = SlowQueries(
+            name,
+            registry,
+            slow_log_for(registry),
+            self._fingerprints,
+            interval=slow_log_interval,
+            log_parameters=log_parameters,
+        )
+        self._per_request = PerRequest(name, self._fingerprints, n_plus_one=n_plus_one_threshold)
+        self._statement_stats = (
+            StatementStats(
+                registry, self._fingerprints, self._lock, max_fingerprints=max_fingerprints
+            )
+            if statement_stats
+            else None
         )
         # Statement text -> cached entry. Written without a lock and never iterated, so a
         # concurrent insert or reset is harmless; it may be dropped whenever it is full.
         self._statements: dict[str, _Statement] = {}
-        # Fingerprint -> [fingerprint, sql, count, total, max]: the statement_stats() rows, kept
-        # apart from the text cache and capped at max_fingerprints; guarded by self._lock.
-        self._fingerprint_stats: dict[str, list[Any]] = {}
-        self._overflow_stats: list[Any] | None = None
-        self._last_logged: dict[str, float] = {}
-        self._n_plus_one_logged: set[str] = set()
         self._error_names = NameLimiter(max_names=50)
         self._error_labels: dict[type[BaseException], str] = {}
-        self._state_lock = threading.Lock()
         self._errors = registry.counter("db_query_errors_total")
-        self._slow_total = registry.counter("db_slow_queries_total")
         self._rows = registry.counter("db_rows_total")
         self._timeouts = registry.counter("db_pool_checkout_timeouts_total").labels(name)
         self._created = registry.counter("db_connections_created_total").labels(name)
@@ -270,9 +275,10 @@ class InstrumentedEngine:
                 self._slow_query(entry.operation, statement, parameters, context, duration, OK)
             acc = self._request_var.get()
             if acc is not None:
-                self._add_to_request(acc, entry, statement, duration)
-            if self._statement_stats:
-                self._add_statement_stats(entry, statement, duration)
+                self._per_request.add(acc, entry, statement, duration)
+            stats = self._statement_stats
+            if stats is not None:
+                stats.add(entry, statement, duration)
         except Exception as exc:  # noqa: BLE001 - never let recording break the query
             self.registry.report_error("sqlalchemy", exc)
 
@@ -300,7 +306,7 @@ class InstrumentedEngine:
                 self._slow_query(operation, statement, parameters, context, duration, outcome)
             acc = self._request_var.get()
             if acc is not None:
-                self._add_to_request(acc, None, statement, duration)
+                self._per_request.add(acc, None, statement, duration)
         except Exception as exc:  # noqa: BLE001
             self.registry.report_error("sqlalchemy", exc)
 
@@ -323,64 +329,6 @@ class InstrumentedEngine:
         if rows:
             self._rows.labels(self.name, operation).inc(rows)
 
-    def _add_to_request(
-        self, acc: dict[str, list[Any]], entry: _Statement | None, statement: str, duration: float
-    ) -> None:
-        mine = acc.get(self.name)
-        if mine is None:
-            mine = acc[self.name] = [0, 0.0, None]
-        mine[0] += 1
-        mine[1] += duration
-        if self._n_plus_one is not None and entry is not None and entry.operation == "SELECT":
-            repeats = mine[2]
-            if repeats is None:
-                repeats = mine[2] = {}
-            seen = repeats[statement] = repeats.get(statement, 0) + 1
-            if seen == self._n_plus_one:
-                self._report_n_plus_one(statement, seen)
-
-    def _report_n_plus_one(self, statement: str, seen: int) -> None:
-        fingerprint, sql = self._fingerprints.get(statement)
-        with self._state_lock:
-            if fingerprint in self._n_plus_one_logged:
-                return
-            if len(self._n_plus_one_logged) >= _LOG_STATE_LIMIT:
-                return
-            self._n_plus_one_logged.add(fingerprint)
-        logger.warning(
-            "possible N+1 on engine %s: one request ran the same SELECT %d times: %s "
-            "[fingerprint %s] (logged once per statement)",
-            self.name,
-            seen,
-            sql,
-            fingerprint,
-            extra={"engine": self.name, "fingerprint": fingerprint, "sql": sql},
-        )
-
-    def _add_statement_stats(self, entry: _Statement, statement: str, duration: float) -> None:
-        stats = entry.stats
-        if stats is None:
-            stats = entry.stats = self._statement_stats_entry(statement)
-        with self._lock:
-            stats[2] += 1
-            stats[3] += duration
-            stats[4] = max(stats[4], duration)
-
-    def _statement_stats_entry(self, statement: str) -> list[Any]:
-        # Normalising runs outside the lock; one dict lookup inside, whatever the number of texts.
-        fingerprint, sql = self._fingerprints.get(statement)
-        with self._lock:
-            stats = self._fingerprint_stats.get(fingerprint)
-            if stats is not None:
-                return stats  # another text with the same shape (IN-list length, literals)
-            if len(self._fingerprint_stats) < self._max_fingerprints:
-                stats = self._fingerprint_stats[fingerprint] = [fingerprint, sql, 0, 0.0, 0.0]
-                return stats
-            if self._overflow_stats is None:
-                self.registry.count_overflow("db_statement_stats")
-                self._overflow_stats = [OVERFLOW, OVERFLOW, 0, 0.0, 0.0]
-            return self._overflow_stats
-
     def statement_stats(self) -> list[dict[str, Any]]:
         """Per-fingerprint ``count``, ``total`` and ``max`` seconds, largest total first.
 
@@ -388,15 +336,7 @@ class InstrumentedEngine:
         folded into one ``__overflow__`` entry. Counts only grow: they are kept per fingerprint,
         independently of the bounded statement-text cache.
         """
-        with self._lock:
-            rows = [list(stats) for stats in self._fingerprint_stats.values()]
-            if self._overflow_stats is not None:
-                rows.append(list(self._overflow_stats))
-        out = [
-            {"fingerprint": s[0], "sql": s[1], "count": s[2], "total": s[3], "max": s[4]}
-            for s in rows
-        ]
-        return sorted(out, key=lambda row: row["total"], reverse=True)
+        return [] if self._statement_stats is None else self._statement_stats.rows()
 
     # -- slow queries ----------------------------------------------------------------------------
     def _slow_query(
@@ -408,37 +348,14 @@ class InstrumentedEngine:
         duration: float,
         outcome: str,
     ) -> None:
-        self._slow_total.labels(self.name, operation).inc()
-        compiled = getattr(context, "compiled", None)
-        # The compiled string has placeholders where expanded IN-lists and literal_execute values
-        # were rendered into the statement: safer and more stable than what was sent.
-        sql = getattr(compiled, "string", None) or statement
-        fingerprint, normalised = self._fingerprints.get(sql)
-        count = self._slow_log.add(self.name, operation, fingerprint, normalised, duration)
-        now = time.monotonic()
-        with self._state_lock:
-            last = self._last_logged.get(fingerprint)
-            if last is not None and now - last < self._slow_log_interval:
-                return
-            if len(self._last_logged) >= _LOG_STATE_LIMIT:
-                self._last_logged.clear()
-            self._last_logged[fingerprint] = now
-        message = "slow query on engine %s: %.3f s (%s, %s) %s [fingerprint %s, seen %d times]"
-        args: list[Any] = [self.name, duration, operation, outcome, normalised, fingerprint, count]
-        if self._log_parameters and not self.engine.hide_parameters and parameters is not None:
-            message += " parameters=%s"
-            args.append(repr(parameters)[:_MAX_PARAMS_REPR])
-        logger.warning(
-            message,
-            *args,
-            extra={
-                "engine": self.name,
-                "operation": operation,
-                "outcome": outcome,
-                "duration": duration,
-                "fingerprint": fingerprint,
-                "sql": normalised,
-            },
+        self._slow_queries.report(
+            operation,
+            statement,
+            parameters,
+            context,
+            duration,
+            outcome,
+            hide_parameters=self.engine.hide_parameters,
         )
 
     # -- errors ----------------------------------------------------------------------------------

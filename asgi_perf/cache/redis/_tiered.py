@@ -32,6 +32,7 @@ from ..._checks import ERR_REGISTRY, check, is_int_at_least, is_positive
 from ...registry import PerfRegistry
 from .._base import MeteredCache
 from .._caches import ERR_JITTER, ERR_TTL
+from .._flights import AsyncFlights, Flight
 from ._codec import (
     ERR_KEY_TYPE,
     JsonSerializer,
@@ -69,17 +70,6 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 # What _call returns instead of a reply: the circuit was open, or the command failed.
 _SKIPPED: Any = object()
 _FAILED: Any = object()
-
-
-class _Flight:
-    """One load of one key. ``stale`` once an invalidation matched it: its callers still get
-    its value, but it is stored in neither tier."""
-
-    __slots__ = ("stale", "task")
-
-    def __init__(self) -> None:
-        self.stale = False
-        self.task: asyncio.Task[Any] | None = None
 
 
 if sys.version_info >= (3, 11):
@@ -168,7 +158,8 @@ class TieredCache:
         self._origin = uuid.uuid4().hex
         db = redis.connection_pool.connection_kwargs.get("db", 0)
         self._channel = channel_name(db, namespace)
-        self._flights: dict[str, _Flight] = {}
+        # One load per key; a load an invalidation matched is stale: stored in neither tier.
+        self._loading: AsyncFlights[str] = AsyncFlights(local, self._guard())
         self._breaker = CircuitBreaker(failure_threshold, reset_after, timer)
         self._log = RateLimitedLog(local.name, timer)
         self._task: asyncio.Task[None] | None = None
@@ -211,26 +202,9 @@ class TieredCache:
         return await asyncio.shield(task)
 
     def _join(self, k: str, loader: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
-        flight = self._flights.get(k)
-        loop = asyncio.get_running_loop()
-        task = None if flight is None else flight.task
-        if task is None or task.done() or task.get_loop() is not loop:
-            flight = _Flight()
-            task = loop.create_task(self._fill(k, loader, flight))
-            flight.task = task
-            self._flights[k] = flight
-            task.add_done_callback(functools.partial(self._landed, k, flight))
-        else:
-            self.local._coalesced += 1
-        return task
+        return self._loading.join(k, functools.partial(self._fill, k, loader))
 
-    def _landed(self, k: str, flight: _Flight, task: asyncio.Task[Any]) -> None:
-        if self._flights.get(k) is flight:
-            del self._flights[k]
-        if not task.cancelled():
-            task.exception()  # retrieved, even if every caller went away
-
-    async def _fill(self, k: str, loader: Callable[[], Awaitable[Any]], flight: _Flight) -> Any:
+    async def _fill(self, k: str, loader: Callable[[], Awaitable[Any]], flight: Flight) -> Any:
         stats = self.stats
         raw = await self._call("get", self.redis.get, self._prefix + k)
         if raw is _SKIPPED:
@@ -264,7 +238,7 @@ class TieredCache:
             await self._store_remote(k, value)
         return value
 
-    def _store_local(self, k: str, value: Any, flight: _Flight | None) -> None:
+    def _store_local(self, k: str, value: Any, flight: Flight | None) -> None:
         # An invalidation of this key while its load ran: do not store the loaded value.
         with self._guard():
             if flight is None or not flight.stale:
@@ -354,28 +328,20 @@ class TieredCache:
         return lock if lock is not None else contextlib.nullcontext()
 
     def _drop_local(self, keys: list[str]) -> None:
-        flights = self._flights
         with self._guard():
             for k in keys:
                 self.local.discard(k)
-                flight = flights.pop(k, None)
-                if flight is not None:
-                    flight.stale = True
+                self._loading.detach(k)
 
     def _drop_prefix(self, p: str) -> None:
-        flights = self._flights
         with self._guard():
             self.local.invalidate_prefix(p)
-            for k in [k for k in flights if k.startswith(p)]:
-                flights.pop(k).stale = True
+            self._loading.detach_where(lambda k: k.startswith(p))
 
     def _clear_local(self) -> None:
-        flights = self._flights
         with self._guard():
             self.local.clear()
-            for flight in flights.values():
-                flight.stale = True
-            flights.clear()
+            self._loading.detach_where(lambda k: True)
 
     # -- one Redis command ---------------------------------------------------------------------
     async def _call(

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 
 from asgi_perf import PerfRegistry, metrics_app
 from asgi_perf.cache import ERR_JITTER, ERR_TTL, LRUCache, TTLCache
+from asgi_perf.cache._flights import Flight
 from asgi_perf.cache.redis._codec import encode_key
 from asgi_perf.cache.redis._stats import (
     ERR_TIER_DUPLICATE,
@@ -44,7 +45,6 @@ from asgi_perf.cache.redis._tiered import (
     JsonSerializer,
     PickleSerializer,
     TieredCache,
-    _Flight,
     cached_tiered,
 )
 from asgi_perf.testing import sample, scrape
@@ -326,7 +326,7 @@ async def test_fifty_concurrent_misses_run_one_redis_read_and_one_load(
     assert calls == [1]
     assert t.local.stats()["coalesced"] == 49
     assert t.stats.misses == 1
-    assert t._flights == {}
+    assert t._loading.flights == {}
 
 
 async def test_loader_error_reaches_every_waiter_and_nothing_is_cached(
@@ -726,14 +726,14 @@ async def test_a_stale_done_callback_never_removes_a_newer_flight(
         return 1
 
     newer = asyncio.ensure_future(t.get_or_load("k", load))
-    await eventually(lambda: "k" in t._flights, "the flight to start")
+    await eventually(lambda: "k" in t._loading.flights, "the flight to start")
     older: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     older.set_result(0)
-    t._landed("k", _Flight(), older)  # type: ignore[arg-type]
-    assert "k" in t._flights
+    t._loading._landed("k", Flight(), older)  # type: ignore[arg-type]
+    assert "k" in t._loading.flights
     release.set()
     assert await newer == 1
-    assert t._flights == {}
+    assert t._loading.flights == {}
 
 
 def test_breaker_probe_slot_is_freed_when_the_probe_is_cancelled() -> None:
@@ -762,8 +762,8 @@ async def test_cancelling_a_caller_during_a_redis_command_frees_the_probe(
     clock.now += 1
     proxy.freeze()
     caller = asyncio.ensure_future(t.get_or_load("k", loader_of(1, [])))
-    await eventually(lambda: bool(t._flights) and t._breaker.probing, "the probe to start")
-    probe = t._flights["k"].task
+    await eventually(lambda: bool(t._loading.flights) and t._breaker.probing, "the probe to start")
+    probe = t._loading.flights["k"].task
     assert probe is not None
     probe.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -1074,7 +1074,7 @@ async def test_an_invalidation_detaches_the_flight_it_matches(
     assert t.local.peek("k") == "new"
     assert await client.get(f"{ns}:k") == b'"new"'
     assert t.local.stats()["coalesced"] == 0
-    assert t._flights == {}
+    assert t._loading.flights == {}
 
 
 # -- a failed SET --------------------------------------------------------------------------------
