@@ -134,12 +134,6 @@ class SharedStore:
             self._next = start + size
             return start
 
-    def close(self) -> None:
-        """Unmap and close (the files stay: their counts are part of the totals)."""
-        if self._opened:
-            self._opened = False
-            os.close(self._keys_fd)
-
 
 def _after_fork(ref: weakref.ref[SharedStore]) -> None:
     store = ref()
@@ -168,9 +162,6 @@ class SharedCounterChild:
             raise ValueError("Counters can only be incremented by non-negative amounts.")
         with self._store.write_lock:  # like prometheus_client's values: any thread may count
             self._store.values[self._slot] += amount
-
-    def get(self) -> float:
-        return float(self._store.values[self._slot])
 
 
 class SharedHistogramChild:

@@ -361,3 +361,73 @@ def test_mark_process_dead_folds_a_workers_shared_files(mpdir: Path) -> None:
     store.merge_into(families, compacted, live=False, gauge_modes={})
     flat = {k: v for _, (_, _, values) in families.items() for k, v in values.items()}
     assert requests(flat) == 4
+
+
+def test_series_caps_fold_into_overflow_in_shared_memory(
+    mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP series caps hold in multi-worker mode: new routes, statuses and exception types
+    past the cap are folded into ``__overflow__`` and counted, nothing is lost."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(mpdir))
+    reg = PerfRegistry(max_series_per_metric=1)
+    stats = stats_of(reg)
+    stats.record("GET", "/a", "200", 0.2, None, 0, 0)
+    stats.record("GET", "/b", "200", 0.2, None, 0, 0)  # new route past the cap
+    stats.record("GET", "/a", "500", 0.2, None, 0, 0)  # new status past the cap
+    stats.record("GET", "/a", "503", 0.2, None, 0, 0)  # folded into the same overflow status
+    stats.record_exception("GET", "/a", "KeyError")
+    stats.record_exception("GET", "/a", "OSError")  # past the cap
+    stats.record_exception("GET", "/a", "ValueError")
+    values = read_all(mpdir)
+    assert requests(values) == 4
+    by_labels = {labels: v for (name, labels), v in values.items() if name == "http_requests_total"}
+    assert by_labels[(("method", "GET"), ("route", "/a"), ("status", "__overflow__"))] == 2
+    assert by_labels[(("method", "GET"), ("route", "__overflow__"), ("status", "200"))] == 1
+    overflow = (("exception", "__overflow__"), ("method", "GET"), ("route", "/a"))
+    assert values[("http_exceptions_total", overflow)] == 2
+    assert (
+        sample(
+            reg,
+            "http_exceptions_total",
+            {"method": "GET", "route": "/a", "exception": "__overflow__"},
+        )
+        == 2
+    )
+    assert sample(reg, "asgi_perf_series_overflow_total", {"metric": "http_exceptions_total"}) == 2
+
+
+def test_an_unlabelled_shared_metric_is_its_own_series(mpdir: Path) -> None:
+    """A shared counter or histogram without labels counts on itself; describe() reads nothing."""
+    s = shared.SharedStore(mpdir)
+    jobs = shared.SharedMetric(s, "jobs", shared.COUNTER, "Jobs.", ())
+    latency = shared.SharedMetric(s, "latency", shared.HISTOGRAM, "Latency.", (), BOUNDS)
+    assert [m.name for m in jobs.describe()] == ["jobs"]
+    assert shared.worker_files(mpdir) == []
+    jobs.inc()
+    jobs.inc(2)
+    latency.observe(0.3)
+    values = read_all(mpdir)
+    assert values[("jobs_total", ())] == 3
+    assert values[("latency_bucket", (("le", "0.5"),))] == 1
+    assert values[("latency_count", ())] == 1
+    assert [s.value for s in next(iter(jobs.collect())).samples] == [3.0]
+
+
+def test_a_worker_file_without_slots_reads_as_nothing(mpdir: Path) -> None:
+    """An index whose slot file is missing or empty (a worker that died while starting)."""
+    keys = mpdir / "asgi_perf_1_00000000000000000001.keys"
+    keys.write_bytes(b'[0, "jobs", "counter", "Jobs.", [], [], [], []]\n')
+    assert list(shared.read_worker(keys)) == []
+    shared.slots_path(keys).write_bytes(b"")
+    assert list(shared.read_worker(keys)) == []
+
+
+def test_fork_handling_of_a_store_that_never_counted(mpdir: Path) -> None:
+    """A store dropped before fork, or one that never opened its files, needs nothing."""
+    s = shared.SharedStore(mpdir)
+    shared._after_fork(weakref.ref(s))
+    assert shared.worker_files(mpdir) == []
+    gone = shared.SharedStore(mpdir)
+    ref = weakref.ref(gone)
+    del gone
+    shared._after_fork(ref)
