@@ -46,6 +46,7 @@ from ._codec import (
 from ._decorator import ERR_NOT_ASYNC, TieredCached, cached_tiered
 from ._stats import CircuitBreaker, RateLimitedLog, TierStats, tiers
 from ._subscriber import Subscriber, channel_name, message
+from ._supervisor import Supervisor
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -162,12 +163,10 @@ class TieredCache:
         self._loading: AsyncFlights[str] = AsyncFlights(local, self._guard())
         self._breaker = CircuitBreaker(failure_threshold, reset_after, timer)
         self._log = RateLimitedLog(local.name, timer)
-        self._task: asyncio.Task[None] | None = None
-        self._sub: Subscriber | None = None
-        self._restart: asyncio.TimerHandle | None = None
         self._ping_interval = ping_interval
         self.stats = TierStats(local.name)
         self.stats.circuit_open = lambda: self._breaker.is_open
+        self._subscription = Supervisor(local.name, self.stats, self._log, self._new_subscriber)
         tiers(self.registry).add(self.stats)  # last: fully built
 
     @property
@@ -379,9 +378,10 @@ class TieredCache:
     async def start(self) -> None:
         """Subscribe to the invalidation channel (returns after the first attempt, never raises
         for Redis; a failed attempt is retried in the background with backoff)."""
-        if self._task is not None:
-            return
-        sub = Subscriber(
+        await self._subscription.start()
+
+    def _new_subscriber(self) -> Subscriber:
+        return Subscriber(
             self.redis,
             self._channel,
             self._origin,
@@ -394,56 +394,12 @@ class TieredCache:
             ping_interval=self._ping_interval,
             rng=self._rng,
         )
-        self._sub = sub
-        self._spawn(sub)
-        await sub.ready.wait()
-
-    def _spawn(self, sub: Subscriber) -> None:
-        self._restart = None
-        task = asyncio.get_running_loop().create_task(
-            sub.run(), name=f"asgi-perf tiered cache {self.name}"
-        )
-        task.add_done_callback(self._subscriber_ended)
-        self._task = task
-
-    def _subscriber_ended(self, task: asyncio.Task[None]) -> None:
-        """The subscriber never returns: an exit with an exception (or a return) is a failure,
-        counted, logged, and followed by a new subscriber after a backoff. A cancellation is a
-        stop, not a failure: aclose(), or the event loop shutting down (``asyncio.run()``
-        cancels the tasks left over), where a restart would leave a task on a closed loop."""
-        exc = None if task.cancelled() else task.exception()  # retrieved in every case
-        sub = self._sub
-        if task is not self._task or sub is None:
-            return  # stopped by aclose()
-        if task.cancelled():
-            self._task = self._sub = None
-            self.stats.subscribed = 0
-            sub.ready.set()  # never leave start() waiting
-            return
-        self.stats.errors["subscribe"] += 1
-        self.stats.subscribed = 0
-        self._log.report(
-            "the invalidation subscriber", exc or RuntimeError("the subscriber task ended")
-        )
-        sub.ready.set()  # never leave start() waiting
-        sub.failures += 1
-        self._restart = task.get_loop().call_later(sub.backoff(), self._spawn, sub)
 
     async def aclose(self) -> None:
         """Stop the subscriber. The Redis client is not closed; loads in flight go on.
 
         A cancellation of the caller while it waits for the subscriber to stop propagates."""
-        task, sub, self._task, self._sub = self._task, self._sub, None, None
-        restart, self._restart = self._restart, None
-        if restart is not None:
-            restart.cancel()
-        if sub is not None:
-            sub.ready.set()  # a start() still waiting for the first attempt returns
-        self.stats.subscribed = 0
-        if task is not None:
-            task.cancel()
-            # Not ``await task``: its CancelledError could not be told from one aimed at us.
-            await asyncio.wait({task})
+        await self._subscription.stop()
 
     async def __aenter__(self) -> TieredCache:
         await self.start()

@@ -936,9 +936,9 @@ async def test_start_is_idempotent_and_aclose_leaves_the_client_open(
     """start() twice subscribes once; aclose() stops the subscriber but not the user's client."""
     t = tier(registry, client, ns)
     await t.start()
-    task = t._task
+    task = t._subscription.task
     await t.start()
-    assert t._task is task
+    assert t._subscription.task is task
     await t.aclose()
     await t.aclose()
     assert t.stats.subscribed == 0
@@ -1143,12 +1143,12 @@ async def test_subscriber_outlives_a_long_outage(registry: PerfRegistry, ns: str
     c = dead_client()
     t = tier(registry, c, ns)
     await t.start()
-    assert t._sub is not None
+    assert t._subscription.sub is not None
     assert t.stats.errors["subscribe"] == 1
-    t._sub.failures = 2000
+    t._subscription.sub.failures = 2000
     await eventually(lambda: t.stats.errors["subscribe"] == 2, "one more failed attempt")
     await settle()
-    task = t._task
+    task = t._subscription.task
     assert task is not None
     assert not task.done()
     await t.aclose()
@@ -1194,12 +1194,12 @@ async def test_a_cancelled_subscriber_is_a_stop_not_a_failure(
     failure; start() subscribes again."""
     t = tier(registry, client, ns)
     await t.start()
-    task = t._task
+    task = t._subscription.task
     assert task is not None
     task.cancel()
     await asyncio.wait({task})
     await settle()
-    assert (t._task, t._restart, t.stats.subscribed) == (None, None, 0)
+    assert (t._subscription.task, t._subscription.restart, t.stats.subscribed) == (None, None, 0)
     assert t.stats.errors["subscribe"] == 0
     await t.start()
     assert t.stats.subscribed == 1
@@ -1225,18 +1225,22 @@ async def test_aclose_during_the_first_subscribe_lets_start_return(
 async def test_aclose_while_a_restart_is_pending_cancels_it(
     registry: PerfRegistry, client: aioredis.Redis, ns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """aclose() while a failed subscriber waits for its restart cancels the restart: nothing is
+    left scheduled and the tier reads as unsubscribed."""
+
     async def run(self: Subscriber) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(Subscriber, "run", run)
     t = tier(registry, client, ns)
     await t.start()
-    assert t._restart is not None
-    restart = t._restart
+    assert t._subscription.restart is not None
+    restart = t._subscription.restart
     await t.aclose()
     assert restart.cancelled()
-    assert vars(t)["_restart"] is None
-    assert (t._task, t.stats.subscribed) == (None, 0)
+    # vars(): mypy narrowed the attribute to "not None" above and aclose() changes it.
+    assert vars(t._subscription)["restart"] is None
+    assert (t._subscription.task, t.stats.subscribed) == (None, 0)
 
 
 async def test_aclose_lets_the_callers_own_cancellation_through(
@@ -1246,7 +1250,7 @@ async def test_aclose_lets_the_callers_own_cancellation_through(
     does not swallow a cancellation aimed at its caller."""
     t = tier(registry, client, ns)
     await t.start()
-    sub_task = t._task
+    sub_task = t._subscription.task
     assert sub_task is not None
 
     async def closer() -> str:
