@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._histogram import PlainHistogram, bucket_labels
+
 PREFIX = "asgi_perf_"
 SLOTS_SUFFIX = ".slots"
 KEYS_SUFFIX = ".keys"
@@ -146,6 +148,54 @@ def _after_fork(ref: weakref.ref[SharedStore]) -> None:
     if store._opened:
         os.close(store._keys_fd)
         store._open()
+
+
+class SharedPlainHistogram(PlainHistogram):
+    """A :class:`~asgi_perf._histogram.PlainHistogram` whose counts and sum live in shared memory.
+
+    A drop-in for the scrape-time collectors that ``observe()`` and read ``cumulative()``: the
+    feature picks this class when it builds the histogram, the observing code stays the same.
+    The slots are allocated on the first observation (a histogram never observed is not exported,
+    as before). Writers serialise as for the plain class (one lock or one event-loop thread).
+    """
+
+    __slots__ = ("_family", "_help", "_labels", "_slot", "_store")
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        store: SharedStore,
+        family: str,
+        help_text: str,
+        labels: Sequence[tuple[str, str]],
+    ) -> None:
+        super().__init__(bounds)
+        self._store = store
+        self._family = family
+        self._help = help_text
+        self._labels = list(labels)
+        self._slot = -1
+
+    def observe(self, value: float) -> None:
+        slot = self._slot
+        if slot < 0:
+            slot = self._slot = self._store.allocate(
+                self._family, HISTOGRAM, self._help, self._labels, self.bounds
+            )
+        values = self._store.values
+        values[slot + bisect_left(self.bounds, value)] += 1
+        values[slot + len(self.bounds) + 1] += value
+
+    @property
+    def count(self) -> int:
+        return self.cumulative()[2]
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float, int]:
+        if self._slot < 0:
+            return super().cumulative()
+        samples = list(expand(self._family, HISTOGRAM, self.bounds, self._store.values, self._slot))
+        buckets = [(extra["le"], value) for _, extra, value in samples[:-2]]
+        return buckets, samples[-1][2], int(samples[-2][2])
 
 
 class SharedCounterChild:
@@ -260,8 +310,6 @@ def expand(
     if kind == COUNTER:
         yield f"{family}_total", {}, float(values[slot])
     elif kind == HISTOGRAM:
-        from ._histogram import bucket_labels
-
         running = 0.0
         les = bucket_labels(tuple(bounds))
         for i, le in enumerate(les):
@@ -352,6 +400,7 @@ __all__ = [
     "SharedCounterChild",
     "SharedHistogramChild",
     "SharedMetric",
+    "SharedPlainHistogram",
     "SharedStore",
     "StoreFull",
     "expand",
