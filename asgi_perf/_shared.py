@@ -31,7 +31,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,43 @@ class SharedPlainHistogram(PlainHistogram):
         samples = list(expand(self._family, HISTOGRAM, self.bounds, self._store.values, self._slot))
         buckets = [(extra["le"], value) for _, extra, value in samples[:-2]]
         return buckets, samples[-1][2], int(samples[-2][2])
+
+
+class SharedCounterDict(MutableMapping[tuple[str, ...], float]):
+    """``{label values: count}`` whose values live in shared memory: a drop-in for the plain
+    dicts scrape-time collectors count into (``d[key] = d.get(key, 0) + 1``).
+
+    A new key gets its slot (and its index line) when first set; keys are never removed.
+    """
+
+    def __init__(
+        self, store: SharedStore, family: str, help_text: str, labelnames: Sequence[str]
+    ) -> None:
+        self._store = store
+        self._family = family
+        self._help = help_text
+        self._labelnames = tuple(labelnames)
+        self._slots: dict[tuple[str, ...], int] = {}
+
+    def __getitem__(self, key: tuple[str, ...]) -> float:
+        return float(self._store.values[self._slots[key]])
+
+    def __setitem__(self, key: tuple[str, ...], value: float) -> None:
+        slot = self._slots.get(key)
+        if slot is None:
+            labels = list(zip(self._labelnames, key, strict=True))
+            slot = self._store.allocate(self._family, COUNTER, self._help, labels)
+            self._slots[key] = slot
+        self._store.values[slot] = value
+
+    def __delitem__(self, key: tuple[str, ...]) -> None:
+        raise TypeError("counters in shared memory are never removed")
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return iter(list(self._slots))
+
+    def __len__(self) -> int:
+        return len(self._slots)
 
 
 class SharedCounterChild:
@@ -398,6 +435,7 @@ __all__ = [
     "SUMMARY",
     "Series",
     "SharedCounterChild",
+    "SharedCounterDict",
     "SharedHistogramChild",
     "SharedMetric",
     "SharedPlainHistogram",
