@@ -1,0 +1,166 @@
+"""The registry's samples for the summary, and the window the summary's rates cover.
+
+:class:`Samples` indexes what a collect returns by catalogue name; :class:`Reading` is one
+summary in the making: those samples plus the window baseline (``base``) it subtracts and the
+baseline it leaves for the next reading (``fresh``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from .._histogram import quantile
+from ..registry import PerfRegistry
+from ._system import system_collector_skipped
+
+Labels = dict[str, str]
+
+
+def clean(value: float | None, digits: int = 6) -> float | None:
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    return round(value, digits)
+
+
+class SampledHistogram:
+    """A histogram aggregated over some label combinations: cumulative buckets, sum, count."""
+
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets: dict[float, float] = {}
+        self.sum = 0.0
+        self.count = 0.0
+
+    def minus(self, old: SampledHistogram | None) -> SampledHistogram:
+        """The observations since ``old`` (all of them if ``old`` is missing or was reset)."""
+        if old is None or old.count > self.count:
+            return self
+        out = SampledHistogram()
+        out.sum = self.sum - old.sum
+        out.count = self.count - old.count
+        out.buckets = {le: n - old.buckets.get(le, 0.0) for le, n in self.buckets.items()}
+        return out
+
+    def q(self, q: float) -> float | None:
+        if self.count <= 0:
+            return None
+        return clean(quantile(q, sorted(self.buckets.items())))
+
+    def avg(self) -> float | None:
+        return clean(self.sum / self.count) if self.count > 0 else None
+
+
+class Samples:
+    """The registry's current samples, indexed by unprefixed sample name.
+
+    The ``system_*`` collector is skipped: the summary reads its own sampler, and running the
+    collector here would shorten the CPU window of the next Prometheus scrape.
+    """
+
+    def __init__(self, registry: PerfRegistry) -> None:
+        prefix = f"{registry.namespace}_" if registry.namespace else ""
+        self.by_name: dict[str, list[tuple[Labels, float]]] = {}
+        with system_collector_skipped():
+            for family in registry.prometheus.collect():
+                for s in family.samples:
+                    if not s.name.startswith(prefix):
+                        continue
+                    name = s.name[len(prefix) :]
+                    self.by_name.setdefault(name, []).append((s.labels, s.value))
+
+    def has(self, name: str) -> bool:
+        return name in self.by_name or f"{name}_count" in self.by_name
+
+    def values(self, name: str) -> list[tuple[Labels, float]]:
+        return self.by_name.get(name, [])
+
+    def sum_by(self, name: str, *keys: str) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {}
+        for labels, value in self.values(name):
+            key = tuple(labels.get(k, "") for k in keys)
+            out[key] = out.get(key, 0.0) + value
+        return out
+
+    def total_by(self, name: str, key: str) -> dict[str, float]:
+        """``name`` summed by one label, keyed by that label's value."""
+        return {k: v for (k,), v in self.sum_by(name, key).items()}
+
+    def hist_by(
+        self, name: str, key: Callable[[Labels], tuple[str, ...] | None]
+    ) -> dict[tuple[str, ...], SampledHistogram]:
+        """Histograms of ``name`` merged by ``key(labels)`` (``None`` skips the series)."""
+        out: dict[tuple[str, ...], SampledHistogram] = {}
+        for suffix in ("_bucket", "_sum", "_count"):
+            for labels, value in self.values(name + suffix):
+                k = key(labels)
+                if k is None:
+                    continue
+                hist = out.get(k)
+                if hist is None:
+                    hist = out[k] = SampledHistogram()
+                if suffix == "_bucket":
+                    le = float(labels["le"])
+                    hist.buckets[le] = hist.buckets.get(le, 0.0) + value
+                elif suffix == "_sum":
+                    hist.sum += value
+                else:
+                    hist.count += value
+        return out
+
+
+class Window:
+    """Cumulative figures at the start of the current window, to subtract from the current ones."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.hists: dict[str, SampledHistogram] = {}
+        self.counters: dict[str, float] = {}
+
+
+class Reading:
+    """One summary being built: the registry's samples now, and the window they are read over.
+
+    The section builders (:mod:`._sections`) read samples through it and record each figure they
+    window in ``fresh``, so the next reading can subtract it.
+    """
+
+    def __init__(
+        self, registry: PerfRegistry, samples: Samples, base: Window, fresh: Window, now: float
+    ) -> None:
+        self.registry = registry
+        self.s = samples
+        self.base = base
+        self.fresh = fresh
+        self.now = now
+        self.seconds = max(now - base.at, 1e-9)
+
+    # -- window helpers --------------------------------------------------------------------------
+    def window_hist(self, key: str, hist: SampledHistogram) -> SampledHistogram:
+        self.fresh.hists[key] = hist
+        return hist.minus(self.base.hists.get(key))
+
+    def window_count(self, key: str, value: float) -> float:
+        self.fresh.counters[key] = value
+        old = self.base.counters.get(key)
+        return value if old is None or old > value else value - old
+
+    def rate(self, delta: float) -> float:
+        return round(delta / self.seconds, 4)
+
+    # -- sections --------------------------------------------------------------------------------
+
+
+def merge(into: SampledHistogram, other: SampledHistogram) -> None:
+    into.count += other.count
+    into.sum += other.sum
+    for le, n in other.buckets.items():
+        into.buckets[le] = into.buckets.get(le, 0.0) + n
+
+
+def ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 6) if whole > 0 else None
+
+
+__all__ = ["Labels", "Reading", "SampledHistogram", "Samples", "Window", "merge", "ratio"]
