@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -31,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from ._checks import check, is_int_at_least
 from ._labels import OVERFLOW, SeriesCap
+from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 DEFAULT_MAX_SERIES = 2000
+#: The variable prometheus_client's multiprocess mode uses; asgi-perf shares the directory.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _NAMESPACE_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: How often one component may log an instrumentation error (seconds).
 ERROR_LOG_INTERVAL = 60.0
@@ -169,6 +173,16 @@ class PerfRegistry:
         self._suppressed: dict[str, int] = {}
         #: Hooks the HTTP middleware calls around every recorded request (see RequestHook).
         self.request_hooks: list[RequestHook] = []
+        #: Multi-worker mode: where counters and histograms live so every worker's scrape sums
+        #: them exactly (``None``: plain process memory). Set here when
+        #: ``PROMETHEUS_MULTIPROC_DIR`` is, like prometheus_client's own metrics; components
+        #: choose their store when they are built.
+        self.shared: SharedStore | None = None
+        #: Exposed family names whose values live in ``shared`` (not published in snapshots).
+        self.shared_families: set[str] = set()
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory:
+            self.shared = SharedStore(directory)
         # Self-metrics exist from the start so a dashboard can alert on them before they move.
         self._errors = self.counter("asgi_perf_instrumentation_errors_total")
         self._overflows = self.counter("asgi_perf_series_overflow_total")
@@ -219,7 +233,20 @@ class PerfRegistry:
             full = self.metric_name(name)
             labels = list(spec.labels)
             metric: Any
-            if kind == "counter":
+            if self.shared is not None and kind != "gauge":
+                use = want if want is not None else spec.buckets
+                family = full.removesuffix("_total") if kind == "counter" else full
+                bounds = tuple(float(b) for b in use or ()) if kind == HISTOGRAM else ()
+                if bounds and bounds[-1] == float("inf"):
+                    bounds = bounds[:-1]
+                metric = SharedMetric(self.shared, family, kind, spec.help, labels, bounds)
+                self.prometheus.register(metric)
+                self.shared_families.add(family)
+                if want is not None:
+                    spec = MetricSpec(
+                        spec.name, spec.kind, spec.help, spec.labels, want, spec.component
+                    )
+            elif kind == "counter":
                 metric = Counter(
                     full.removesuffix("_total"), spec.help, labels, registry=self.prometheus
                 )

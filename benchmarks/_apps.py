@@ -48,6 +48,42 @@ def asgi_perf(routes: int | None = None) -> Any:
     return app
 
 
+def asgi_perf_multiworker(routes: int | None = None) -> Any:
+    """asgi-perf in multi-worker mode: counters and histograms in a shared-memory file."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from asgi_perf import PerfMiddleware, PerfRegistry
+    from asgi_perf.export import enable_multiprocess
+
+    directory = tempfile.mkdtemp(prefix="asgi-perf-bench-")
+    atexit.register(shutil.rmtree, directory, True)
+    app = base_app(routes)
+    registry = PerfRegistry()
+    # The publisher (gauges) is left idle: what is measured is the request path.
+    enable_multiprocess(registry, directory, interval=3600)
+    app.add_middleware(PerfMiddleware, registry=registry)
+    return app
+
+
+def asgi_perf_before(routes: int | None = None) -> Any:
+    """An earlier asgi-perf for a before/after comparison in one run.
+
+    ``BENCH_BEFORE_PATH`` names a directory holding that version's package renamed
+    ``asgi_perf_before`` (``git archive <ref> asgi_perf | tar -x`` then rename: its imports are
+    relative).
+    """
+    import sys
+
+    sys.path.insert(0, os.environ["BENCH_BEFORE_PATH"])
+    from asgi_perf_before import PerfMiddleware, PerfRegistry
+
+    app = base_app(routes)
+    app.add_middleware(PerfMiddleware, registry=PerfRegistry())
+    return app
+
+
 def instrumentator(routes: int | None = None) -> Any:
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
@@ -85,7 +121,10 @@ def opentelemetry(routes: int | None = None) -> Any:
 CONTENDERS: dict[str, Callable[..., Any]] = {
     "bare": bare,
     "asgi-perf": asgi_perf,
+    "asgi-perf multi-worker": asgi_perf_multiworker,
     "prometheus-fastapi-instrumentator": instrumentator,
     "starlette-exporter": starlette_exporter,
     "opentelemetry-asgi": opentelemetry,
 }
+if os.environ.get("BENCH_BEFORE_PATH"):
+    CONTENDERS = {"bare": bare, "asgi-perf before": asgi_perf_before, **CONTENDERS}

@@ -133,8 +133,8 @@ class MetricsApp:
         if operations and not (token or basic_auth or networks):
             logger.warning(WARN_OPEN_OPERATIONS)
         if self.perf is not None:
-            # With PROMETHEUS_MULTIPROC_DIR set, every worker publishes and any worker serves the
-            # merged view (ValueError here if the directory is unusable).
+            # With PROMETHEUS_MULTIPROC_DIR set, every worker shares its counters and publishes
+            # the rest; any worker serves the merged view (ValueError if the directory is unusable).
             from ._multiprocess import enable_from_environment
 
             enable_from_environment(self.perf)

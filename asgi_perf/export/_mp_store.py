@@ -1,15 +1,18 @@
-"""Per-worker snapshot files and their merge: the storage half of multi-worker mode.
+"""Per-worker files and their merge: the storage half of multi-worker mode.
 
-Each worker writes everything its registry would expose into ``asgi_perf_<pid>_<token>.json``
-(atomically: write a temporary file, then rename). A scrape in any worker merges every file in the
-directory: counter-like samples (counters, histograms, summaries) are summed over every worker that
-ever ran, gauges over live workers only, each by its mode. Dead workers' files are *compacted*:
-their counter-like samples are folded into one ``asgi_perf_compacted.json`` and the files removed,
-so the scrape reads one file per live worker plus one, however many workers have come and gone.
+Each worker keeps its counters and histograms in shared memory (``asgi_perf_<pid>_<token>.slots``
+with its ``.keys`` index, see :mod:`asgi_perf._shared`) and writes everything else its registry
+would expose into ``asgi_perf_<pid>_<token>.json`` (atomically: write a temporary file, then
+rename). A scrape in any worker merges every file in the directory: counter-like samples
+(counters, histograms, summaries) are summed over every worker that ever ran, gauges over live
+workers only, each by its mode. Dead workers' files are *compacted*: their counter-like samples
+are folded into one ``asgi_perf_compacted.json`` and the files removed, so the scrape reads one
+set of files per live worker plus one, however many workers have come and gone.
 
 Readers take a shared ``flock`` on ``asgi_perf.lock``, compaction an exclusive one, so a scrape
 never sees a dead worker's counts both folded and still in its own file (or in neither): totals
-never go backwards. Live workers replace their own file without the lock (rename is atomic).
+never go backwards. Live workers replace their own snapshot without the lock (rename is atomic)
+and write their slots in place.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
+
+from .. import _shared as shared
 
 PREFIX = "asgi_perf_"
 COMPACTED = "asgi_perf_compacted.json"
@@ -241,12 +246,14 @@ def load(path: Path) -> Snapshot | None:
     return decode(data)
 
 
-def compact(directory: Path, dead: list[Path]) -> int:
+def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ()) -> int:
     """Fold ``dead`` workers' counter-like samples into the compacted file; remove their files.
 
-    Call under the exclusive lock. Crash-safe: the compacted file lists the files it already
-    holds, and those are skipped (and removed) by every later reader, so a crash between the
-    rename and the removals cannot count a worker twice. Returns how many files were folded.
+    ``dead_shared``: index files of dead workers' shared-memory series, folded the same way (with
+    their slot files). Call under the exclusive lock. Crash-safe: the compacted file lists the
+    files it already holds, and those are skipped (and removed) by every later reader, so a crash
+    between the rename and the removals cannot count a worker twice. Returns how many files were
+    folded.
     """
     compacted_path = directory / COMPACTED
     base = load(compacted_path)  # CorruptSnapshot: nothing is folded until it is repaired
@@ -267,6 +274,20 @@ def compact(directory: Path, dead: list[Path]) -> int:
             continue
         merge_into(families, snap, live=False, gauge_modes={})
         folded.append(path.name)
+    for keys in dead_shared:
+        if keys.name in done:
+            continue
+        part: Families = {}
+        try:
+            for series in shared.read_worker(keys):
+                _add_series(part, series)
+        except (ValueError, TypeError, IndexError, OSError):
+            continue  # left in place: every scrape skips it and counts the error
+        for name, (typ, help_text, values) in part.items():
+            _add(families, name, typ, help_text, {}, [])
+            for (sample, labels), value in values.items():
+                _add(families, name, typ, help_text, dict(labels), [(sample, {}, value)])
+        folded.append(keys.name)
     if folded:
         # The "token" field of the compacted file lists the files it holds until they are gone.
         listed = "/".join([*done, *folded])
@@ -275,10 +296,72 @@ def compact(directory: Path, dead: list[Path]) -> int:
     for name in [*done, *folded]:
         with contextlib.suppress(FileNotFoundError):
             (directory / name).unlink()
+        if name.endswith(shared.KEYS_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                shared.slots_path(directory / name).unlink()
     return len(folded)
+
+
+def dead_shared_files(directory: Path, own_pid: int) -> list[Path]:
+    """Index files of shared-memory series whose writer's pid no longer runs."""
+    return [
+        path
+        for path in shared.worker_files(directory)
+        if (pid := shared.writer_pid(path)) is not None and pid != own_pid and not pid_alive(pid)
+    ]
 
 
 def folded_names(compacted: Snapshot | None) -> frozenset[str]:
     if compacted is None:
         return frozenset()
     return frozenset(n for n in compacted.token.split("/") if n)
+
+
+def merge_shared(
+    families: Families, directory: Path, skip: frozenset[str] = frozenset()
+) -> list[tuple[Path, Exception]]:
+    """Add every worker's shared-memory series (dead workers' not yet compacted included).
+
+    These are read as they are at this instant: nothing a worker counted is missing or stale.
+    ``skip``: index files the compacted file already holds. Returns the index files that could
+    not be read (skipped), with their errors.
+    """
+    failed: list[tuple[Path, Exception]] = []
+    for keys in shared.worker_files(directory):
+        if keys.name in skip:
+            continue
+        try:
+            for series in shared.read_worker(keys):
+                _add_series(families, series)
+        except (ValueError, TypeError, IndexError, OSError) as exc:
+            failed.append((keys, exc))
+    return failed
+
+
+def _add_series(families: Families, series: shared.Series) -> None:
+    labels = dict(series.labels)
+    samples = list(shared.expand(series.family, series.kind, series.bounds, series.values, 0))
+    _add(families, series.family, series.kind, series.help, labels, samples)
+    if series.count_as and series.kind == shared.HISTOGRAM:
+        name, help_text = series.count_as[0], series.count_as[1]
+        count = samples[-2][2]  # the histogram's _count
+        _add(families, name, "counter", help_text, labels, [(f"{name}_total", {}, count)])
+
+
+def _add(
+    families: Families,
+    name: str,
+    typ: str,
+    help_text: str,
+    labels: dict[str, str],
+    samples: list[tuple[str, dict[str, str], float]],
+) -> None:
+    entry = families.get(name)
+    if entry is None:
+        entry = families[name] = (typ, help_text, {})
+    elif entry[0] != typ:
+        return
+    values = entry[2]
+    for sample_name, extra, value in samples:
+        key = (sample_name, tuple(sorted({**labels, **extra}.items())))
+        values[key] = values.get(key, 0.0) + value

@@ -1,17 +1,20 @@
 """Multi-worker mode: every asgi-perf metric summed across uvicorn / gunicorn worker processes.
 
-prometheus_client's own multiprocess mode aggregates only its native metrics' value files and
-refuses custom collectors, yet most asgi-perf numbers are scrape-time collectors (the lock-free
-HTTP store, pools, caches, Socket.IO connections). So asgi-perf publishes instead: each worker
-writes *everything its registry exposes* into a snapshot file in ``PROMETHEUS_MULTIPROC_DIR``
-every ``interval`` seconds (and at exit, and whenever it serves a scrape), and the metrics endpoint
-of any worker merges all of them (see :mod:`asgi_perf.export._mp_store` for the rules and the
-locking).
+Two stores, as in prometheus_client's multiprocess mode. Counters and histograms live in each
+worker's shared-memory file (:mod:`asgi_perf._shared`): the registry and its components choose
+that store when they are built, and a scrape reads every worker's slots as they are at that
+instant, so the totals are exact and a SIGKILLed worker loses nothing. prometheus_client's own
+mode refuses custom collectors, and many asgi-perf numbers are read from their owners at scrape
+time (pools, caches, connections, system figures): those are *published*: each worker writes the
+rest of what its registry exposes into a snapshot file in ``PROMETHEUS_MULTIPROC_DIR`` every
+``interval`` seconds (and at exit, and whenever it serves a scrape). The metrics endpoint of any
+worker merges the files of every worker (see :mod:`asgi_perf.export._mp_store` for the rules and
+the locking).
 
-Nothing changes on the request path: the cost is one collect + JSON write per worker per
-interval. The price is staleness: another worker's numbers are up to ``interval`` old, and a
-worker killed with SIGKILL loses what it counted since its last publish (a graceful exit
-publishes first).
+The request path pays one store into a mapped page per counter increment; the publish costs one
+collect + JSON write per worker per interval. Published values are up to ``interval`` old, and a
+worker killed with SIGKILL loses what its scrape-time collectors counted since its last publish
+(a graceful exit publishes first).
 
 Usage: nothing, when the app serves :func:`~asgi_perf.metrics_app` and the variable is set: the
 metrics app enables it. With gunicorn, add ``from asgi_perf.export import child_exit`` to
@@ -34,11 +37,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from .._checks import ERR_REGISTRY, check, is_positive
-from ..registry import ComponentKey, PerfRegistry
+from .._shared import SharedStore, worker_files, writer_pid
+from ..registry import MULTIPROC_ENV, ComponentKey, PerfRegistry
 from . import _mp_store as store
 
-#: The variable prometheus_client uses; asgi-perf shares the directory (its files are distinct).
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Overrides the publish interval (seconds) of an automatically enabled registry.
 INTERVAL_ENV = "ASGI_PERF_MULTIPROC_INTERVAL"
 DEFAULT_INTERVAL = 1.0
@@ -113,6 +115,11 @@ class Multiprocess:
         self.directory = directory
         self.interval = interval
         self.gauge_modes = dict(gauge_modes)
+        if registry.shared is None:
+            # Enabled explicitly (no PROMETHEUS_MULTIPROC_DIR at the registry's construction):
+            # components built from now on keep their counters in shared memory; those built
+            # before stay in process memory and are published with the snapshot.
+            registry.shared = SharedStore(directory)
         self.view = CollectorRegistry(auto_describe=False)
         self.view.register(_MergedCollector(self))
         self._last: bytes = b""
@@ -146,7 +153,11 @@ class Multiprocess:
         """Write this worker's snapshot now; ``False`` (counted, logged) if that failed."""
         try:
             with self._lock:
-                data = store.encode(self.pid, self.token, self.registry.prometheus.collect())
+                # Counters and histograms in shared memory are read from there by every scrape:
+                # the snapshot carries the rest (gauges and scrape-time values).
+                shared = self.registry.shared_families
+                published = (m for m in self.registry.prometheus.collect() if m.name not in shared)
+                data = store.encode(self.pid, self.token, published)
                 # An idle worker rewrites nothing.
                 if data != self._last:
                     store.write_atomic(self.path, data)
@@ -177,11 +188,14 @@ class Multiprocess:
             self.publish()
             files = store.snapshot_files(self.directory)
             dead = store.dead_files(self.directory, files, self.pid)
-            if dead and compact:
+            dead_shared = store.dead_shared_files(self.directory, self.pid)
+            if (dead or dead_shared) and compact:
                 with store.locked(self.directory, exclusive=True):
                     try:
                         store.compact(
-                            self.directory, store.dead_files(self.directory, files, self.pid)
+                            self.directory,
+                            store.dead_files(self.directory, files, self.pid),
+                            store.dead_shared_files(self.directory, self.pid),
                         )
                     except store.CorruptSnapshot as exc:
                         # The dead workers' own files stay and are merged as they are.
@@ -234,6 +248,8 @@ class Multiprocess:
                 store.merge_into(families, snap, path not in dead, modes)
         if compacted is not None:
             store.merge_into(families, compacted, live=False, gauge_modes=modes)
+        for path, error in store.merge_shared(families, self.directory, skip):
+            self.registry.report_error(COMPONENT, OSError(f"{path.name}: {error}"))
         return families
 
 
@@ -318,7 +334,7 @@ def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None)
     """Compact a dead worker's files now (and prometheus_client's live gauges for ``pid``).
 
     Safe to call from any process sharing the directory (the gunicorn master). Returns how many
-    asgi-perf snapshot files were folded.
+    asgi-perf files (snapshots and shared-memory indexes) were folded.
     """
     from prometheus_client import multiprocess as prom_mp
 
@@ -332,10 +348,11 @@ def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None)
         for p in store.snapshot_files(path)
         if (ids := store.parse_name(p)) is not None and ids[0] == pid
     ]
-    if not files:
+    series = [p for p in worker_files(path) if writer_pid(p) == pid]
+    if not files and not series:
         return 0
     with store.locked(path, exclusive=True):
-        return store.compact(path, files)
+        return store.compact(path, files, series)
 
 
 def child_exit(server: Any, worker: Any) -> None:

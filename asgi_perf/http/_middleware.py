@@ -23,7 +23,7 @@ from .._types import OWN_ENDPOINT_KEY, ASGIApp, Message, Receive, Scope, Send
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry, RequestHook
 from ._routing import RouteResolver
-from ._stats import HTTP_STATS, HttpStats
+from ._stats import HTTP_STATS, HttpStats, SharedHttpStats
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
@@ -143,6 +143,9 @@ class PerfMiddleware:
         def make() -> HttpStats:
             nonlocal created
             created = True
+            # Decided once, here: the request path never asks which store it writes to.
+            if registry.shared is not None:
+                return SharedHttpStats(registry, duration_b, ttfb_b, registry.shared)
             return HttpStats(registry, duration_b, ttfb_b)
 
         if self._duplicate:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from .._histogram import PlainHistogram
+from .._histogram import PlainHistogram, bucket_labels
 from .._labels import OVERFLOW, STANDARD_METHODS
+from .._shared import SharedStore
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 ERR_SHARED_BUCKETS = (
@@ -159,3 +161,188 @@ class HttpStats(CatalogueCollector):
 
 #: The registry's HTTP series, shared by every middleware on it.
 HTTP_STATS: ComponentKey[HttpStats] = ComponentKey("http")
+
+
+class _SharedRouteSeries:
+    """One (method, route) in shared memory: the first slot of each of its series."""
+
+    __slots__ = ("by_status", "request_bytes", "response_bytes", "ttfb")
+
+    def __init__(self, request_bytes: int, response_bytes: int) -> None:
+        self.by_status: dict[str, int] = {}
+        self.ttfb = -1  # allocated with the first TTFB observed
+        self.request_bytes = request_bytes
+        self.response_bytes = response_bytes
+
+
+class SharedHttpStats(HttpStats):
+    """:class:`HttpStats` for multi-worker mode: the counters and histograms live in the worker's
+    shared-memory file (:mod:`asgi_perf._shared`), so any worker's scrape reads them exactly.
+
+    Chosen at construction when the registry has a shared store; the single-process class is
+    untouched. ``http_requests_total`` is still each duration histogram's count: the index line
+    names it as derived, so a reader never sees the two disagree.
+    """
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        store: SharedStore,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets)
+        self.store = store
+        self.shared_routes: dict[str, dict[str, _SharedRouteSeries]] = {}
+        self.exception_slots: dict[tuple[str, str, str], int] = {}
+        self._duration_sum = len(duration_buckets) + 1
+        self._ttfb_sum = len(ttfb_buckets) + 1
+        name = registry.metric_name
+        self._names = {m: name(m) for m in self.metrics}
+        self._names["http_exceptions_total"] = name("http_exceptions_total").removesuffix("_total")
+        registry.shared_families.update(
+            self._names[m]
+            for m in self.metrics
+            if m not in ("http_requests_in_progress", "http_requests_total")
+        )
+        registry.shared_families.add(name("http_requests_total").removesuffix("_total"))
+
+    def _allocate(
+        self,
+        metric: str,
+        kind: str,
+        labels: list[tuple[str, str]],
+        bounds: tuple[float, ...] = (),
+        derived: str = "",
+    ) -> int:
+        spec = self.registry.spec(metric)
+        also: tuple[str, ...] = ()
+        if derived:
+            also = (self._names[derived].removesuffix("_total"), self.registry.spec(derived).help)
+        return self.store.allocate(self._names[metric], kind, spec.help, labels, bounds, also)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        by_method = self.shared_routes.get(route)
+        series = by_method.get(method) if by_method is not None else None
+        if series is None:
+            series, route = self._new_shared_series(method, route)
+        slot = series.by_status.get(status)
+        if slot is None:
+            slot = self._new_shared_status(series, method, route, status)
+        values: Any = self.store.values
+        values[slot + bisect_left(self.duration_buckets, duration)] += 1
+        values[slot + self._duration_sum] += duration
+        if ttfb is not None:
+            slot = series.ttfb
+            if slot < 0:
+                slot = series.ttfb = self._allocate(
+                    "http_request_ttfb_seconds",
+                    "histogram",
+                    [("method", method), ("route", route)],
+                    self.ttfb_buckets,
+                )
+            values[slot + bisect_left(self.ttfb_buckets, ttfb)] += 1
+            values[slot + self._ttfb_sum] += ttfb
+        slot = series.request_bytes
+        values[slot] += 1
+        values[slot + 1] += request_bytes
+        slot = series.response_bytes
+        values[slot] += 1
+        values[slot + 1] += response_bytes
+
+    def _new_shared_series(self, method: str, route: str) -> tuple[_SharedRouteSeries, str]:
+        if self.series_count >= self.limit and route != OVERFLOW:
+            self.registry.count_overflow("http_request_duration_seconds")
+            route = OVERFLOW
+        by_method = self.shared_routes.setdefault(route, {})
+        series = by_method.get(method)
+        if series is None:
+            labels = [("method", method), ("route", route)]
+            series = by_method[method] = _SharedRouteSeries(
+                self._allocate("http_request_size_bytes", "summary", labels),
+                self._allocate("http_response_size_bytes", "summary", labels),
+            )
+        return series, route
+
+    def _new_shared_status(
+        self, series: _SharedRouteSeries, method: str, route: str, status: str
+    ) -> int:
+        if self.series_count >= self.limit and route != OVERFLOW:
+            self.registry.count_overflow("http_request_duration_seconds")
+            status = OVERFLOW
+            slot = series.by_status.get(status)
+            if slot is not None:
+                return slot
+        slot = series.by_status[status] = self._allocate(
+            "http_request_duration_seconds",
+            "histogram",
+            [("method", method), ("route", route), ("status", status)],
+            self.duration_buckets,
+            derived="http_requests_total",
+        )
+        self.series_count += 1
+        return slot
+
+    def record_exception(self, method: str, route: str, exception: str) -> None:
+        key = (method, route, exception)
+        slot = self.exception_slots.get(key)
+        if slot is None:
+            if len(self.exception_slots) >= self.limit:
+                self.registry.count_overflow("http_exceptions_total")
+                key = (method, route, OVERFLOW)
+            slot = self.exception_slots.get(key)
+            if slot is None:
+                slot = self.exception_slots[key] = self._allocate(
+                    "http_exceptions_total",
+                    "counter",
+                    list(zip(("method", "route", "exception"), key, strict=True)),
+                )
+        self.store.values[slot] += 1
+
+    # -- scrape time: this worker's own view (the merged view reads every worker's files) --------
+    def collect(self) -> Iterator[Metric]:
+        f = self.families()
+        values = self.store.values
+        for route, by_method in list(self.shared_routes.items()):
+            for method, series in list(by_method.items()):
+                for status, slot in list(series.by_status.items()):
+                    buckets, total, count = _cumulative(values, slot, self.duration_buckets)
+                    labels = [method, route, status]
+                    f["http_requests_total"].add_metric(labels, count)
+                    f["http_request_duration_seconds"].add_metric(labels, buckets, total)
+                for name, slot in (
+                    ("http_request_size_bytes", series.request_bytes),
+                    ("http_response_size_bytes", series.response_bytes),
+                ):
+                    f[name].add_metric([method, route], values[slot], values[slot + 1])
+                if series.ttfb >= 0:
+                    buckets, total, count = _cumulative(values, series.ttfb, self.ttfb_buckets)
+                    f["http_request_ttfb_seconds"].add_metric([method, route], buckets, total)
+        for method, value in list(self.in_progress.items()):
+            f["http_requests_in_progress"].add_metric([method], value)
+        for key, slot in list(self.exception_slots.items()):
+            f["http_exceptions_total"].add_metric(list(key), values[slot])
+        return iter(f.values())
+
+
+def _cumulative(
+    values: Any, slot: int, bounds: tuple[float, ...]
+) -> tuple[list[tuple[str, float]], float, float]:
+    """``([(le, cumulative count), ...], sum, count)`` of the histogram at ``slot``."""
+    out: list[tuple[str, float]] = []
+    running = 0.0
+    for i, label in enumerate(bucket_labels(bounds)):
+        running += values[slot + i]
+        out.append((label, running))
+    running += values[slot + len(bounds)]
+    out.append(("+Inf", running))
+    return out, float(values[slot + len(bounds) + 1]), running

@@ -9,13 +9,14 @@ so they cannot drift and are never negative.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
+from .._shared import SharedCounterDict, SharedPlainHistogram
 from ..catalogue import COUNT_BUCKETS, LATENCY_BUCKETS
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 from ._batching import DROP_REASONS
@@ -32,6 +33,16 @@ _COUNTERS = (
     "socketio_sent_bytes_total",
     "socketio_batches_total",
     "socketio_batch_dropped_total",
+)
+
+#: Read from the servers and batchers at scrape time (published in multi-worker mode).
+_GAUGES = frozenset(
+    {
+        "socketio_connections",
+        "socketio_queue_depth_max",
+        "socketio_queued_packets",
+        "socketio_batch_pending",
+    }
 )
 
 ERR_SHARED_BUCKETS = (
@@ -71,16 +82,43 @@ class SocketIOStats(CatalogueCollector):
         # Set by the first hook on this registry (a batcher alone has no handler histogram).
         self.handler_buckets: tuple[float, ...] | None = None
         self.limit = registry.max_series_per_metric
-        self.counters: dict[str, dict[Key, float]] = {name: {} for name in _COUNTERS}
+        self._shared = registry.shared
+        self.counters: dict[str, MutableMapping[Key, float]] = {
+            name: self._counter_dict(name) for name in _COUNTERS
+        }
         self.handler: dict[Key, PlainHistogram] = {}
-        self.batch_items = PlainHistogram(COUNT_BUCKETS)
-        self.batch_wait = PlainHistogram(LATENCY_BUCKETS)
+        self.batch_items = self._histogram("socketio_batch_items", COUNT_BUCKETS, ())
+        self.batch_wait = self._histogram("socketio_batch_wait_seconds", LATENCY_BUCKETS, ())
+        if self._shared is not None:
+            # Multi-worker mode: counters and histograms in shared memory (exact at every
+            # scrape); connections and queues are still read from the servers and published.
+            registry.shared_families.update(
+                registry.metric_name(m).removesuffix("_total")
+                for m in self.metrics
+                if m not in _GAUGES
+            )
         # Weak: a server or batcher that is gone stops being reported, nothing to unregister.
         self.servers: weakref.WeakSet[Any] = weakref.WeakSet()
         self.batchers: weakref.WeakSet[Any] = weakref.WeakSet()
         # Declared up front so an alert on drops has a zero to compare with from the start.
         for reason in DROP_REASONS:
             self.counters["socketio_batch_dropped_total"][(reason,)] = 0
+
+    def _counter_dict(self, name: str) -> MutableMapping[Key, float]:
+        if self._shared is None:
+            return {}
+        spec = self.registry.spec(name)
+        family = self.registry.metric_name(name).removesuffix("_total")
+        return SharedCounterDict(self._shared, family, spec.help, spec.labels)
+
+    def _histogram(self, name: str, bounds: tuple[float, ...], key: Key) -> PlainHistogram:
+        if self._shared is None:
+            return PlainHistogram(bounds)
+        spec = self.registry.spec(name)
+        labels = list(zip(spec.labels, key, strict=True))
+        return SharedPlainHistogram(
+            bounds, self._shared, self.registry.metric_name(name), spec.help, labels
+        )
 
     def claim_buckets(self, buckets: tuple[float, ...]) -> None:
         """Fix the handler-duration buckets; ``ValueError`` if a hook already chose others."""
@@ -108,7 +146,11 @@ class SocketIOStats(CatalogueCollector):
                 key = (OVERFLOW, OVERFLOW)
             hist = self.handler.get(key)
             if hist is None:
-                hist = self.handler[key] = PlainHistogram(self.handler_buckets or LATENCY_BUCKETS)
+                hist = self.handler[key] = self._histogram(
+                    "socketio_handler_duration_seconds",
+                    self.handler_buckets or LATENCY_BUCKETS,
+                    key,
+                )
         hist.observe(seconds)
 
     # -- scrape time -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, Protocol, cast
 
@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
+from .._shared import SharedPlainHistogram
 from ..catalogue import LATENCY_BUCKETS, QUERY_COUNT_BUCKETS
 from ..registry import SLOW_QUERIES, CatalogueCollector, ComponentKey, PerfRegistry
 
@@ -29,6 +30,7 @@ _POOL_GAUGES = (
     ("db_pool_checked_in", "checkedin"),
     ("db_pool_overflow", "overflow"),
 )
+_GAUGE_NAMES = frozenset(metric for metric, _ in _POOL_GAUGES)
 
 
 class PoolSource(Protocol):
@@ -37,6 +39,10 @@ class PoolSource(Protocol):
     name: str
 
     def current_pool(self) -> Any: ...
+
+
+#: Builds one histogram: ``(catalogue metric, bounds, labels)``.
+HistogramFactory = Callable[[str, tuple[float, ...], list[tuple[str, str]]], PlainHistogram]
 
 
 class EngineSeries:
@@ -49,13 +55,16 @@ class EngineSeries:
 
     __slots__ = ("checkout", "durations", "lock", "per_request_count", "per_request_time", "source")
 
-    def __init__(self, source: PoolSource, buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self, source: PoolSource, buckets: tuple[float, ...], make: HistogramFactory
+    ) -> None:
         self.source = source
         self.lock = threading.Lock()
         self.durations: dict[tuple[str, str], PlainHistogram] = {}
-        self.checkout = PlainHistogram(buckets)
-        self.per_request_count = PlainHistogram(QUERY_COUNT_BUCKETS)
-        self.per_request_time = PlainHistogram(buckets)
+        engine = [("engine", source.name)]
+        self.checkout = make("db_pool_checkout_seconds", buckets, engine)
+        self.per_request_count = make("db_queries_per_request", QUERY_COUNT_BUCKETS, engine)
+        self.per_request_time = make("db_time_per_request_seconds", buckets, engine)
 
 
 class SqlStats(CatalogueCollector):
@@ -77,10 +86,27 @@ class SqlStats(CatalogueCollector):
         self.request_series: tuple[tuple[str, PlainHistogram, PlainHistogram], ...] = ()
         self.series_count = 0
         self._lock = threading.Lock()
+        self._shared = registry.shared
+        if self._shared is not None:
+            # Multi-worker mode: the histograms live in shared memory (exact at every scrape);
+            # the pool gauges are still read from the pools and published.
+            registry.shared_families.update(
+                registry.metric_name(m) for m in self.metrics if m not in _GAUGE_NAMES
+            )
+
+    def histogram(
+        self, metric: str, bounds: tuple[float, ...], labels: list[tuple[str, str]]
+    ) -> PlainHistogram:
+        """A histogram of ``metric`` in the store this registry records into."""
+        if self._shared is None:
+            return PlainHistogram(bounds)
+        spec = self.registry.spec(metric)
+        name = self.registry.metric_name(metric)
+        return SharedPlainHistogram(bounds, self._shared, name, spec.help, labels)
 
     def add(self, source: PoolSource, buckets: tuple[float, ...]) -> EngineSeries:
         with self._lock:
-            series = self.engines[source.name] = EngineSeries(source, buckets)
+            series = self.engines[source.name] = EngineSeries(source, buckets, self.histogram)
             self._update_request_series()
             return series
 
@@ -110,7 +136,10 @@ class SqlStats(CatalogueCollector):
                 hist = engine.durations.get(key)
                 if hist is not None:
                     return hist
-            hist = engine.durations[key] = PlainHistogram(engine.checkout.bounds)
+            labels = [("engine", engine.source.name), ("operation", key[0]), ("outcome", key[1])]
+            hist = engine.durations[key] = self.histogram(
+                "db_query_duration_seconds", engine.checkout.bounds, labels
+            )
             self.series_count += 1
             return hist
 
