@@ -41,6 +41,11 @@ WARN_DUPLICATE = (
     "PerfMiddleware is installed twice on one app (instrument() and/or add_middleware()); "
     "each request is recorded once, by the innermost one, and this one's options are ignored"
 )
+WARN_TWO_REGISTRIES = (
+    "PerfMiddleware is installed twice on one app with two registries (instrument() and/or "
+    "add_middleware()); each registry records every request once: pass the same registry= to "
+    "both to keep one"
+)
 WARN_NESTED = (
     "a request reached a PerfMiddleware inside another one on the same registry (an app mounted "
     "in an app instrumented with its registry?); it is recorded once, by the outer one"
@@ -131,10 +136,15 @@ class PerfMiddleware:
         self._mark = (registry,)  # built once: the common case stores it without allocating
         # A duplicate found now steps aside: it never touches the registry (so its buckets cannot
         # conflict with the recording one's) and "excludes" every path, at no cost per request.
-        self._duplicate = _wrapped_middleware(app) is not None
+        # Only on the same registry: one on another registry is that registry's only view of the
+        # traffic (e.g. a default-registry add_middleware() under instrument()), so both record.
+        inner = _wrapped_middleware(app)
+        self._duplicate = inner is not None and inner.registry is registry
         if self._duplicate:
             logger.warning(WARN_DUPLICATE)
             self._excluding = True
+        elif inner is not None:
+            logger.warning(WARN_TWO_REGISTRIES)
         self._status_labels = STATUS_CLASS_LABELS if group_status else STATUS_LABELS
         # A bound method, not the resolver object: calling an instance's __call__ costs more.
         self._route_getter: RouteGetter = route_getter or RouteResolver().resolve

@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from asgi_perf import PerfMiddleware, PerfRegistry, instrument
-from asgi_perf.http._middleware import WARN_DUPLICATE, WARN_NESTED
+from asgi_perf.http._middleware import WARN_DUPLICATE, WARN_NESTED, WARN_TWO_REGISTRIES
 from asgi_perf.http._stats import ERR_SHARED_BUCKETS
 from asgi_perf.testing import samples
 
@@ -66,8 +66,8 @@ WAYS = {"instrument": via_instrument, "add_middleware": via_add_middleware}
 async def test_twice_on_one_app_records_each_request_once(
     first: str, second: str, shared: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Any pair of instrument() / add_middleware(PerfMiddleware) on one app, on one registry or
-    two, counts each request once over all registries and logs one warning."""
+    """Any pair of instrument() / add_middleware(PerfMiddleware) on one app counts each request
+    once per registry (once in all on one registry) and logs one warning."""
     app = make_app()
     one = PerfRegistry()
     two = one if shared else PerfRegistry()
@@ -76,10 +76,35 @@ async def test_twice_on_one_app_records_each_request_once(
         WAYS[second](app, two)
         statuses = await hit(app)
     assert statuses == [200] * REQUESTS
-    total = requests_total(one) + (0 if shared else requests_total(two))
-    assert total == REQUESTS
+    assert requests_total(one) == REQUESTS
+    assert requests_total(two) == REQUESTS
     warnings = [r for r in caplog.records if r.name == "asgi_perf.http"]
-    assert [r.getMessage() for r in warnings] == [WARN_DUPLICATE]
+    assert [r.getMessage() for r in warnings] == [WARN_DUPLICATE if shared else WARN_TWO_REGISTRIES]
+
+
+async def test_a_default_registry_middleware_does_not_silence_instrument() -> None:
+    """add_middleware(PerfMiddleware) without a registry, then instrument(app): the registry
+    instrument() serves at /metrics still counts every request."""
+    app = make_app()
+    app.add_middleware(PerfMiddleware)
+    registry = instrument(app)
+    assert await hit(app) == [200] * REQUESTS
+    assert requests_total(registry) == REQUESTS
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        body = (await client.get("/metrics")).text
+    assert f'http_requests_total{{method="GET",route="/hello",status="200"}} {REQUESTS}.0' in body
+
+
+async def test_plain_asgi_stack_on_two_registries_counts_in_both() -> None:
+    """PerfMiddleware(PerfMiddleware(app, registry=A), registry=B): A and B each count once."""
+    inner_registry, outer_registry = PerfRegistry(), PerfRegistry()
+    app = PerfMiddleware(
+        PerfMiddleware(make_app(), registry=inner_registry), registry=outer_registry
+    )
+    assert await hit(app) == [200] * REQUESTS
+    assert requests_total(inner_registry) == REQUESTS
+    assert requests_total(outer_registry) == REQUESTS
 
 
 async def test_three_middlewares_still_record_once() -> None:
