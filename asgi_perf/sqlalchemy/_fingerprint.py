@@ -197,7 +197,9 @@ _SPLITS_DIFFERENTLY = re.compile(
 _NORMALISERS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"__\[POSTCOMPILE_\w+(?:~~[^\]]*)?\]"), "?"),  # SQLAlchemy expanding IN
     (re.compile(r"%\(\w+\)s|%s|\$\d+|(?<![:\w]):\w+|\?"), "?"),  # bind placeholders
-    (re.compile(r"(?<![\w.])-?(?:0[xX][0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+)\b"), "?"),
+    # A number is everything from its first digit to the end of the word: 1_000 and 0b101
+    # (PostgreSQL 16), 0x1F, 1e-5, 1.5f and 2d (Oracle) all go whole, never leaving a tail behind.
+    (re.compile(r"(?<![\w.])-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\w*"), "?"),
     (re.compile(r"\b(?:TRUE|FALSE|NULL)\b", re.IGNORECASE), "?"),
     (re.compile(r"\s+"), " "),
     (re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)"), "(?)"),

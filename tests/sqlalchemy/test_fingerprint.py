@@ -63,6 +63,8 @@ def test_operation_is_a_bounded_verb(sql: str, operation: str) -> None:
         ("SELECT   a\n\tFROM /* c */ t", "SELECT a FROM t"),
         ("SELECT 'a -- b', '/* x' FROM t -- it's", "SELECT ?, ? FROM t"),
         ("SELECT 'unterminated secret", "SELECT ?"),
+        ("SELECT 1_000_123, 0b1011, 0o777, 0X1F, 12e, 123abc", "SELECT ?, ?, ?, ?, ?, ?"),
+        ("SELECT 1.5f, 2d, .5e-3, -7.25E+10 FROM t1", "SELECT ?, ?, ?, ? FROM t1"),
     ],
 )
 def test_normalise_collapses_values(sql: str, expected: str) -> None:
