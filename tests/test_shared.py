@@ -431,3 +431,21 @@ def test_fork_handling_of_a_store_that_never_counted(mpdir: Path) -> None:
     ref = weakref.ref(gone)
     del gone
     shared._after_fork(ref)
+
+
+def test_a_worker_file_that_fails_part_way_adds_nothing(mpdir: Path) -> None:
+    """A worker file whose second series cannot be read adds none of its series to the merge: it
+    is reported as skipped, so it must not count half of itself."""
+    worker = shared.SharedStore(mpdir)
+    slot = worker.allocate("jobs", shared.COUNTER, "Jobs.", [("kind", "a")])
+    worker.values[slot] += 5
+    # [slot, family, kind, help, label names, label values, ...]: a second series, kind="b",
+    # whose slots lie far past the end of the slot file.
+    record = json.loads(worker.keys_path.read_bytes().splitlines()[0])
+    record[0], record[5] = 10**9, ["b"]
+    with open(worker.keys_path, "ab") as f:
+        f.write(json.dumps(record).encode() + b"\n")
+    families: store.Families = {}
+    failed = store.merge_shared(families, mpdir)
+    assert [path for path, _ in failed] == [worker.keys_path]
+    assert families == {}

@@ -277,16 +277,11 @@ def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ())
     for keys in dead_shared:
         if keys.name in done:
             continue
-        part: Families = {}
         try:
-            for series in shared.read_worker(keys):
-                _add_series(part, series)
-        except (ValueError, TypeError, IndexError, OSError):
+            part = _read_shared(keys)
+        except _SHARED_ERRORS:
             continue  # left in place: every scrape skips it and counts the error
-        for name, (typ, help_text, values) in part.items():
-            _add(families, name, typ, help_text, {}, [])
-            for (sample, labels), value in values.items():
-                _add(families, name, typ, help_text, dict(labels), [(sample, {}, value)])
+        _fold(families, part)
         folded.append(keys.name)
     if folded:
         # The "token" field of the compacted file lists the files it holds until they are gone.
@@ -330,12 +325,32 @@ def merge_shared(
     for keys in shared.worker_files(directory):
         if keys.name in skip:
             continue
+        # Read whole before merging: a file that fails part-way adds nothing, as reported.
         try:
-            for series in shared.read_worker(keys):
-                _add_series(families, series)
-        except (ValueError, TypeError, IndexError, OSError) as exc:
+            part = _read_shared(keys)
+        except _SHARED_ERRORS as exc:
             failed.append((keys, exc))
+            continue
+        _fold(families, part)
     return failed
+
+
+_SHARED_ERRORS = (ValueError, TypeError, IndexError, OSError)
+
+
+def _read_shared(keys: Path) -> Families:
+    """One worker's shared-memory series as families; raises if any part cannot be read."""
+    part: Families = {}
+    for series in shared.read_worker(keys):
+        _add_series(part, series)
+    return part
+
+
+def _fold(families: Families, part: Families) -> None:
+    for name, (typ, help_text, values) in part.items():
+        _add(families, name, typ, help_text, {}, [])
+        for (sample, labels), value in values.items():
+            _add(families, name, typ, help_text, dict(labels), [(sample, {}, value)])
 
 
 def _add_series(families: Families, series: shared.Series) -> None:
