@@ -131,7 +131,8 @@ class SharedStore:
             values = [v for _, v in labels]
             record = [start, family, kind, help_text, names, values, list(bounds), list(count_as)]
             line = json.dumps(record) + "\n"
-            os.write(self._keys_fd, line.encode())
+            if self._keys_fd >= 0:  # -1: a forked child that could not open files of its own
+                os.write(self._keys_fd, line.encode())
             self._records.append(line)
             self._next = start + size
             return start
@@ -147,7 +148,14 @@ def _after_fork(ref: weakref.ref[SharedStore]) -> None:
     store.write_lock = threading.Lock()
     if store._opened:
         os.close(store._keys_fd)
-        store._open()
+        store._keys_fd = -1
+        try:
+            store._open()
+        except OSError:
+            # No files of its own (the directory gone, no space, no fds): count in private
+            # memory, lost with this process, rather than into the parent's file, where the two
+            # processes' unsynchronised increments would corrupt each other's counts.
+            store.values = memoryview(bytearray(store.capacity * 8)).cast("d")
 
 
 class SharedPlainHistogram(PlainHistogram):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -449,3 +450,21 @@ def test_a_worker_file_that_fails_part_way_adds_nothing(mpdir: Path) -> None:
     failed = store.merge_shared(families, mpdir)
     assert [path for path, _ in failed] == [worker.keys_path]
     assert families == {}
+
+
+def test_a_forked_child_without_files_of_its_own_never_writes_the_parents(tmp_path: Path) -> None:
+    """A forked child that cannot open its own files (here: the directory is gone) counts in
+    private memory: the parent's mapped file is never written by two processes."""
+    directory = tmp_path / "gone"
+    directory.mkdir()
+    store = shared.SharedStore(directory)
+    slot = store.allocate("jobs", shared.COUNTER, "Jobs.", [])
+    store.values[slot] += 1
+    parents = store.values
+    shutil.rmtree(directory)
+    shared._after_fork(weakref.ref(store))  # what os.fork() runs in the child
+    store.values[slot] += 100
+    other = store.allocate("more", shared.COUNTER, "More.", [])  # no index file: still a slot
+    store.values[other] += 1
+    assert parents[slot] == 1.0
+    assert store.values[slot] == 100.0
