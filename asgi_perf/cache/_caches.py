@@ -67,6 +67,9 @@ def _setup(cache: MeteredCache[Any, Any], name: str, registry: PerfRegistry, loc
     """Validate the metering options and attach the cache to ``registry`` (last: fully built)."""
     cache._meter_init(name, registry, check_lock(lock))
     caches(registry).add(cache)
+    if registry.shared is not None:
+        # Multi-worker mode, decided once: counts go to this worker's shared-memory file.
+        cache._share(registry.shared)
 
 
 def _check_common(name: object, registry: object, maxsize: object) -> None:
