@@ -3,7 +3,9 @@
 Counting happens at the mapping level (``__getitem__``/``__missing__``/``get``), so a lookup through
 the decorator and a direct ``cache.get(key)`` are counted alike. Counters are plain ints on the
 cache: a hit costs one attribute increment, never a prometheus_client call; the scrape-time
-collector (``_cache_collector.CacheSet``) turns them into metric families.
+collector (``_cache_collector.CacheSet``) turns them into metric families. In multi-worker mode a
+cache is given, at construction, a subclass whose counter attributes are properties over slots of
+the worker's shared-memory file (see :meth:`MeteredCache._share`): the counting code is the same.
 
 Eviction reasons are told apart by hooking cachetools' own extension points: ``popitem()`` is what
 ``__setitem__`` calls when the cache is full (``capacity``), ``expire()`` is what every timed cache

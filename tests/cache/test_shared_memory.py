@@ -123,3 +123,25 @@ def test_single_process_caches_keep_plain_int_counters() -> None:
     assert type(cache) is LRUCache
     assert reg.shared is None
     assert vars(cache)["_hits"] == 1
+
+
+def test_caches_built_after_a_late_enable_count_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a registry that got multi-worker mode after its first cache, every cache keeps counting
+    where the first one does (the published snapshot), so no count is merged twice."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    reg = PerfRegistry()
+    early = LRUCache[str, int](2, name="early", registry=reg)
+    m = mp.enable_multiprocess(reg, tmp_path, interval=60)
+    try:
+        late = LRUCache[str, int](2, name="late", registry=reg)
+        for cache in (early, late):
+            cache["k"] = 1
+            assert cache["k"] == 1
+        assert type(late) is LRUCache
+        merged = parse(generate_latest(m.view).decode())
+        for name in ("early", "late"):
+            assert merged[("cache_requests_total", (("cache", name), ("result", "hit")))] == 1
+    finally:
+        m.close()
