@@ -3,7 +3,9 @@
 Counting happens at the mapping level (``__getitem__``/``__missing__``/``get``), so a lookup through
 the decorator and a direct ``cache.get(key)`` are counted alike. Counters are plain ints on the
 cache: a hit costs one attribute increment, never a prometheus_client call; the scrape-time
-collector (``_cache_collector.CacheSet``) turns them into metric families.
+collector (``_cache_collector.CacheSet``) turns them into metric families. In multi-worker mode a
+cache is given, at construction, a subclass whose counter attributes are properties over slots of
+the worker's shared-memory file (see :meth:`MeteredCache._share`): the counting code is the same.
 
 Eviction reasons are told apart by hooking cachetools' own extension points: ``popitem()`` is what
 ``__setitem__`` calls when the cache is full (``capacity``), ``expire()`` is what every timed cache
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar
 import cachetools
 
 from .._histogram import PlainHistogram
+from .._shared import COUNTER, SharedPlainHistogram, SharedStore
 from ..catalogue import CATALOGUE
 
 if TYPE_CHECKING:
@@ -98,6 +101,20 @@ def check_lock(lock: object) -> Lock | None:
     return lock  # type: ignore[return-value]
 
 
+#: Each plain-int counter of a cache: its catalogue metric and the label values after the name.
+SHARED_COUNTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "_hits": ("cache_requests_total", ("hit",)),
+    "_misses": ("cache_requests_total", ("miss",)),
+    "_capacity": ("cache_evictions_total", ("capacity",)),
+    "_expired": ("cache_evictions_total", ("expired",)),
+    "_explicit": ("cache_evictions_total", ("explicit",)),
+    "_rejected": ("cache_rejected_total", ()),
+    "_load_errors": ("cache_load_errors_total", ()),
+    "_coalesced": ("cache_coalesced_total", ()),
+}
+_shared_classes: dict[type[Any], type[Any]] = {}
+
+
 class MeteredCache(cachetools.Cache[KT, VT], Generic[KT, VT]):
     """Counting behaviour shared by every asgi-perf cache (mixed in before a cachetools class).
 
@@ -127,6 +144,35 @@ class MeteredCache(cachetools.Cache[KT, VT], Generic[KT, VT]):
         self._epoch = 0
         self._evicting = False
         self._loads = PlainHistogram(tuple(CATALOGUE["cache_load_duration_seconds"].buckets or ()))
+
+    def _share(self, store: SharedStore) -> None:
+        """Multi-worker mode: move every counter and the load histogram into ``store``.
+
+        Called once, at construction, before the cache is handed out. The instance becomes a
+        subclass whose counter attributes are properties over shared-memory slots, so the counting
+        code is the same in both modes and a single process keeps its plain ints untouched.
+        """
+        registry = self.registry
+        current = {attr: getattr(self, attr) for attr in SHARED_COUNTS}
+        slots = []
+        for metric, extra in SHARED_COUNTS.values():
+            spec = registry.spec(metric)
+            family = registry.metric_name(metric).removesuffix("_total")
+            labels = list(zip(spec.labels, (self.name, *extra), strict=True))
+            slots.append(store.allocate(family, COUNTER, spec.help, labels))
+        self._shared_store = store
+        self._shared_slots = tuple(slots)
+        self.__class__ = _shared_class(type(self))
+        for attr, value in current.items():
+            setattr(self, attr, value)
+        spec = registry.spec("cache_load_duration_seconds")
+        self._loads = SharedPlainHistogram(
+            self._loads.bounds,
+            store,
+            registry.metric_name(spec.name),
+            spec.help,
+            [("cache", self.name)],
+        )
 
     # -- lookups -----------------------------------------------------------------------------
     def __missing__(self, key: KT) -> VT:
@@ -279,3 +325,24 @@ class MeteredCache(cachetools.Cache[KT, VT], Generic[KT, VT]):
             "rejected": self._rejected,
         }
         return stats, buckets
+
+
+def _shared_count(index: int) -> property:
+    def get(cache: Any) -> int:
+        return int(cache._shared_store.values[cache._shared_slots[index]])
+
+    def put(cache: Any, value: int) -> None:
+        cache._shared_store.values[cache._shared_slots[index]] = value
+
+    return property(get, put)
+
+
+def _shared_class(cls: type[Any]) -> type[Any]:
+    """``cls`` with its counters kept in shared memory (one subclass per cache class)."""
+    shared = _shared_classes.get(cls)
+    if shared is None:
+        namespace: dict[str, Any] = {attr: _shared_count(i) for i, attr in enumerate(SHARED_COUNTS)}
+        namespace["__qualname__"] = cls.__qualname__
+        namespace["__module__"] = cls.__module__
+        shared = _shared_classes[cls] = type(cls.__name__, (cls,), namespace)
+    return shared

@@ -66,7 +66,11 @@ def _check_maxsize(maxsize: object) -> None:
 def _setup(cache: MeteredCache[Any, Any], name: str, registry: PerfRegistry, lock: object) -> None:
     """Validate the metering options and attach the cache to ``registry`` (last: fully built)."""
     cache._meter_init(name, registry, check_lock(lock))
-    caches(registry).add(cache)
+    members = caches(registry)
+    members.add(cache)
+    if members.shared is not None:
+        # Multi-worker mode, decided once: counts go to this worker's shared-memory file.
+        cache._share(members.shared)
 
 
 def _check_common(name: object, registry: object, maxsize: object) -> None:

@@ -50,6 +50,17 @@ class CacheSet(Mapping[str, "MeteredCache[Any, Any]"], CatalogueCollector):
         self._lock = threading.Lock()
         # Every cache adds up to three series to cache_evictions_total.
         self._limit = max(1, registry.max_series_per_metric // 3)
+        #: Where this registry's caches count in multi-worker mode (``None``: plain ints). Fixed
+        #: here, so every cache of the set counts in one place whenever it was built.
+        self.shared = registry.shared
+        if self.shared is not None:
+            # Multi-worker mode: counters and the load histogram live in shared memory (exact
+            # at every scrape); entries and maxsize are still read here and published.
+            registry.shared_families.update(
+                registry.metric_name(m).removesuffix("_total")
+                for m in self.metrics
+                if registry.spec(m).kind != "gauge"
+            )
         registry.register(self)
 
     # -- the mapping ---------------------------------------------------------------------------

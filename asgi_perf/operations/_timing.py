@@ -12,7 +12,7 @@ import functools
 import inspect
 import math
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from time import perf_counter
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram, check_buckets, quantile
 from .._labels import NameLimiter
+from .._shared import COUNTER, SharedCounterDict, SharedPlainHistogram, SharedStore
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry
 from ._keys import TIMINGS
@@ -59,6 +60,58 @@ class _Series:
         self.errors = 0
 
 
+class _SharedSeries(_Series):
+    """A timer of a multi-worker registry: its histogram and error count in shared memory (the
+    exact extremes, read only by ``stats()``, stay in this worker)."""
+
+    __slots__ = ("_errors_slot", "_store")
+
+    def __init__(
+        self, bounds: tuple[float, ...], registry: PerfRegistry, store: SharedStore, name: str
+    ) -> None:
+        self._store = store
+        spec = registry.spec("app_timer_errors_total")
+        family = registry.metric_name(spec.name).removesuffix("_total")
+        self._errors_slot = store.allocate(family, COUNTER, spec.help, [("name", name)])
+        super().__init__(bounds)
+        spec = registry.spec("app_timer_duration_seconds")
+        self.hist = SharedPlainHistogram(
+            bounds, store, registry.metric_name(spec.name), spec.help, [("name", name)]
+        )
+
+    @property
+    def errors(self) -> int:
+        return int(self._store.values[self._errors_slot])
+
+    @errors.setter
+    def errors(self, value: int) -> None:
+        self._store.values[self._errors_slot] = value
+
+
+class _SharedNamedCounters(MutableMapping[str, float]):
+    """``{counter name: value}`` over a :class:`SharedCounterDict` keyed by ``(name,)``."""
+
+    def __init__(self, registry: PerfRegistry, store: SharedStore) -> None:
+        spec = registry.spec("app_events_total")
+        family = registry.metric_name(spec.name).removesuffix("_total")
+        self._series = SharedCounterDict(store, family, spec.help, spec.labels)
+
+    def __getitem__(self, name: str) -> float:
+        return self._series[(name,)]
+
+    def __setitem__(self, name: str, value: float) -> None:
+        self._series[(name,)] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._series[(name,)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key[0] for key in self._series)
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+
 class Timings(CatalogueCollector):
     """The per-registry store behind the timing API; also its scrape-time collector.
 
@@ -84,8 +137,18 @@ class Timings(CatalogueCollector):
         self._timer_names = NameLimiter(max_names=max_names)
         self._counter_names = NameLimiter(max_names=max_names)
         self._timers: dict[str, _Series] = {}
-        self._counters: dict[str, float] = {}
+        self._counters: MutableMapping[str, float] = {}
+        self._new_series: Callable[[str], _Series] = lambda _name: _Series(self.bounds)
         self._lock = threading.Lock()
+        store = registry.shared
+        if store is not None:
+            # Multi-worker mode, decided here: histograms and counters in shared memory, exact
+            # at every scrape and kept if the worker dies; nothing of this is published.
+            self._counters = _SharedNamedCounters(registry, store)
+            self._new_series = lambda name: _SharedSeries(self.bounds, registry, store, name)
+            registry.shared_families.update(
+                registry.metric_name(m).removesuffix("_total") for m in self.metrics
+            )
 
     @classmethod
     def of(cls, registry: PerfRegistry) -> Timings:
@@ -110,7 +173,7 @@ class Timings(CatalogueCollector):
             with self._lock:
                 series = self._timers.get(label)
                 if series is None:
-                    series = self._timers[label] = _Series(self.bounds)
+                    series = self._timers[label] = self._new_series(label)
                 series.hist.observe(seconds)
                 series.min = min(series.min, seconds)
                 series.max = max(series.max, seconds)

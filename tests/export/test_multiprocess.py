@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from asgi_perf import PerfRegistry, metrics_app
+from asgi_perf.cache import LRUCache
 from asgi_perf.export import _mp_store as store
 from asgi_perf.export import _multiprocess as mp
 from asgi_perf.export._multiprocess import MULTIPROCESS
@@ -387,13 +388,13 @@ def test_publish_writes_only_on_change_and_close_publishes_last(mpdir: Path) -> 
     os.utime(m.path, ns=(0, 0))
     assert m.publish()
     assert m.path.stat().st_mtime_ns == 0  # unchanged content: not rewritten
-    reg.count("jobs", 9)
+    LRUCache[str, int](10, name="jobs", registry=reg)["job"] = 9  # a scrape-time gauge
     m.close()
     m.close()
     assert first
     snap = store.load(m.path)
     assert snap is not None
-    assert any(f[0] == "app_events" for f in snap.families)
+    assert any(f[0] == "cache_entries" for f in snap.families)
 
 
 def test_the_thread_publishes_every_interval(mpdir: Path) -> None:
@@ -403,11 +404,11 @@ def test_the_thread_publishes_every_interval(mpdir: Path) -> None:
     reg = PerfRegistry()
     m = mp.enable_multiprocess(reg, mpdir, interval=0.05)
     try:
-        reg.count("jobs", 4)
+        LRUCache[str, int](10, name="jobs", registry=reg)["job"] = 4  # a scrape-time gauge
 
         def published() -> bool:
             snap = store.load(m.path)
-            return snap is not None and '"app_events_total"' in json.dumps(snap.families)
+            return snap is not None and '"cache_entries"' in json.dumps(snap.families)
 
         wait_until(published, "the publisher thread writes the snapshot")
     finally:
@@ -427,13 +428,13 @@ def test_a_raising_collector_is_left_out_of_the_publish(mpdir: Path) -> None:
     broken = _Broken()
     try:
         reg.register(broken)
-        reg.count("jobs", 2)
+        LRUCache[str, int](10, name="jobs", registry=reg)["job"] = 2  # a scrape-time gauge
         assert m.publish() is True
         errors = sample(reg, "asgi_perf_instrumentation_errors_total", {"component": "collect"})
         assert errors == 1
         snap = store.load(m.path)
         assert snap is not None
-        assert '"app_events_total"' in json.dumps(snap.families)
+        assert '"cache_entries"' in json.dumps(snap.families)
     finally:
         reg.unregister(broken)
         m.close()

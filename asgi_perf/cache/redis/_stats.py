@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import ResponseError
 
 from ..._histogram import PlainHistogram
+from ..._shared import COUNTER, SharedCounterDict, SharedPlainHistogram, SharedStore
 from ...catalogue import CATALOGUE
 from ...registry import CatalogueCollector, ComponentKey, PerfRegistry
 
@@ -27,6 +28,23 @@ OPERATIONS = ("get", "set", "delete", "invalidate_prefix", "publish", "subscribe
 LOG_INTERVAL = 60.0
 
 ERR_TIER_DUPLICATE = "the local cache {!r} already fronts another tiered cache"
+
+
+#: Scalar counters: their metric and label values after the tier's name.
+SHARED_SCALARS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "hits": ("cache_tier_requests_total", ("redis", "hit")),
+    "misses": ("cache_tier_requests_total", ("redis", "miss")),
+    "read_errors": ("cache_tier_requests_total", ("redis", "error")),
+    "resubscribes": ("cache_redis_resubscribes_total", ()),
+}
+#: Counter dicts keyed by their last label value.
+SHARED_MAPPINGS: dict[str, str] = {
+    "errors": "cache_redis_errors_total",
+    "skipped": "cache_redis_skipped_total",
+    "fallbacks": "cache_redis_fallbacks_total",
+    "serialization": "cache_redis_serialization_errors_total",
+    "invalidations": "cache_redis_invalidations_total",
+}
 
 
 class TierStats:
@@ -47,6 +65,89 @@ class TierStats:
         buckets = tuple(CATALOGUE["cache_redis_duration_seconds"].buckets or ())
         self.durations = {op: PlainHistogram(buckets) for op in OPERATIONS[:-1]}
         self.circuit_open: Callable[[], bool] = lambda: False
+
+    def share(self, registry: PerfRegistry, store: SharedStore) -> None:
+        """Multi-worker mode: move every counter and histogram into ``store`` (once, before the
+        tier is used). The writers keep their code: the dicts become shared mappings and the
+        instance a :class:`SharedTierStats` whose scalar counters are properties over slots."""
+        n = self.name
+        scalars = {attr: getattr(self, attr) for attr in SHARED_SCALARS}
+        slots = []
+        for metric, extra in SHARED_SCALARS.values():
+            spec = registry.spec(metric)
+            family = registry.metric_name(metric).removesuffix("_total")
+            labels = list(zip(spec.labels, (n, *extra), strict=True))
+            slots.append(store.allocate(family, COUNTER, spec.help, labels))
+        self.__class__ = SharedTierStats
+        assert isinstance(self, SharedTierStats)
+        self._store = store
+        self._slots = tuple(slots)
+        for attr, value in scalars.items():
+            setattr(self, attr, value)
+        for attr, metric in SHARED_MAPPINGS.items():
+            plain: dict[str, int] = getattr(self, attr)
+            shared = _TierCounts(registry, store, metric, n)
+            shared.update(plain)  # every label allocated now: exported as zeros, as before
+            setattr(self, attr, shared)
+        spec = registry.spec("cache_redis_duration_seconds")
+        self.durations = {
+            op: SharedPlainHistogram(
+                hist.bounds,
+                store,
+                registry.metric_name(spec.name),
+                spec.help,
+                [("cache", n), ("operation", op)],
+            )
+            for op, hist in self.durations.items()
+        }
+
+
+def _slot_count(index: int) -> property:
+    def get(stats: SharedTierStats) -> int:
+        return int(stats._store.values[stats._slots[index]])
+
+    def put(stats: SharedTierStats, value: int) -> None:
+        stats._store.values[stats._slots[index]] = value
+
+    return property(get, put)
+
+
+class SharedTierStats(TierStats):
+    """A tier's counters in the worker's shared-memory file (see :meth:`TierStats.share`)."""
+
+    _store: SharedStore
+    _slots: tuple[int, ...]
+
+    hits = _slot_count(0)
+    misses = _slot_count(1)
+    read_errors = _slot_count(2)
+    resubscribes = _slot_count(3)
+
+
+class _TierCounts(MutableMapping[str, float]):
+    """``{label value: count}`` of one tier over a :class:`SharedCounterDict` keyed by
+    ``(tier name, label value)``."""
+
+    def __init__(self, registry: PerfRegistry, store: SharedStore, metric: str, name: str) -> None:
+        spec = registry.spec(metric)
+        family = registry.metric_name(metric).removesuffix("_total")
+        self._series = SharedCounterDict(store, family, spec.help, spec.labels)
+        self._name = name
+
+    def __getitem__(self, label: str) -> float:
+        return self._series[(self._name, label)]
+
+    def __setitem__(self, label: str, value: float) -> None:
+        self._series[(self._name, label)] = value
+
+    def __delitem__(self, label: str) -> None:
+        del self._series[(self._name, label)]
+
+    def __iter__(self) -> Iterator[str]:
+        return (key[1] for key in self._series)
+
+    def __len__(self) -> int:
+        return len(self._series)
 
 
 class CircuitBreaker:
@@ -162,6 +263,16 @@ class TierSet(CatalogueCollector):
         super().__init__(registry)
         self._tiers: dict[str, TierStats] = {}
         self._lock = threading.Lock()
+        #: Where every tier of this registry counts in multi-worker mode (``None``: plain ints).
+        self.shared = registry.shared
+        if self.shared is not None:
+            # Counters and durations in shared memory; the circuit and subscription gauges are
+            # still read here and published.
+            registry.shared_families.update(
+                registry.metric_name(m).removesuffix("_total")
+                for m in self.metrics
+                if registry.spec(m).kind != "gauge"
+            )
         registry.register(self)
 
     def add(self, stats: TierStats) -> None:
@@ -169,6 +280,8 @@ class TierSet(CatalogueCollector):
             if stats.name in self._tiers:
                 raise ValueError(ERR_TIER_DUPLICATE.format(stats.name))
             self._tiers[stats.name] = stats
+        if self.shared is not None:
+            stats.share(self.registry, self.shared)
 
     def collect(self) -> Iterable[Metric]:
         # Never empty: the set is created by the first tier it holds.
