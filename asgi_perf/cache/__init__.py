@@ -12,35 +12,19 @@ from .. import _optional
 with _optional.requires("asgi_perf.cache", extra="cachetools"):
     import cachetools  # noqa: F401
 
-from ._caches import (
-    COMPONENT_KEY,
+from .._checks import ERR_REGISTRY
+from ._base import ERR_LOCK, ERR_MAXSIZE, ERR_NAME, CacheStats, EvictionStats, Lock, MeteredCache
+from ._caches import ERR_JITTER, ERR_TTL, ERR_TTU, LFUCache, LRUCache, TLRUCache, TTLCache, caches
+from ._collector import COMPONENT_KEY, ERR_DUPLICATE, ERR_TOO_MANY, CacheSet
+from ._decorators import (
     ERR_ASYNC_CONDITION,
-    ERR_DUPLICATE,
     ERR_GENERATOR,
-    ERR_JITTER,
     ERR_KEY,
-    ERR_LOCK,
     ERR_LOCK_MISMATCH,
-    ERR_MAXSIZE,
-    ERR_NAME,
     ERR_NOT_METERED,
-    ERR_REGISTRY,
-    ERR_TOO_MANY,
-    ERR_TTL,
-    ERR_TTU,
     Cached,
     CacheInfo,
-    CacheSet,
-    CacheStats,
-    EvictionStats,
-    LFUCache,
-    Lock,
-    LRUCache,
-    MeteredCache,
-    TLRUCache,
-    TTLCache,
     cached,
-    caches,
 )
 
 __all__ = [

@@ -25,29 +25,16 @@ from .._checks import ERR_REGISTRY, check, is_number, is_positive
 from ..registry import PerfRegistry
 from ._base import (
     _MISSING,
-    ERR_LOCK,
     ERR_MAXSIZE,
     ERR_NAME,
     KT,
     MAX_NAME_LENGTH,
     VT,
-    CacheStats,
-    EvictionStats,
     Lock,
     MeteredCache,
     check_lock,
 )
-from ._collector import COMPONENT_KEY, ERR_DUPLICATE, ERR_TOO_MANY, CacheSet
-from ._decorators import (
-    ERR_ASYNC_CONDITION,
-    ERR_GENERATOR,
-    ERR_KEY,
-    ERR_LOCK_MISMATCH,
-    ERR_NOT_METERED,
-    Cached,
-    CacheInfo,
-    cached,
-)
+from ._collector import COMPONENT_KEY, CacheSet
 
 ERR_TTL = "ttl must be a positive number of seconds, got {!r}"
 ERR_JITTER = "jitter must be a number in [0, 1), got {!r}"
@@ -256,32 +243,12 @@ class TTLCache(TLRUCache[KT, VT]):
 
 
 __all__ = [
-    "COMPONENT_KEY",
-    "ERR_ASYNC_CONDITION",
-    "ERR_DUPLICATE",
-    "ERR_GENERATOR",
     "ERR_JITTER",
-    "ERR_KEY",
-    "ERR_LOCK",
-    "ERR_LOCK_MISMATCH",
-    "ERR_MAXSIZE",
-    "ERR_NAME",
-    "ERR_NOT_METERED",
-    "ERR_REGISTRY",
-    "ERR_TOO_MANY",
     "ERR_TTL",
     "ERR_TTU",
-    "CacheInfo",
-    "CacheSet",
-    "CacheStats",
-    "Cached",
-    "EvictionStats",
     "LFUCache",
     "LRUCache",
-    "Lock",
-    "MeteredCache",
     "TLRUCache",
     "TTLCache",
-    "cached",
     "caches",
 ]

@@ -10,25 +10,19 @@ from ... import _optional
 with _optional.requires("asgi_perf.cache.redis", extra="redis"):
     import redis  # noqa: F401
 
+from ._codec import ERR_KEY_TYPE, JsonSerializer, Key, PickleSerializer, Serializer
+from ._decorator import ERR_NOT_ASYNC, TieredCached, cached_tiered
 from ._tiered import (
     ERR_BREAKER,
     ERR_CLIENT,
     ERR_DECODE,
-    ERR_KEY_TYPE,
     ERR_LOCAL,
     ERR_NAMESPACE,
-    ERR_NOT_ASYNC,
     ERR_PING,
     ERR_SERIALIZER,
     ERR_TIMEOUT,
     SCAN_COUNT,
-    JsonSerializer,
-    Key,
-    PickleSerializer,
-    Serializer,
     TieredCache,
-    TieredCached,
-    cached_tiered,
 )
 
 __all__ = [

@@ -34,16 +34,14 @@ from .._base import MeteredCache
 from .._caches import ERR_JITTER, ERR_TTL
 from .._flights import AsyncFlights, Flight
 from ._codec import (
-    ERR_KEY_TYPE,
     JsonSerializer,
     Key,
-    PickleSerializer,
     Serializer,
     encode_key,
     encode_prefix,
     glob_escape,
 )
-from ._decorator import ERR_NOT_ASYNC, TieredCached, cached_tiered
+from ._decorator import TieredCached, cached_tiered
 from ._stats import CircuitBreaker, RateLimitedLog, TierStats, tiers
 from ._subscriber import Subscriber, channel_name, message
 from ._supervisor import Supervisor
@@ -431,19 +429,11 @@ __all__ = [
     "ERR_BREAKER",
     "ERR_CLIENT",
     "ERR_DECODE",
-    "ERR_KEY_TYPE",
     "ERR_LOCAL",
     "ERR_NAMESPACE",
-    "ERR_NOT_ASYNC",
     "ERR_PING",
     "ERR_SERIALIZER",
     "ERR_TIMEOUT",
     "SCAN_COUNT",
-    "JsonSerializer",
-    "Key",
-    "PickleSerializer",
-    "Serializer",
     "TieredCache",
-    "TieredCached",
-    "cached_tiered",
 ]

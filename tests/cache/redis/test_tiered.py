@@ -22,16 +22,7 @@ from redis.backoff import NoBackoff
 from asgi_perf import PerfRegistry, metrics_app
 from asgi_perf.cache import ERR_JITTER, ERR_TTL, LRUCache, TTLCache
 from asgi_perf.cache._flights import Flight
-from asgi_perf.cache.redis._codec import encode_key
-from asgi_perf.cache.redis._stats import (
-    ERR_TIER_DUPLICATE,
-    LOG_INTERVAL,
-    CircuitBreaker,
-    RateLimitedLog,
-    TierStats,
-)
-from asgi_perf.cache.redis._subscriber import BACKOFF_CAP, BACKOFF_FIRST, Subscriber
-from asgi_perf.cache.redis._tiered import (
+from asgi_perf.cache.redis import (
     ERR_BREAKER,
     ERR_CLIENT,
     ERR_DECODE,
@@ -47,6 +38,15 @@ from asgi_perf.cache.redis._tiered import (
     TieredCache,
     cached_tiered,
 )
+from asgi_perf.cache.redis._codec import encode_key
+from asgi_perf.cache.redis._stats import (
+    ERR_TIER_DUPLICATE,
+    LOG_INTERVAL,
+    CircuitBreaker,
+    RateLimitedLog,
+    TierStats,
+)
+from asgi_perf.cache.redis._subscriber import BACKOFF_CAP, BACKOFF_FIRST, Subscriber
 from asgi_perf.testing import sample, scrape
 
 from ..._server import ROOT, free_port
