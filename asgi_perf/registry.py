@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from ._checks import check, is_int_at_least
 from ._labels import OVERFLOW, SeriesCap
+from ._native import NativeHistograms
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
 
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
     from .operations import Summary, Timer, TimerStats
 
 logger = logging.getLogger("asgi_perf")
+WARN_NATIVE_SHARED = (
+    "native histograms are not kept in multi-worker mode (PROMETHEUS_MULTIPROC_DIR is set): "
+    "the duration histograms keep their classic buckets only"
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -147,6 +152,11 @@ class PerfRegistry:
     :param namespace: optional prefix for every metric name (``myapp`` -> ``myapp_http_...``).
     :param max_series_per_metric: hard cap on label combinations per metric; the excess is folded
         into an ``__overflow__`` series and counted in ``asgi_perf_series_overflow_total``.
+    :param native_histograms: also keep Prometheus native (sparse exponential) buckets in the
+        duration histograms (HTTP duration and TTFB, SQL queries, Socket.IO handlers, timers),
+        served over the protobuf exposition: ``True`` for the defaults or a
+        :class:`~asgi_perf.NativeHistograms` (schema, zero threshold, bucket limit, classic
+        buckets kept or not). Off by default.
     """
 
     def __init__(
@@ -155,6 +165,7 @@ class PerfRegistry:
         *,
         namespace: str = "",
         max_series_per_metric: int = DEFAULT_MAX_SERIES,
+        native_histograms: NativeHistograms | bool | None = None,
     ) -> None:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
@@ -165,6 +176,8 @@ class PerfRegistry:
         )
         self.namespace = namespace
         self.max_series_per_metric = max_series_per_metric
+        #: How duration histograms keep native buckets (``None``: classic buckets only).
+        self.native: NativeHistograms | None = NativeHistograms.resolve(native_histograms)
         self.started_at = time.time()
         self._lock = threading.RLock()
         self._metrics: dict[str, BoundedMetric] = {}
@@ -183,6 +196,10 @@ class PerfRegistry:
         directory = os.environ.get(MULTIPROC_ENV)
         if directory:
             self.shared = SharedStore(directory)
+            if self.native is not None:
+                # Shared-memory slots have a fixed size; sparse buckets do not fit them (yet).
+                logger.warning(WARN_NATIVE_SHARED)
+                self.native = None
         # Self-metrics exist from the start so a dashboard can alert on them before they move.
         self._errors = self.counter("asgi_perf_instrumentation_errors_total")
         self._overflows = self.counter("asgi_perf_series_overflow_total")

@@ -18,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from .._types import OWN_ENDPOINT_KEY, Message, Receive, Scope, Send
 from ..registry import PerfRegistry
 from ._multiprocess import MULTIPROCESS
+from ._protobuf import PROTOBUF_TYPE, ProtobufRenderer, parse_accept
 from ._render import RenderError, Renderers
 
 ERR_TOKEN = "token must be a non-empty string"
@@ -44,6 +45,8 @@ OPS_ENDPOINTS = frozenset(
 
 #: Responses smaller than this are sent uncompressed: gzip would cost more than it saves.
 GZIP_MIN_SIZE = 500
+#: Distinct Accept headers whose negotiation is remembered (scrapers send one each).
+MAX_ACCEPT_CACHE = 64
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -129,6 +132,8 @@ class MetricsApp:
         self._gzip = gzip
         self._in_thread = render_in_thread
         self._fast = Renderers()
+        self._protobuf = ProtobufRenderer()
+        self._wants_protobuf: dict[str, bool] = {}
         self.operations = operations
         if operations and not (token or basic_auth or networks):
             logger.warning(WARN_OPEN_OPERATIONS)
@@ -234,8 +239,18 @@ class MetricsApp:
             extra.append((b"content-encoding", encoding.encode("ascii")))
         await _respond(send, 200, body, content_type, extra, head=head)
 
+    def _protobuf_first(self, accept: str) -> bool:
+        known = self._wants_protobuf.get(accept)
+        if known is None:
+            known = parse_accept(accept)
+            if len(self._wants_protobuf) < MAX_ACCEPT_CACHE:
+                self._wants_protobuf[accept] = known
+        return known
+
     def _renderer(self, accept: str, wants_gzip: bool) -> Callable[[], tuple[bytes, str, str]]:
-        encoder, content_type = choose_encoder(accept)
+        protobuf = self._protobuf if self._protobuf_first(accept) else None
+        # The text format a protobuf scrape falls back to is the 0.0.4 one every scraper reads.
+        encoder, content_type = choose_encoder("" if protobuf is not None else accept)
         fast = self._fast.for_encoder(encoder)
         registry = self.prometheus
         merged = self.perf.find_component(MULTIPROCESS) if self.perf is not None else None
@@ -244,7 +259,17 @@ class MetricsApp:
 
         def render() -> tuple[bytes, str, str]:
             body: Any = None
-            if fast is not None:
+            served = content_type
+            if protobuf is not None:
+                try:
+                    body = protobuf.render(registry)
+                    served = PROTOBUF_TYPE
+                except RenderError as exc:
+                    # The scrape is served as text, which every scraper that asks for protobuf
+                    # also reads.
+                    if self.perf is not None:
+                        self.perf.report_error("exposition", exc)
+            if body is None and fast is not None:
                 try:
                     body = fast.render(registry)
                 except RenderError as exc:
@@ -254,8 +279,8 @@ class MetricsApp:
             if body is None:
                 body = encoder(registry)
             if wants_gzip and len(body) >= GZIP_MIN_SIZE:
-                return gzip.compress(body, compresslevel=5), "gzip", content_type
-            return body, "", content_type
+                return gzip.compress(body, compresslevel=5), "gzip", served
+            return body, "", served
 
         return render
 

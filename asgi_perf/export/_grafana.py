@@ -45,7 +45,20 @@ def _panel(
 
 
 def _p95(q: _Q, metric: str, by: str) -> str:
-    return f"histogram_quantile(0.95, sum by ({by}, le) (rate({q(metric + '_bucket')}[$__rate_interval])))"
+    return quantile_expr(0.95, q(metric + "_bucket"), q(metric), by, "$__rate_interval")
+
+
+def quantile_expr(quantile: float, buckets: str, native: str, by: str, window: str) -> str:
+    """``histogram_quantile`` over the classic ``_bucket`` series, ``or`` over the native series
+    where a Prometheus with native histograms on ingested them instead (one expression serves
+    both ways of scraping)."""
+    group = f"{by}, le" if by else "le"
+    classic = f"histogram_quantile({quantile}, sum by ({group}) (rate({buckets}[{window}])))"
+    if by:
+        return (
+            f"{classic} or histogram_quantile({quantile}, sum by ({by}) (rate({native}[{window}])))"
+        )
+    return f"{classic} or histogram_quantile({quantile}, sum(rate({native}[{window}])))"
 
 
 def grafana_dashboard(namespace: str = "", title: str = "asgi-perf") -> dict[str, Any]:
@@ -73,7 +86,13 @@ def grafana_dashboard(namespace: str = "", title: str = "asgi-perf") -> dict[str
                     "p95 latency",
                     [
                         _target(
-                            f"histogram_quantile(0.95, sum by (le) (rate({q('http_request_duration_seconds_bucket')}{ri})))",
+                            quantile_expr(
+                                0.95,
+                                q("http_request_duration_seconds_bucket"),
+                                q("http_request_duration_seconds"),
+                                "",
+                                "$__rate_interval",
+                            ),
                             "p95",
                         )
                     ],

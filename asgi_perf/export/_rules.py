@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from ..catalogue import exposed_name
-from ._grafana import grafana_dashboard
+from ._grafana import grafana_dashboard, quantile_expr
 
 DEFAULT_WINDOW = "5m"
 _WINDOW = re.compile(r"^[1-9][0-9]*[smhd]$")
@@ -70,16 +70,22 @@ def prometheus_rules(namespace: str = "", window: str = DEFAULT_WINDOW) -> dict[
         },
         {
             "record": p95_route,
-            "expr": (
-                "histogram_quantile(0.95, sum by (job, route, le) "
-                f"(rate({m('http_request_duration_seconds_bucket')}[{w}])))"
+            "expr": quantile_expr(
+                0.95,
+                m("http_request_duration_seconds_bucket"),
+                m("http_request_duration_seconds"),
+                "job, route",
+                w,
             ),
         },
         {
             "record": p95_db,
-            "expr": (
-                "histogram_quantile(0.95, sum by (job, engine, le) "
-                f"(rate({m('db_query_duration_seconds_bucket')}[{w}])))"
+            "expr": quantile_expr(
+                0.95,
+                m("db_query_duration_seconds_bucket"),
+                m("db_query_duration_seconds"),
+                "job, engine",
+                w,
             ),
         },
         {

@@ -10,6 +10,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram, bucket_labels
 from .._labels import OVERFLOW, STANDARD_METHODS
+from .._native import NativeHistograms, add_histogram
 from .._shared import SharedStore
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
@@ -26,7 +27,7 @@ class _RouteSeries:
 
     def __init__(self, stats: HttpStats) -> None:
         self.by_status: dict[str, PlainHistogram] = {}
-        self.ttfb = PlainHistogram(stats.ttfb_buckets)
+        self.ttfb = stats.new_histogram(stats.ttfb_buckets)
         # Body sizes are summaries (count + sum): the count is the request count, so only the
         # sums are stored. A size distribution is rarely read and its bucket search per
         # request cost more than the rest of the recording together.
@@ -67,6 +68,9 @@ class HttpStats(CatalogueCollector):
         self.in_progress: dict[str, int] = dict.fromkeys(sorted(STANDARD_METHODS), 0)
         self.in_progress["OTHER"] = 0
         self.exceptions: dict[tuple[str, str, str], int] = {}
+
+    def new_histogram(self, bounds: tuple[float, ...]) -> PlainHistogram:
+        return PlainHistogram(bounds)
 
     def check_buckets(self, duration: tuple[float, ...], ttfb: tuple[float, ...]) -> None:
         if (duration, ttfb) != (self.duration_buckets, self.ttfb_buckets):
@@ -119,7 +123,7 @@ class HttpStats(CatalogueCollector):
             hist = series.by_status.get(status)
             if hist is not None:
                 return hist
-        hist = series.by_status[status] = PlainHistogram(self.duration_buckets)
+        hist = series.by_status[status] = self.new_histogram(self.duration_buckets)
         self.series_count += 1
         return hist
 
@@ -142,21 +146,61 @@ class HttpStats(CatalogueCollector):
             for method, series in list(by_method.items()):
                 served = 0
                 for status, hist in list(series.by_status.items()):
-                    buckets, total, count = hist.cumulative()
-                    served += count
                     labels = [method, route, status]
+                    count = add_histogram(duration, labels, hist)
+                    served += count
                     requests.add_metric(labels, count)
-                    duration.add_metric(labels, buckets, total)
                 req_size.add_metric([method, route], served, series.request_bytes)
                 resp_size.add_metric([method, route], served, series.response_bytes)
-                buckets, total, count = series.ttfb.cumulative()
-                if count:
-                    ttfb.add_metric([method, route], buckets, total)
+                if series.ttfb.count:
+                    add_histogram(ttfb, [method, route], series.ttfb)
         for method, value in list(self.in_progress.items()):
             f["http_requests_in_progress"].add_metric([method], value)
         for key, value in list(self.exceptions.items()):
             f["http_exceptions_total"].add_metric(list(key), value)
         return iter(f.values())
+
+
+class NativeHttpStats(HttpStats):
+    """:class:`HttpStats` whose duration and TTFB histograms also keep native buckets
+    (``PerfRegistry(native_histograms=...)``); chosen at construction, so the classic-only
+    request path is untouched."""
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        native: NativeHistograms,
+    ) -> None:
+        self.native = native
+        super().__init__(registry, duration_buckets, ttfb_buckets)
+
+    def new_histogram(self, bounds: tuple[float, ...]) -> PlainHistogram:
+        return self.native.histogram(bounds)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        by_method = self.routes.get(route)
+        series = by_method.get(method) if by_method is not None else None
+        if series is None:
+            series, route = self._new_series(method, route)
+        hist = series.by_status.get(status)
+        if hist is None:
+            hist = self._new_status(series, route, status)
+        hist.observe(duration)
+        if ttfb is not None:
+            series.ttfb.observe(ttfb)
+        series.request_bytes += request_bytes
+        series.response_bytes += response_bytes
 
 
 #: The registry's HTTP series, shared by every middleware on it.

@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram, check_buckets, quantile
 from .._labels import NameLimiter
+from .._native import NativeHistograms, add_histogram
 from .._shared import COUNTER, SharedCounterDict, SharedPlainHistogram, SharedStore
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry
@@ -58,6 +59,16 @@ class _Series:
         self.min = math.inf
         self.max = -math.inf
         self.errors = 0
+
+
+class _NativeSeries(_Series):
+    """A timer whose histogram also keeps native buckets (``PerfRegistry(native_histograms=)``)."""
+
+    __slots__ = ()
+
+    def __init__(self, bounds: tuple[float, ...], native: NativeHistograms) -> None:
+        super().__init__(bounds)
+        self.hist = native.histogram(bounds)
 
 
 class _SharedSeries(_Series):
@@ -139,6 +150,9 @@ class Timings(CatalogueCollector):
         self._timers: dict[str, _Series] = {}
         self._counters: MutableMapping[str, float] = {}
         self._new_series: Callable[[str], _Series] = lambda _name: _Series(self.bounds)
+        native = registry.native
+        if native is not None:
+            self._new_series = lambda _name: _NativeSeries(self.bounds, native)
         self._lock = threading.Lock()
         store = registry.shared
         if store is not None:
@@ -297,11 +311,10 @@ class Timings(CatalogueCollector):
     def collect(self) -> Iterator[Metric]:
         f = self.families()
         with self._lock:
-            timers = [(name, s.hist.cumulative(), s.errors) for name, s in self._timers.items()]
+            for name, series in self._timers.items():
+                add_histogram(f["app_timer_duration_seconds"], [name], series.hist)
+                f["app_timer_errors_total"].add_metric([name], series.errors)
             counters = list(self._counters.items())
-        for name, (buckets, total, _count), n_errors in timers:
-            f["app_timer_duration_seconds"].add_metric([name], buckets, total)
-            f["app_timer_errors_total"].add_metric([name], n_errors)
         for name, value in counters:
             f["app_events_total"].add_metric([name], value)
         return iter(f.values())

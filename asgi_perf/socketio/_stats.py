@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
+from .._native import add_histogram
 from .._shared import SharedCounterDict, SharedPlainHistogram
 from ..catalogue import COUNT_BUCKETS, LATENCY_BUCKETS
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
@@ -113,6 +114,9 @@ class SocketIOStats(CatalogueCollector):
 
     def _histogram(self, name: str, bounds: tuple[float, ...], key: Key) -> PlainHistogram:
         if self._shared is None:
+            native = self.registry.native
+            if native is not None and name == "socketio_handler_duration_seconds":
+                return native.histogram(bounds)
             return PlainHistogram(bounds)
         spec = self.registry.spec(name)
         labels = list(zip(spec.labels, key, strict=True))
@@ -162,8 +166,7 @@ class SocketIOStats(CatalogueCollector):
                 family.add_metric(key, value)
         handler = f["socketio_handler_duration_seconds"]
         for key, hist in list(self.handler.items()):
-            buckets, total, _ = hist.cumulative()
-            handler.add_metric(key, buckets, total)
+            add_histogram(handler, list(key), hist)
         for name, hist in (
             ("socketio_batch_items", self.batch_items),
             ("socketio_batch_wait_seconds", self.batch_wait),

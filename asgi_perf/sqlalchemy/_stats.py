@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
+from .._native import add_histogram
 from .._shared import SharedPlainHistogram
 from ..catalogue import LATENCY_BUCKETS, QUERY_COUNT_BUCKETS
 from ..registry import SLOW_QUERIES, CatalogueCollector, ComponentKey, PerfRegistry
@@ -99,6 +100,9 @@ class SqlStats(CatalogueCollector):
     ) -> PlainHistogram:
         """A histogram of ``metric`` in the store this registry records into."""
         if self._shared is None:
+            native = self.registry.native
+            if native is not None and metric == "db_query_duration_seconds":
+                return native.histogram(bounds)
             return PlainHistogram(bounds)
         spec = self.registry.spec(metric)
         name = self.registry.metric_name(metric)
@@ -154,7 +158,8 @@ class SqlStats(CatalogueCollector):
         for name, series in list(self.engines.items()):
             with series.lock:
                 # Copy under the writers' lock so _count always equals the +Inf bucket.
-                snap = [(key, h.cumulative()) for key, h in list(series.durations.items())]
+                for (operation, outcome), hist in list(series.durations.items()):
+                    add_histogram(durations, [name, operation, outcome], hist)
                 other = [
                     (family, h.cumulative())
                     for family, h in (
@@ -163,8 +168,6 @@ class SqlStats(CatalogueCollector):
                         (per_time, series.per_request_time),
                     )
                 ]
-            for (operation, outcome), (buckets, total, _) in snap:
-                durations.add_metric([name, operation, outcome], buckets, total)
             for family, (buckets, total, count) in other:
                 if count:
                     family.add_metric([name], buckets, total)
