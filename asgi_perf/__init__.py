@@ -9,6 +9,7 @@ needs only ``prometheus-client``. ``docs/architecture.md`` draws the layout and 
 
 from .__about__ import __version__
 from ._labels import OTHER, OVERFLOW, UNMATCHED
+from ._native import NativeHistograms
 from .catalogue import CATALOGUE, MetricSpec
 from .export import MetricsApp, metrics_app
 from .http import PerfMiddleware, RouteResolver, instrument
@@ -21,6 +22,7 @@ __all__ = [
     "UNMATCHED",
     "MetricSpec",
     "MetricsApp",
+    "NativeHistograms",
     "PerfMiddleware",
     "PerfRegistry",
     "RouteResolver",
