@@ -10,7 +10,8 @@ prefixes, so a scrape mostly packs numbers.
 Families map as Prometheus' Go client maps them: counters (named with ``_total``), gauges,
 summaries, histograms (classic buckets and, where a collector attached them, native buckets),
 gauge histograms; info (``_info``) and stateset families are gauges; unknown ones untyped.
-``_created`` samples are left out, as older Go clients do. A family this encoder cannot represent
+Exemplars ride on counters and buckets. ``_created`` samples are left out, as older Go clients
+do. A family this encoder cannot represent
 raises :class:`~asgi_perf.export._render.RenderError`, and the scrape is served as text instead.
 """
 
@@ -106,6 +107,22 @@ def native_fields(snap: NativeSnapshot) -> bytes:
     if not snap.positive.spans and not snap.negative.spans and not snap.zero_count:
         # An empty native histogram still needs a (0, 0) span, or it reads as a classic one.
         out.append(_field(0x62, b"\x08\x00\x10\x00"))
+    return b"".join(out)
+
+
+def _exemplar(exemplar: Any) -> bytes:
+    """``Exemplar { repeated LabelPair label = 1; double value = 2; Timestamp timestamp = 3; }``"""
+    out = [_label_pair(k, v) for k, v in sorted(exemplar.labels.items())]
+    out.append(b"\x11" + _double(exemplar.value))
+    ts = exemplar.timestamp
+    if ts is not None:
+        seconds = getattr(ts, "sec", None)
+        if seconds is None:
+            whole = math.floor(float(ts))
+            seconds, nanos = whole, min(round((float(ts) - whole) * 1e9), 999_999_999)
+        else:
+            nanos = ts.nsec
+        out.append(_field(0x1A, b"\x08" + varint(seconds) + b"\x10" + varint(nanos)))
     return b"".join(out)
 
 
@@ -205,7 +222,10 @@ class ProtobufRenderer:
                 if sample_name == created:
                     continue
                 raise RenderError(f"sample {sample_name!r} does not belong to {name!r}")
-            body = self._label_bytes(sample[1]) + _field(tag, b"\x09" + _double(sample[2]))
+            value = b"\x09" + _double(sample[2])
+            if kind == COUNTER and sample[4] is not None:
+                value += _field(0x12, _exemplar(sample[4]))  # Counter.exemplar = 2
+            body = self._label_bytes(sample[1]) + _field(tag, value)
             parts.append(_field(0x22, body + _timestamp(sample)))
         return b"".join(parts)
 
@@ -260,7 +280,10 @@ class ProtobufRenderer:
                     entry = series[key] = [labels, None, None, [], sample]
                 le = labels["le"]
                 if le != "+Inf":
-                    entry[3].append(_count(0x08, 0x21, value) + self._bound(le))
+                    bucket = _count(0x08, 0x21, value) + self._bound(le)
+                    if sample[4] is not None:
+                        bucket += _field(0x1A, _exemplar(sample[4]))  # Bucket.exemplar = 3
+                    entry[3].append(bucket)
                 elif entry[1] is None:
                     entry[1] = value
             elif name in (count_name, sum_name):

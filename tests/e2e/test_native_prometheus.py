@@ -157,7 +157,11 @@ def test_native_and_classic_prometheus_agree_on_p99(
         )
         p95_rule = 'asgi_perf:http_request_duration_seconds:p95_5m{route="/sleep/{ms}"}'
         for prom in (native, classic):
-            wait_until(lambda p=prom: p.scalar(p95_rule) is not None, "the p95 rule answers")
+
+            def answers(p: Server = prom) -> bool:
+                return p.scalar(p95_rule) is not None
+
+            wait_until(answers, "the p95 rule answers")
             p95 = prom.scalar(p95_rule)
             assert p95 is not None
             assert 0 < p95 < 0.5
