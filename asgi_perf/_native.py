@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from dataclasses import dataclass
+from math import frexp
 from typing import Any, NamedTuple
 
 from ._checks import check, is_finite, is_int_at_least
@@ -194,6 +195,7 @@ class NativeHistogram(PlainHistogram):
 
     __slots__ = (
         "_frac_bounds",
+        "_per_power",
         "max_buckets",
         "negative",
         "positive",
@@ -214,28 +216,27 @@ class NativeHistogram(PlainHistogram):
         self._set_schema(schema)
 
     def _set_schema(self, schema: int) -> None:
-        self._frac_bounds = _FRAC_BOUNDS.get(schema, ())
+        bounds = _FRAC_BOUNDS.get(schema, ())
+        self._frac_bounds = bounds
+        self._per_power = len(bounds)  # buckets per power of two; 0 for schema <= 0
         self.schema = schema
 
     def observe(self, value: float) -> None:
+        # PlainHistogram.observe, then the native bucket, inlined: this runs once per request.
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
-        self.observe_native(value)
-
-    def observe_native(self, value: float) -> None:
-        """Count ``value`` in its native bucket (the classic part is the caller's)."""
-        if -self.zero_threshold <= value <= self.zero_threshold:
-            self.zero_count += 1
-            return
-        frac, exp = math.frexp(value)
-        if value > 0:
+        if value > self.zero_threshold:
             buckets = self.positive
-        else:
+        elif value < -self.zero_threshold:
             buckets = self.negative
-            frac = -frac
-        bounds = self._frac_bounds
-        if bounds:
-            key = bisect_left(bounds, frac) + (exp - 1) * len(bounds)
+            value = -value
+        else:
+            self.zero_count += 1  # NaN too: it has no bucket, and the count must include it
+            return
+        frac, exp = frexp(value)
+        per_power = self._per_power
+        if per_power:
+            key = bisect_left(self._frac_bounds, frac) + (exp - 1) * per_power
         else:
             # Schema <= 0: a bucket spans 2 ** -schema powers of two. An exact power of two
             # (mantissa 0.5) belongs to the bucket below, as bucket upper bounds are inclusive.
@@ -243,12 +244,13 @@ class NativeHistogram(PlainHistogram):
                 exp -= 1
             shift = -self.schema
             key = (exp + (1 << shift) - 1) >> shift
-        if key in buckets:
-            buckets[key] += 1
-        else:
+        count = buckets.get(key)
+        if count is None:
             buckets[key] = 1
             if len(self.positive) + len(self.negative) > self.max_buckets:
                 self._reduce()
+        else:
+            buckets[key] = count + 1
 
     def _reduce(self) -> None:
         """Lower the schema until the populated buckets fit in ``max_buckets`` (or -4)."""

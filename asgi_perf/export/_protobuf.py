@@ -216,16 +216,20 @@ class ProtobufRenderer:
         allowed = {base + suffix for suffix in suffixes}
         created = base + "_created"
         parts = [self._header(name, metric.documentation, kind)]
+        tag_byte = _SMALL[tag]
         for sample in metric.samples:
             sample_name = sample[0]
             if sample_name not in allowed:
                 if sample_name == created:
                     continue
                 raise RenderError(f"sample {sample_name!r} does not belong to {name!r}")
-            value = b"\x09" + _double(sample[2])
             if kind == COUNTER and sample[4] is not None:
+                value = b"\x09" + _double(sample[2])
                 value += _field(0x12, _exemplar(sample[4]))  # Counter.exemplar = 2
-            body = self._label_bytes(sample[1]) + _field(tag, value)
+                body = self._label_bytes(sample[1]) + _field(tag, value)
+            else:
+                # Counter/Gauge/Untyped { double value = 1; }: always 9 bytes.
+                body = self._label_bytes(sample[1]) + tag_byte + b"\x09\x09" + _double(sample[2])
             parts.append(_field(0x22, body + _timestamp(sample)))
         return b"".join(parts)
 
@@ -270,36 +274,58 @@ class ProtobufRenderer:
         sum_name = base + ("_gsum" if gauge else "_sum")
         bucket_name = base + "_bucket"
         native: NativeFamily | None = getattr(metric, "native", None)
+        bounds = self._bounds
+        # Keyed by the label items in the collector's order (``le`` last in a bucket, as
+        # prometheus_client builds them): one tuple per sample, no sort. A series seen under
+        # another order is found through its sorted items, computed once per series.
         series: dict[tuple[Any, ...], list[Any]] = {}
+        by_sorted: dict[tuple[Any, ...], list[Any]] = {}
         for sample in metric.samples:
             name, labels, value = sample[0], sample[1], sample[2]
+            items = tuple(labels.items())
             if name == bucket_name:
-                key = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
-                entry = series.get(key)
-                if entry is None:
-                    entry = series[key] = [labels, None, None, [], sample]
-                le = labels["le"]
-                if le != "+Inf":
-                    bucket = _count(0x08, 0x21, value) + self._bound(le)
-                    if sample[4] is not None:
-                        bucket += _field(0x1A, _exemplar(sample[4]))  # Bucket.exemplar = 3
-                    entry[3].append(bucket)
-                elif entry[1] is None:
-                    entry[1] = value
-            elif name in (count_name, sum_name):
-                key = tuple(sorted(labels.items()))
-                entry = series.get(key)
-                if entry is None:
-                    entry = series[key] = [labels, None, None, [], sample]
-                if name == count_name:
-                    entry[1] = value
+                if items and items[-1][0] == "le":
+                    items = items[:-1]
                 else:
-                    entry[2] = value
-            elif name != base + "_created":
+                    items = tuple(item for item in items if item[0] != "le")
+            elif name not in (count_name, sum_name):
+                if name == base + "_created":
+                    continue
                 raise RenderError(f"sample {name!r} does not belong to histogram {base!r}")
+            entry = series.get(items)
+            if entry is None:
+                ordered = tuple(sorted(items))
+                entry = by_sorted.get(ordered)
+                if entry is None:
+                    entry = by_sorted[ordered] = [labels, None, None, [], sample, ordered]
+                series[items] = entry
+            if name == bucket_name:
+                le = labels["le"]
+                if le == "+Inf":
+                    if entry[1] is None:
+                        entry[1] = value
+                    continue
+                bound = bounds.get(le)
+                if bound is None:
+                    bound = self._bound(le)
+                exemplar = sample[4]
+                if exemplar is None and type(value) is int and value >= 0:
+                    # Bucket { cumulative_count = 1; upper_bound = 2; } framed as Histogram's
+                    # field 3, built in one concatenation: the common case, once per bucket.
+                    v = _SMALL[value] if value < 0x80 else varint(value)
+                    entry[3].append(b"\x1a" + _SMALL[10 + len(v)] + b"\x08" + v + bound)
+                else:
+                    bucket = _count(0x08, 0x21, value) + bound
+                    if exemplar is not None:
+                        bucket += _field(0x1A, _exemplar(exemplar))  # Bucket.exemplar = 3
+                    entry[3].append(_field(0x1A, bucket))
+            elif name == count_name:
+                entry[1] = value
+            else:
+                entry[2] = value
         parts = [self._header(base, metric.documentation, GAUGE_HISTOGRAM if gauge else HISTOGRAM)]
-        for key, (labels, count, total, buckets, sample) in series.items():
-            snap = native.series.get(key) if native is not None else None
+        for labels, count, total, buckets, sample, ordered in by_sorted.values():
+            snap = native.series.get(ordered) if native is not None else None
             body: list[bytes] = []
             if snap is not None:
                 body.append(b"\x08" + varint(snap.observations))
@@ -307,7 +333,7 @@ class ProtobufRenderer:
                 body.append(_count(0x08, 0x21, count))
             if total is not None:
                 body.append(b"\x11" + _double(total))
-            body.extend(_field(0x1A, b) for b in buckets)
+            body.extend(buckets)
             if snap is not None:
                 body.append(native_fields(snap))
             parts.append(
