@@ -36,6 +36,7 @@ CORE = frozenset(
         "catalogue",
         "_labels",
         "_histogram",
+        "_native",
         "_shared",
         "_types",
         "_checks",
