@@ -530,3 +530,44 @@ async def test_protobuf_is_gzipped_and_falls_back_to_text() -> None:
         "asgi_perf_instrumentation_errors_total", {"component": "exposition"}
     )
     assert errors == 1.0
+
+
+def test_exemplar_timestamps_and_label_order() -> None:
+    """An exemplar's Timestamp becomes seconds and nanos; a histogram whose ``le`` is not the
+    last label, or whose count comes with its labels in another order, is still one series
+    (and its ``_created`` sample is left out)."""
+    from prometheus_client.samples import Timestamp
+
+    counter = CounterMetricFamily("jobs", "J.", labels=["a"])
+    counter.add_metric(["x"], 2.0)
+    counter.samples[0] = counter.samples[0]._replace(
+        exemplar=Exemplar({"trace": "t1"}, 1.0, Timestamp(5, 250))
+    )
+    hist = Metric("h", "H.", "histogram")
+    hist.add_sample("h_bucket", {"le": "1", "a": "x", "b": "y"}, 1)
+    hist.add_sample("h_bucket", {"le": "+Inf", "a": "x", "b": "y"}, 2)
+    hist.add_sample("h_count", {"b": "y", "a": "x"}, 2)
+    hist.add_sample("h_sum", {"a": "x", "b": "y"}, 3.5)
+    hist.add_sample("h_created", {"a": "x", "b": "y"}, 1e9)
+    jobs, h = decode(ProtobufRenderer().render(Families([counter, hist])))
+    exemplar = one(one(jobs["metric"][0], "counter"), "exemplar")
+    assert one(exemplar, "timestamp") == {"seconds": [5], "nanos": [250]}
+    assert labels(exemplar) == [("trace", "t1")]
+    [metric] = h["metric"]
+    assert labels(metric) == [("a", "x"), ("b", "y")]
+    histogram = one(metric, "histogram")
+    assert (one(histogram, "sample_count"), one(histogram, "sample_sum")) == (2, 3.5)
+    assert [one(b, "cumulative_count") for b in histogram["bucket"]] == [1]
+
+
+async def test_a_plain_registry_falls_back_to_text_too() -> None:
+    """A plain CollectorRegistry served over protobuf falls back to text when a family cannot be
+    encoded (there is no PerfRegistry to count it in)."""
+    registry = CollectorRegistry()
+    odd = Metric("odd", "O.", "unknown")
+    odd.type = "mystery"
+    registry.register(Families([odd]))
+    app = metrics_app(registry, render_in_thread=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        r = await client.get("/metrics", headers={"accept": PROTOBUF_TYPE})
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
