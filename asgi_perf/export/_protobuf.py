@@ -62,7 +62,7 @@ def zigzag(value: int) -> int:
 
 def _field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field (``tag`` already includes wire type 2)."""
-    return _SMALL[tag] + varint(len(payload)) + payload if tag < 0x80 else b""
+    return _SMALL[tag] + varint(len(payload)) + payload
 
 
 def _text(tag: int, text: str) -> bytes:
