@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from math import frexp
 from typing import Any, NamedTuple
 
+from prometheus_client.utils import floatToGoString
+
 from ._checks import check, is_finite, is_int_at_least
 from ._histogram import PlainHistogram
 
@@ -264,6 +266,29 @@ class NativeHistogram(PlainHistogram):
         # the buckets sees whether it raced this change (see snapshot()).
         self.positive, self.negative = positive, negative
         self._set_schema(schema)
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float, int]:
+        """With classic buckets, theirs; native only, the native buckets' upper bounds as ``le``
+        pairs, so quantile estimates (timer stats, summaries) keep the native resolution."""
+        if self.bounds:
+            return super().cumulative()
+        snap = self.snapshot()
+        base = 2.0 ** (2.0**-snap.schema)
+        bounds: list[tuple[float, int]] = []
+        # Negative buckets, most negative first: bucket i holds [-base**i, -base**(i-1)).
+        for index, count in sorted(expand(snap.negative).items(), reverse=True):
+            bounds.append((-(base ** (index - 1)), count))
+        bounds.append((snap.zero_threshold, snap.zero_count))
+        bounds.extend(
+            (base**index, count) for index, count in sorted(expand(snap.positive).items())
+        )
+        out: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in bounds:
+            running += count
+            out.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
+        out.append(("+Inf", running))
+        return out, snap.sum, running
 
     def snapshot(self) -> NativeSnapshot:
         """The native part, copied consistently (a scrape may race observations)."""

@@ -334,3 +334,41 @@ def test_every_duration_histogram_keeps_native_buckets() -> None:
     assert schema("socketio_batch_wait_seconds") is None
     assert schema("db_pool_checkout_seconds") is None
     engine.dispose()
+
+
+def test_native_only_quantiles_keep_the_native_resolution() -> None:
+    """Native only, ``cumulative()`` (what timer stats and summaries estimate quantiles from)
+    gives the native buckets' bounds: a timer's p50 is within one native bucket of the truth."""
+    from asgi_perf._histogram import quantile
+
+    hist = NativeHistograms(schema=3, classic=False).histogram((0.1, 1.0))
+    values = [0.001 * i for i in range(1, 1001)]  # 1 ms .. 1 s
+    for v in (*values, 0.0, -0.5):
+        hist.observe(v)
+    buckets, total, count = hist.cumulative()
+    assert count == len(values) + 2
+    assert math.isclose(total, sum(values) - 0.5)
+    assert buckets[-1][0] == "+Inf"
+    assert buckets[-1][1] == count
+    pairs = [(float(le), float(n)) for le, n in buckets]
+    assert pairs == sorted(pairs)
+    factor = 2 ** (2**-3)
+    assert 0.5 / factor <= quantile(0.5, pairs) <= 0.5 * factor
+    with_classic = NativeHistograms().histogram((0.1, 1.0))
+    with_classic.observe(0.5)
+    assert [le for le, _ in with_classic.cumulative()[0]] == ["0.1", "1.0", "+Inf"]
+
+
+def test_native_only_timer_stats() -> None:
+    """A timer of a native-only registry reports percentiles from the native buckets."""
+    from asgi_perf.operations._timing import Timings
+
+    registry = PerfRegistry(native_histograms=NativeHistograms(classic=False))
+    timings = Timings.of(registry)
+    for ms in range(1, 101):
+        timings.record("job", ms / 1000)
+    stats = registry.stats("job")
+    assert stats["count"] == 100
+    p50 = stats["p50"]
+    assert p50 is not None
+    assert 0.045 <= p50 <= 0.055
