@@ -99,9 +99,12 @@ class ComponentKey(Generic[T]):
 
 
 class SlowQueries(Protocol):
-    """What the SQLAlchemy integration shares with the summary: its most recent slow statements."""
+    """What the SQLAlchemy integration shares with the summary: its most recent slow statements
+    and the same grouped by statement fingerprint (count, p95, max, last seen)."""
 
     def recent(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    def groups(self, limit: int | None = None) -> list[dict[str, Any]]: ...
 
 
 #: The slow-query log: kept by the SQLAlchemy integration, read by the operations summary.

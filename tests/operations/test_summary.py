@@ -122,6 +122,20 @@ class SlowLog:
     def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
         return self.rows[:limit]
 
+    def groups(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return [
+            {
+                "engine": "main",
+                "operation": "UPDATE",
+                "fingerprint": "f1",
+                "sql": "UPDATE t SET a = ?",
+                "count": 2,
+                "p95": 2.0,
+                "max": 2.0,
+                "last_seen": 1.0,
+            }
+        ][:limit]
+
 
 def test_db_cache_socketio_sections_from_catalogue_samples(registry: PerfRegistry) -> None:
     """Samples made under the catalogue names appear in their sections with the right figures."""
@@ -142,6 +156,8 @@ def test_db_cache_socketio_sections_from_catalogue_samples(registry: PerfRegistr
     assert engine["p95"] is not None
     assert [q["fingerprint"] for q in engine["recent_slow"]] == ["f1"]
     assert len(summary["db"]["slow_queries"]) == 2
+    (group,) = summary["db"]["slow_query_groups"]
+    assert (group["fingerprint"], group["count"], group["p95"], group["max"]) == ("f1", 2, 2.0, 2.0)
     (cache,) = summary["cache"]["caches"]
     assert (cache["hits"], cache["misses"], cache["hit_ratio"]) == (30, 10, 0.75)
     assert (cache["entries"], cache["maxsize"]) == (40, 100)
@@ -163,7 +179,7 @@ def test_empty_registry_summary_has_every_section(registry: PerfRegistry) -> Non
     summary = registry.summary()
     assert summary["http"]["routes"] == []
     assert summary["http"]["error_rate"] is None
-    assert summary["db"] == {"engines": [], "slow_queries": []}
+    assert summary["db"] == {"engines": [], "slow_queries": [], "slow_query_groups": []}
     assert summary["cache"] == {"caches": []}
     assert summary["socketio"]["enabled"] is False
     assert summary["alerts"] == {"enabled": False, "firing": [], "pending": []}
@@ -239,6 +255,9 @@ def test_broken_slow_query_component_is_reported(registry: PerfRegistry) -> None
     class Broken:
         def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
             raise RuntimeError("broken")
+
+        def groups(self, limit: int | None = None) -> list[dict[str, Any]]:
+            raise AssertionError("not reached")  # pragma: no cover
 
     registry.component(SLOW_QUERIES, Broken)
     assert registry.summary()["db"]["slow_queries"] == []
