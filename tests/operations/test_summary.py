@@ -18,7 +18,12 @@ from asgi_perf.cache import LRUCache, TTLCache
 from asgi_perf.cache.redis import TieredCache
 from asgi_perf.operations import AlertManager, Summary, SystemFigures
 from asgi_perf.operations._keys import SUMMARIZER
-from asgi_perf.operations._summary import Summarizer, alert_figures
+from asgi_perf.operations._summary import (
+    BASELINE_SPACING,
+    MAX_WINDOW,
+    Summarizer,
+    alert_figures,
+)
 from asgi_perf.operations._system import ERR_NO_PSUTIL, SystemCollector, SystemSampler
 from asgi_perf.registry import SLOW_QUERIES
 from asgi_perf.testing import sample
@@ -469,3 +474,47 @@ async def test_summary_shows_a_redis_tier_from_the_real_redis(
     assert redis_b["circuit_open"] is False
     assert redis_b["get_p95"] is not None
     assert redis_b["get_p95"] > 0
+
+
+def test_window_reads_the_last_n_seconds(registry: PerfRegistry) -> None:
+    """build(window=N) reads from the newest baseline at least N seconds old, whatever the
+    monitor's window; the summary's window says which time it covered."""
+    clock = FakeClock(registry.started_at)
+    summarizer = Summarizer(registry, clock=clock)
+    hits = registry.counter("cache_requests_total").labels("c", "hit")
+    for _ in range(20):  # one hit per second, a build every second (every other one is kept)
+        clock.now += 1
+        hits.inc()
+        summarizer.build(advance=True)
+    clock.now += 1
+    summary = summarizer.build(window=5)
+    assert summary["window"]["seconds"] == 5
+    assert summary["cache"]["caches"][0]["window_requests"] == 4  # the hits at 17-20 s
+    # Baselines are 2 s apart: a 6 s window starts at the newest one at least 6 s old.
+    assert summarizer.build(window=6)["window"]["seconds"] == 7
+    # The default read stays on the monitor's window (the last advance, 1 s ago).
+    assert summarizer.build()["window"]["seconds"] == 1
+    # Longer than the registry has lived: everything since the start, honestly labelled.
+    whole = summarizer.build(window=MAX_WINDOW * 10)
+    assert whole["window"]["seconds"] == 21
+    assert whole["cache"]["caches"][0]["window_requests"] == 20
+
+
+def test_window_baselines_are_bounded(registry: PerfRegistry) -> None:
+    """Baselines are kept BASELINE_SPACING apart and only as far back as MAX_WINDOW needs."""
+    clock = FakeClock(registry.started_at)
+    summarizer = Summarizer(registry, clock=clock)
+    for _ in range(int(MAX_WINDOW) * 3):
+        clock.now += 0.5
+        summarizer.build()
+    kept = summarizer._baselines
+    assert len(kept) <= MAX_WINDOW / BASELINE_SPACING + 2
+    assert kept[0].at <= clock.now - MAX_WINDOW < kept[1].at + BASELINE_SPACING
+    assert summarizer.build(window=MAX_WINDOW)["window"]["seconds"] >= MAX_WINDOW
+
+
+@pytest.mark.parametrize("window", [0, -1, float("nan"), float("inf"), "30"])
+def test_bad_window_is_refused(registry: PerfRegistry, window: Any) -> None:
+    """A window that is not a positive number of seconds is a ValueError naming it."""
+    with pytest.raises(ValueError, match="window must be a number of seconds > 0"):
+        Summarizer.of(registry).build(window=window)
