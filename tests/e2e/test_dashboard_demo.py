@@ -3,7 +3,8 @@
 hover values, the console is clean and the CSP is never violated.
 
 ``ASGI_PERF_SCREENSHOTS=docs/img`` (``./scripts/screenshots``) writes the screenshots the docs
-show there instead of ``test-artifacts/``.
+show there instead of ``test-artifacts/``, after a longer run so the charts and the 30 s window
+are full.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .._server import ROOT, ServerFactory
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WIDTHS = (1280, 1920)
+#: Seconds of demo traffic before the page is loaded: a full window for the docs' screenshots.
+TRAFFIC_SECONDS = 35.0 if os.environ.get("ASGI_PERF_SCREENSHOTS") else 3.0
 #: Everything the page shows per table row, by (table id, row key, field).
 _CELLS = """
 Object.fromEntries([...document.querySelectorAll("table[id] tbody tr[data-key]")].flatMap((tr) =>
@@ -39,7 +42,6 @@ _TEXT = (
 #: Elements whose content is wider than their box and that do not scroll: clipped or spilling.
 _CLIPPED = """
 [...document.querySelectorAll("body *")].filter((e) => {
-  if (e.closest(".uplot") && !e.classList.contains("uplot")) return false;
   const x = getComputedStyle(e).overflowX;
   return e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0 && x !== "auto" && x !== "scroll";
 }).map((e) => e.tagName + "#" + e.id + "." + e.className + " " + e.scrollWidth + ">" + e.clientWidth)
@@ -105,7 +107,8 @@ def _check_against_json(page: Page, summary: dict[str, Any]) -> None:
     # One row per slow statement shape, not one per run.
     groups = summary["db"]["slow_query_groups"]
     (report,) = [g for g in groups if "demo_sleep" in g["sql"]]
-    assert report["count"] == engine["slow"] >= 5
+    assert report["count"] >= 5
+    assert sum(g["count"] for g in groups) == engine["slow"]
     row = f"slow-queries|{report['fingerprint']}|"
     assert cells[row + "count"] == str(report["count"])
     assert _ms(cells[row + "max"]) == pytest.approx(report["max"] * 1000, abs=0.051)
@@ -137,13 +140,22 @@ def _check_chart(page: Page) -> None:
     assert h > 50
     # Axes: a time axis and a value axis, each with its labelled ticks drawn by the library.
     assert page.evaluate("document.querySelectorAll('#chart-rate .u-axis').length") == 2
-    page.hover(left + w * 0.9, top + h / 2)
-    shown = page.wait_for(
-        "(() => { const v = document.querySelectorAll('#chart-rate .u-legend .u-value');"
-        " return v.length === 2 && v[0].textContent.includes(':') && v[1].textContent; })()"
+    legend = (
+        "[...document.querySelectorAll('#chart-rate .u-legend .u-value')].map((v) => v.textContent)"
     )
-    assert shown not in ("", "\u2013")
-    float(shown)  # the rate under the cursor, a number
+    # Off the plot the legend holds the latest point; under the cursor, the point there.
+    page.hover(1, 1)
+    idle_time, idle_value = page.wait_for(
+        f"(() => {{ const v = {legend}; return v[0].includes(':') && v; }})()"
+    )
+    float(idle_value)
+    page.hover(left + w * 0.05, top + h / 2)
+    hovered_time, hovered_value = page.wait_for(
+        f"(() => {{ const v = {legend}; return v[0] !== {idle_time!r} && v; }})()"
+    )
+    assert ":" in hovered_time
+    float(hovered_value)  # the rate under the cursor, a number
+    page.hover(1, 1)
 
 
 def test_demo_dashboard_in_chromium(server: ServerFactory) -> None:
@@ -151,7 +163,7 @@ def test_demo_dashboard_in_chromium(server: ServerFactory) -> None:
     its refresh, slow queries grouped, tables that fit, charts with axes and hover values; no
     console error, no CSP violation."""
     base = server("asgi_perf.demo:create_app", "--factory", ready_path="/metrics")
-    traffic = asyncio.run(generate(base, 3.0, 4, io.StringIO()))
+    traffic = asyncio.run(generate(base, TRAFFIC_SECONDS, 4, io.StringIO()))
     assert traffic.requests > 0
     _slow_reports(base, 5)
     with httpx.Client(base_url=base) as client:
@@ -171,5 +183,21 @@ def test_demo_dashboard_in_chromium(server: ServerFactory) -> None:
                 _check_layout(page, width)
                 _check_chart(page)
                 page.screenshot(_shots_dir() / f"dashboard-{width}.png", width)
+            # Narrower than the tables: they scroll inside their own boxes, the page does not.
+            page.resize(800, 900)
+            page.evaluate(
+                "new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))"
+            )
+            assert page.evaluate("document.documentElement.scrollWidth") <= 800
+            assert page.evaluate(_CLIPPED) == []
+            assert any(sw > cw for _, sw, cw in page.evaluate(_SCROLLERS))
             assert page.csp_violations() == []
             assert page.console == []
+            # The clipping check is not vacuous: a box that hides what overflows it is named.
+            page.evaluate(
+                "(() => { const d = document.createElement('div'); d.id = 'narrow';"
+                " d.style.width = '100px'; d.style.overflow = 'hidden';"
+                " d.style.whiteSpace = 'nowrap'; d.textContent = 'x'.repeat(200);"
+                " document.body.append(d); })()"
+            )
+            assert [c for c in page.evaluate(_CLIPPED) if c.startswith("DIV#narrow")]

@@ -97,6 +97,8 @@
         ],
         axes: [axis, Object.assign({ size: 56 }, axis)],
         cursor: { drag: { x: false, y: false } },
+        // Off the plot, the legend shows the latest point instead of blanks.
+        hooks: { setCursor: [(u) => { if (u.cursor.idx === null || u.cursor.idx === undefined) showLast(u); }] },
       },
       [[], []],
       el,
@@ -109,6 +111,11 @@
     return plot;
   }
 
+  function showLast(u) {
+    const n = u.data[0].length;
+    if (n) u.setLegend({ idx: n - 1 });
+  }
+
   function chart(id, times, values, label, fmt) {
     const plot = charts[id] || makeChart(id, label, fmt);
     const points = values.filter((v) => v !== null && v !== undefined);
@@ -116,6 +123,7 @@
     el.dataset.points = String(points.length);
     el.dataset.last = points.length ? fmt(points[points.length - 1]) : "";
     plot.setData([times, values]);
+    if (!(plot.cursor.left >= 0)) showLast(plot);
   }
 
   function renderSummary(s) {
