@@ -351,14 +351,15 @@ class PerfRegistry:
 
         return Timings.of(self).stats(name)
 
-    def summary(self) -> Summary:
-        """One JSON-able dict of every component's key figures.
+    def summary(self, window: float | None = None) -> Summary:
+        """One JSON-able dict of every component's key figures; ``window=N``: rates and
+        percentiles over the last N seconds (or a little more; at most 300).
 
         See :func:`asgi_perf.operations.build_summary`.
         """
         from .operations import build_summary
 
-        return build_summary(self)
+        return build_summary(self, window)
 
     def push(
         self,

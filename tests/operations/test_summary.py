@@ -513,6 +513,11 @@ def test_window_baselines_are_bounded(registry: PerfRegistry) -> None:
     assert summarizer.build(window=MAX_WINDOW)["window"]["seconds"] >= MAX_WINDOW
 
 
+def test_registry_summary_takes_the_window(registry: PerfRegistry) -> None:
+    """registry.summary(window=N) is the same read as Summarizer.build(window=N)."""
+    assert registry.summary(window=30)["window"]["start"] == round(registry.started_at, 3)
+
+
 @pytest.mark.parametrize("window", [0, -1, float("nan"), float("inf"), "30"])
 def test_bad_window_is_refused(registry: PerfRegistry, window: Any) -> None:
     """A window that is not a positive number of seconds is a ValueError naming it."""
