@@ -492,6 +492,8 @@ def test_window_reads_the_last_n_seconds(registry: PerfRegistry) -> None:
     assert summary["cache"]["caches"][0]["window_requests"] == 4  # the hits at 17-20 s
     # Baselines are 2 s apart: a 6 s window starts at the newest one at least 6 s old.
     assert summarizer.build(window=6)["window"]["seconds"] == 7
+    # Shorter than the time since the newest baseline: that baseline (20 s, 1 s ago).
+    assert summarizer.build(window=0.5)["window"]["seconds"] == 1
     # The default read stays on the monitor's window (the last advance, 1 s ago).
     assert summarizer.build()["window"]["seconds"] == 1
     # Longer than the registry has lived: everything since the start, honestly labelled.
