@@ -5,7 +5,7 @@ whatever subset of the integrations is installed without importing any of them. 
 and percentiles are computed over a *window*: by default since the previous monitor snapshot when a
 :class:`~asgi_perf.operations.Monitor` runs, since the registry was created otherwise; or, asked
 with ``window=N``, over the last N seconds or a little more (from the newest kept baseline at least
-N seconds old; see :data:`BASELINE_SPACING`). The summary's ``window`` says which time it covers.
+N seconds old; see :class:`Summarizer`). The summary's ``window`` says which time it covers.
 Percentiles are estimated from histogram bucket deltas with PromQL's interpolation
 (``_histogram.quantile``).
 """
@@ -34,9 +34,13 @@ from ._system import SystemSampler
 MIN_WINDOW_COUNT = 10
 #: The longest ``window=`` a summary can be read over (seconds).
 MAX_WINDOW = 300.0
-#: Baselines for ``window=`` are kept at least this many seconds apart, so a window of N seconds
-#: covers N to N + this (every build can leave one; at most MAX_WINDOW / this are kept).
+#: Baselines are kept at least this many seconds apart, and at least 1/BASELINE_SHARE of the
+#: longest window asked for: a window of N seconds covers N to N + N/15 (or + 2 s), and at most
+#: ~17 baselines are kept whatever the window, so their memory stays bounded.
 BASELINE_SPACING = 2.0
+BASELINE_SHARE = 15
+#: Baselines are kept for windows this long before any is asked for (the dashboard's default).
+KEPT_WINDOW = 30.0
 
 ERR_WINDOW = "window must be a number of seconds > 0, got {!r}"
 
@@ -47,7 +51,10 @@ class Summarizer:
     One per registry (``Summarizer.of(registry)``). ``build(advance=True)`` (what the monitor calls)
     also starts a new window; ``build()`` reads without moving it, so a dashboard polling the
     summary never shortens the monitor's window. ``build(window=N)`` reads over the last N
-    seconds instead, from the baselines every build leaves (see :data:`BASELINE_SPACING`). The CPU
+    seconds instead, from the baselines builds leave: as many as the longest window asked for in
+    the last MAX_WINDOW seconds needs (:data:`KEPT_WINDOW` until one is), spaced so that at most
+    ~17 are kept (see :data:`BASELINE_SPACING`). A longer window than was kept reads from the
+    oldest baseline, and says so in its ``window``. The CPU
     figures are rates too, so the two kinds of build read separate samplers: ``sampler`` for
     advancing builds, a copy of it for the others.
     """
@@ -65,8 +72,10 @@ class Summarizer:
         # A copy keeps the sampler's settings but holds its own previous CPU reading.
         self._read_sampler = copy.copy(self.sampler)
         self._window = Window(registry.started_at)
-        # Oldest first; the first is the registry's start until MAX_WINDOW has passed.
+        # Oldest first; the first is the registry's start until the kept window has passed.
         self._baselines: deque[Window] = deque([self._window])
+        # The longest window asked for lately (seconds) and when it was last asked.
+        self._kept = (KEPT_WINDOW, registry.started_at)
         self._lock = threading.Lock()
 
     @classmethod
@@ -84,7 +93,12 @@ class Summarizer:
             raise ValueError(ERR_WINDOW.format(window))
         with self._lock:
             now = self.clock()
-            base = self._window if window is None else self._baseline(now - min(window, MAX_WINDOW))
+            if window is None:
+                base = self._window
+            else:
+                window = min(float(window), MAX_WINDOW)
+                self._asked(window, now)
+                base = self._baseline(now - window)
             fresh = Window(now)
             reading = Reading(self.registry, Samples(self.registry), base, fresh, now)
             summary = _build(reading, (self.sampler if advance else self._read_sampler).read)
@@ -102,13 +116,20 @@ class Summarizer:
             found = baseline
         return found
 
+    def _asked(self, window: float, now: float) -> None:
+        longest, at = self._kept
+        # A longer window takes over; the longest one lapses once nobody asked for it for a while.
+        if window >= longest or now - at > MAX_WINDOW:
+            self._kept = (window, now)
+
     def _keep(self, fresh: Window) -> None:
         baselines = self._baselines
-        if fresh.at - baselines[-1].at < BASELINE_SPACING:
+        longest = self._kept[0]
+        if fresh.at - baselines[-1].at < max(BASELINE_SPACING, longest / BASELINE_SHARE):
             return
         baselines.append(fresh)
-        # Keep one baseline at least MAX_WINDOW old, so the longest window is always covered.
-        while len(baselines) > 1 and baselines[1].at <= fresh.at - MAX_WINDOW:
+        # Keep one baseline at least `longest` old, so that window is always covered.
+        while len(baselines) > 1 and baselines[1].at <= fresh.at - longest:
             baselines.popleft()
 
 
@@ -197,8 +218,10 @@ def _as_float(value: int | None) -> float | None:
 
 
 __all__ = [
+    "BASELINE_SHARE",
     "BASELINE_SPACING",
     "ERR_WINDOW",
+    "KEPT_WINDOW",
     "MAX_WINDOW",
     "MIN_WINDOW_COUNT",
     "Summarizer",

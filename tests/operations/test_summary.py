@@ -19,7 +19,9 @@ from asgi_perf.cache.redis import TieredCache
 from asgi_perf.operations import AlertManager, Summary, SystemFigures
 from asgi_perf.operations._keys import SUMMARIZER
 from asgi_perf.operations._summary import (
+    BASELINE_SHARE,
     BASELINE_SPACING,
+    KEPT_WINDOW,
     MAX_WINDOW,
     Summarizer,
     alert_figures,
@@ -503,16 +505,31 @@ def test_window_reads_the_last_n_seconds(registry: PerfRegistry) -> None:
 
 
 def test_window_baselines_are_bounded(registry: PerfRegistry) -> None:
-    """Baselines are kept BASELINE_SPACING apart and only as far back as MAX_WINDOW needs."""
+    """Baselines cover the longest window asked for lately, at most ~17 of them whatever the
+    window (spaced by BASELINE_SPACING or 1/BASELINE_SHARE of it); once the long window is no
+    longer asked for, they shrink back to what the shorter one needs."""
     clock = FakeClock(registry.started_at)
     summarizer = Summarizer(registry, clock=clock)
-    for _ in range(int(MAX_WINDOW) * 3):
+    limit = BASELINE_SHARE + 2
+    for _ in range(int(MAX_WINDOW) * 3):  # 450 s, a build every 0.5 s, no window asked
         clock.now += 0.5
         summarizer.build()
     kept = summarizer._baselines
-    assert len(kept) <= MAX_WINDOW / BASELINE_SPACING + 2
-    assert kept[0].at <= clock.now - MAX_WINDOW < kept[1].at + BASELINE_SPACING
-    assert summarizer.build(window=MAX_WINDOW)["window"]["seconds"] >= MAX_WINDOW
+    assert len(kept) <= KEPT_WINDOW / BASELINE_SPACING + 2
+    assert kept[0].at <= clock.now - KEPT_WINDOW < kept[1].at + BASELINE_SPACING
+    # A longer window than was kept reads from the oldest baseline and says how long it covers.
+    assert summarizer.build(window=MAX_WINDOW)["window"]["seconds"] < 40
+    for _ in range(int(MAX_WINDOW) * 3):
+        clock.now += 0.5
+        summarizer.build(window=MAX_WINDOW)
+    assert len(kept) <= limit
+    seconds = summarizer.build(window=MAX_WINDOW)["window"]["seconds"]
+    assert MAX_WINDOW <= seconds <= MAX_WINDOW * (1 + 1 / BASELINE_SHARE)
+    for _ in range(int(MAX_WINDOW) * 3):  # the long window lapses; 30 s is asked for
+        clock.now += 0.5
+        summarizer.build(window=30)
+    assert len(kept) <= KEPT_WINDOW / BASELINE_SPACING + 2
+    assert 30 <= summarizer.build(window=30)["window"]["seconds"] <= 30 + BASELINE_SPACING
 
 
 def test_registry_summary_takes_the_window(registry: PerfRegistry) -> None:
