@@ -7,6 +7,10 @@ package root re-exports all three, so ``from asgi_perf import PerfMiddleware`` i
 spelling.
 """
 
+from ._features import (
+    DISABLE_ENV,
+    RequestInfo,
+)
 from ._instrument import (
     instrument,
 )
@@ -21,7 +25,9 @@ from ._routing import (
 
 __all__ = [
     "CLIENT_CLOSED_REQUEST",
+    "DISABLE_ENV",
     "PerfMiddleware",
+    "RequestInfo",
     "RouteGetter",
     "RouteResolver",
     "instrument",
