@@ -179,27 +179,31 @@ def check_limit(value: object) -> int:
     return value
 
 
+#: What :func:`settle` gives for a callback that failed, timed out or could not be awaited.
+FAILED: Any = object()
+
+
 async def settle(
     registry: PerfRegistry, component: str, result: Any, timeout: float, cancelled: bool
 ) -> Any:
     """The value of a callback's result, awaiting it (bounded by ``timeout``) if it is awaitable.
 
     A request that was cancelled cannot await (a cancelled task scope re-raises at every await):
-    its awaitables are closed unawaited and counted. Errors are counted and give ``None``.
+    its awaitables are closed unawaited and counted. Errors are counted and give :data:`FAILED`.
     """
     if not inspect.isawaitable(result):
         return result
     if cancelled:
         _close(result)
         registry.report_error(component, asyncio.CancelledError("request cancelled"), log=False)
-        return None
+        return FAILED
     try:
         return await asyncio.wait_for(result, timeout)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - a hook's fault never reaches the app
         registry.report_error(component, exc)
-        return None
+        return FAILED
 
 
 def _close(awaitable: Any) -> None:
@@ -243,6 +247,9 @@ class LabelValues:
                 values.append(OTHER)
                 continue
             value = await settle(registry, "http_labels", value, self.timeout, cancelled)
+            if value is FAILED:
+                values.append(OTHER)
+                continue
             if value is None:
                 value = ""
             elif not isinstance(value, str):
@@ -262,6 +269,7 @@ __all__ = [
     "DEFAULT_CALLBACK_TIMEOUT",
     "DEFAULT_LABEL_VALUES",
     "DISABLE_ENV",
+    "FAILED",
     "MAX_LABEL_VALUE_LENGTH",
     "RESERVED_LABELS",
     "LabelCallable",
