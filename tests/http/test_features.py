@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from starlette.types import Scope
 
 from asgi_perf import OTHER, OVERFLOW, UNMATCHED, PerfMiddleware, PerfRegistry, RequestInfo
 from asgi_perf import instrument as instrument_app
+from asgi_perf.export import _mp_store as store
 from asgi_perf.http import DISABLE_ENV
 from asgi_perf.http._features import (
     ERR_ENV_NAME,
@@ -37,7 +39,9 @@ from asgi_perf.http._features import (
     ERR_MAPPING,
     ERR_SKIP_METHOD,
     ERR_TIMEOUT,
+    FAILED,
     MAX_LABEL_VALUE_LENGTH,
+    settle,
 )
 from asgi_perf.http._stats import ERR_SHARED_LABELS
 from asgi_perf.testing import sample, samples
@@ -528,3 +532,101 @@ async def test_request_hook_protocol_accepts_async_request_finished() -> None:
     assert await call(mw, "/items/1", "/boom") == [200, 500]
     assert finished == ["state", "state"]
     assert errors(registry, "http") == 2
+
+
+# -- multi-worker mode and remaining faults ------------------------------------------------------
+async def test_extra_labels_in_multi_worker_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In multi-worker mode the constant and per-request labels are on the shared series: two
+    workers' counts merge exactly per label set, and each worker's own view carries them."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    options: dict[str, Any] = {
+        "labels": {"app_name": "shop"},
+        "label_from": {"tenant": header("x-tenant")},
+    }
+    workers = [PerfRegistry(), PerfRegistry()]
+    for registry in workers:
+        mw = PerfMiddleware(app(), registry=registry, **options)
+        await call(mw, "/items/1", "/boom", x_tenant="acme")
+        await call(mw, "/items/2", x_tenant="globex")
+    families: store.Families = {}
+    assert store.merge_shared(families, tmp_path) == []
+    values = {k: v for _, (_, _, vals) in families.items() for k, v in vals.items()}
+    ok_labels = {"method": "GET", "route": "/items/{item_id}", "status": "200", "app_name": "shop"}
+    for tenant, count in (("acme", 2), ("globex", 2)):
+        key = tuple(sorted({**ok_labels, "tenant": tenant}.items()))
+        assert values[("http_request_duration_seconds_count", key)] == count
+    exception = {
+        "method": "GET",
+        "route": "/boom",
+        "exception": "RuntimeError",
+        "app_name": "shop",
+        "tenant": "acme",
+    }
+    assert values[("http_exceptions_total", tuple(sorted(exception.items())))] == 2
+    own = samples(workers[0], "http_request_ttfb_seconds", suffix="_count")
+    assert {s["tenant"] for s in own} == {"acme", "globex"}
+    size = samples(workers[0], "http_response_size_bytes", suffix="_count")
+    assert {s["app_name"] for s in size} == {"shop"}
+    assert samples(workers[0], "http_exceptions_total")[0]["tenant"] == "acme"
+    gauge = samples(workers[0], "http_requests_in_progress")
+    assert {s["app_name"] for s in gauge} == {"shop"}
+
+
+async def test_route_getter_fault_in_the_featured_path_is_contained() -> None:
+    """A route_getter returning a non-string fails the recording, not the request: counted."""
+    registry = PerfRegistry()
+    mw = PerfMiddleware(
+        app(),
+        registry=registry,
+        route_getter=lambda scope: 42,  # type: ignore[arg-type,return-value]
+        label_from={"tenant": header("x-tenant")},
+    )
+    assert await call(mw, "/items/1") == [200]
+    assert errors(registry, "http") == 1
+
+
+async def test_non_string_path_with_exclusions() -> None:
+    """A malformed scope path (not a string) is compared as is, never stripped: no crash."""
+    registry = PerfRegistry()
+    mw = PerfMiddleware(PlainTextResponse("ok"), registry=registry, exclude_paths=["/x"])
+    scope = http_scope("/items/1")
+    scope["path"] = None
+    await mw(scope, Receiver(), Sender())
+    assert len(samples(registry, "http_requests_total")) == 1
+
+
+async def test_request_cancelled_while_a_hook_is_awaited() -> None:
+    """A request task cancelled while an async hook runs (server shutdown) stops the hook and
+    propagates the cancellation: nothing is swallowed or left running."""
+    in_hook = asyncio.Event()
+
+    async def slow_hook(info: RequestInfo) -> None:
+        in_hook.set()
+        await asyncio.Event().wait()
+
+    registry = PerfRegistry()
+    mw = PerfMiddleware(app(), registry=registry, on_request=slow_hook, callback_timeout=60)
+    task = asyncio.ensure_future(mw(http_scope("/items/1"), Receiver(), Sender()))
+    await in_hook.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(samples(registry, "http_requests_total")) == 1
+
+
+async def test_settle_closes_what_it_cannot_await() -> None:
+    """On a cancelled request, settle() closes coroutines, cancels futures and leaves other
+    awaitables alone, counting each."""
+
+    class Bare:
+        def __await__(self) -> Any:
+            yield None
+
+    registry = PerfRegistry()
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    for awaitable in (future, Bare()):
+        assert await settle(registry, "http_hooks", awaitable, 1.0, True) is FAILED
+    assert future.cancelled()
+    assert errors(registry, "http_hooks") == 2
