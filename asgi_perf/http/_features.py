@@ -238,31 +238,31 @@ class LabelValues:
 
     async def __call__(self, scope: Scope, cancelled: bool) -> tuple[str, ...]:
         values = []
-        registry = self.registry
         for func, limiter in zip(self.funcs, self.limiters, strict=True):
             try:
                 value = func(scope)
             except Exception as exc:  # noqa: BLE001 - a label's fault never reaches the app
-                registry.report_error("http_labels", exc)
+                self.registry.report_error("http_labels", exc)
                 values.append(OTHER)
                 continue
-            value = await settle(registry, "http_labels", value, self.timeout, cancelled)
-            if value is FAILED:
-                values.append(OTHER)
-                continue
-            if value is None:
-                value = ""
-            elif not isinstance(value, str):
-                registry.report_error(
-                    "http_labels", TypeError(f"label value {type(value).__name__}, not str")
-                )
-                values.append(OTHER)
-                continue
+            if type(value) is not str:  # the common case skips the checks below
+                value = await self._settle(value, cancelled)
             label = limiter(value)
             if label is OTHER and value != OTHER:
-                registry.count_overflow("http_requests_total")
+                self.registry.count_overflow("http_requests_total")
             values.append(label)
         return tuple(values)
+
+    async def _settle(self, value: Any, cancelled: bool) -> str:
+        value = await settle(self.registry, "http_labels", value, self.timeout, cancelled)
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value
+        if value is not FAILED:
+            fault = TypeError(f"label value {type(value).__name__}, not str")
+            self.registry.report_error("http_labels", fault)
+        return OTHER
 
 
 __all__ = [

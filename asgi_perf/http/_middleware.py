@@ -516,6 +516,8 @@ class _FeaturedMiddleware(PerfMiddleware):
         if not self._duplicate:
             self._series: HttpStats = self._stats
             self._stats = _Capture(self._stats)  # type: ignore[assignment]
+            self._label_names = self._series.labels.names()
+            self._constant_values = tuple(value for _, value in self._series.labels.constant)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._duplicate:
@@ -562,8 +564,6 @@ class _FeaturedMiddleware(PerfMiddleware):
             self.registry.report_error("http", exc)
         if not self._on_request:
             return
-        names = series.labels.names()
-        extra = (*(value for _, value in series.labels.constant), *values)
         info = RequestInfo(
             method=method,
             route=route,
@@ -574,7 +574,7 @@ class _FeaturedMiddleware(PerfMiddleware):
             request_bytes=request_bytes,
             response_bytes=response_bytes,
             exception=pending.exception,
-            labels=dict(zip(names, extra, strict=False)),
+            labels=dict(zip(self._label_names, (*self._constant_values, *values), strict=False)),
             scope=scope,
             recorded=recorded,
         )
@@ -584,7 +584,8 @@ class _FeaturedMiddleware(PerfMiddleware):
             except Exception as exc:  # noqa: BLE001 - a hook's fault never reaches the app
                 self.registry.report_error("http_hooks", exc)
                 continue
-            await settle(self.registry, "http_hooks", result, self._timeout, cancelled)
+            if result is not None:
+                await settle(self.registry, "http_hooks", result, self._timeout, cancelled)
 
 
 def _wrapped_middleware(app: object) -> PerfMiddleware | None:
