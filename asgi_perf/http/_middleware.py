@@ -363,8 +363,10 @@ class PerfMiddleware:
         path = scope.get("path")
         if not isinstance(path, str):
             return path in self._exclude_paths
-        # The path the route label describes: the same request is excluded behind any proxy prefix.
-        path = app_path(scope, path)
+        # The path the route label describes: the same request is excluded behind any proxy prefix
+        # (no call at all in the common case, an app served at the server's root).
+        if scope.get("root_path") or scope.get("app_root_path"):
+            path = app_path(scope, path)
         if path in self._exclude_paths:
             return True
         return self._exclude_re is not None and self._exclude_re.match(path) is not None
