@@ -23,7 +23,13 @@ from .._types import OWN_ENDPOINT_KEY, ASGIApp, Message, Receive, Scope, Send
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry, RequestHook
 from ._routing import RouteResolver
-from ._stats import HTTP_STATS, HttpStats, SharedHttpStats
+from ._stats import (
+    HTTP_STATS,
+    HighrHttpStats,
+    HttpStats,
+    SharedHighrHttpStats,
+    SharedHttpStats,
+)
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
@@ -72,8 +78,10 @@ class PerfMiddleware:
         ``middleware.registry``).
     :param exclude_paths: exact request paths not to record (e.g. ``"/healthz"``).
     :param exclude_patterns: regular expressions; a path that ``re.match``-es one is not recorded.
-    :param group_status: label status classes (``2xx``) instead of codes.
-    :param buckets: duration histogram bounds in seconds.
+    :param group_status: label status classes (``2xx``) instead of codes (default: the
+        registry's ``compat`` setting's, else off).
+    :param buckets: duration histogram bounds in seconds (default: the registry's ``compat``
+        setting's, else :data:`~asgi_perf.catalogue.LATENCY_BUCKETS`).
     :param ttfb_buckets: time-to-first-byte bounds in seconds (default: ``buckets``).
     :param route_getter: ``scope -> label | None`` for routers asgi-perf does not know; called after
         the app ran. ``None`` means unmatched. Its results are still capped per metric.
@@ -93,8 +101,8 @@ class PerfMiddleware:
         registry: PerfRegistry | None = None,
         exclude_paths: Iterable[str] = (),
         exclude_patterns: Iterable[str | re.Pattern[str]] = (),
-        group_status: bool = False,
-        buckets: Sequence[float] = LATENCY_BUCKETS,
+        group_status: bool | None = None,
+        buckets: Sequence[float] | None = None,
         ttfb_buckets: Sequence[float] | None = None,
         route_getter: RouteGetter | None = None,
         record_own_endpoints: bool = False,
@@ -119,6 +127,12 @@ class PerfMiddleware:
                 raise ValueError(ERR_EXCLUDE_PATTERN.format(pattern, exc)) from None
         if route_getter is not None and not callable(route_getter):
             raise ValueError(ERR_ROUTE_GETTER.format(route_getter))
+        compat = registry.compat
+        if group_status is None:
+            group_status = compat is not None and compat.group_status
+        if buckets is None:
+            buckets = compat.buckets if compat is not None and compat.buckets else LATENCY_BUCKETS
+        highr = compat.highr_buckets if compat is not None else None
         duration_b = check_buckets(buckets)
         ttfb_b = check_buckets(ttfb_buckets) if ttfb_buckets is not None else duration_b
 
@@ -155,7 +169,13 @@ class PerfMiddleware:
             created = True
             # Decided once, here: the request path never asks which store it writes to.
             if registry.shared is not None:
+                if highr:
+                    return SharedHighrHttpStats(
+                        registry, duration_b, ttfb_b, registry.shared, highr
+                    )
                 return SharedHttpStats(registry, duration_b, ttfb_b, registry.shared)
+            if highr:
+                return HighrHttpStats(registry, duration_b, ttfb_b, highr)
             return HttpStats(registry, duration_b, ttfb_b)
 
         if self._duplicate:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram, bucket_labels
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._shared import SharedStore
+from ..compat import HIGHR_METRIC
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 ERR_SHARED_BUCKETS = (
@@ -41,7 +42,7 @@ class HttpStats(CatalogueCollector):
     stored separately: it is each duration histogram's count, so the two can never disagree.
     """
 
-    metrics = (
+    metrics: ClassVar[tuple[str, ...]] = (
         "http_requests_total",
         "http_request_duration_seconds",
         "http_request_ttfb_seconds",
@@ -346,3 +347,90 @@ def _cumulative(
     running += values[slot + len(bounds)]
     out.append(("+Inf", running))
     return out, float(values[slot + len(bounds) + 1]), running
+
+
+class HighrHttpStats(HttpStats):
+    """:class:`HttpStats` that also records the label-less high-resolution duration histogram
+    (prometheus-fastapi-instrumentator's ``http_request_duration_highr_seconds``).
+
+    Chosen at construction when the registry's compat setting asks for it, so the request path of
+    everyone else is untouched; here it costs one more bucket search per request.
+    """
+
+    metrics = (*HttpStats.metrics, HIGHR_METRIC)
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        highr_buckets: tuple[float, ...],
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets)
+        self.highr = PlainHistogram(highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        h = self.highr
+        h.counts[bisect_left(h.bounds, duration)] += 1
+        h.sum += duration
+
+    def collect(self) -> Iterator[Metric]:
+        families = list(super().collect())
+        buckets, total, _ = self.highr.cumulative()
+        family: Any = self.registry.family(HIGHR_METRIC)
+        family.add_metric([], buckets, total)
+        families.append(family)
+        return iter(families)
+
+
+class SharedHighrHttpStats(SharedHttpStats):
+    """:class:`HighrHttpStats` for multi-worker mode: the histogram lives in shared memory."""
+
+    metrics = HighrHttpStats.metrics
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        store: SharedStore,
+        highr_buckets: tuple[float, ...],
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, store)
+        self.highr_buckets = highr_buckets
+        self._highr_sum = len(highr_buckets) + 1
+        self.highr_slot = self._allocate(HIGHR_METRIC, "histogram", [], highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        values: Any = self.store.values
+        slot = self.highr_slot
+        values[slot + bisect_left(self.highr_buckets, duration)] += 1
+        values[slot + self._highr_sum] += duration
+
+    def collect(self) -> Iterator[Metric]:
+        families = list(super().collect())
+        buckets, total, _ = _cumulative(self.store.values, self.highr_slot, self.highr_buckets)
+        family: Any = self.registry.family(HIGHR_METRIC)
+        family.add_metric([], buckets, total)
+        families.append(family)
+        return iter(families)
