@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -68,6 +69,13 @@ ERR_PROCESS_METRICS = "process_metrics must be True, False or None, got {!r}"
 ERR_PROCESS_DUPLICATE = (
     "process_metrics=True, but the registry already has prometheus_client's process, platform or "
     "GC collector ({}); leave process_metrics unset for a registry that has them"
+)
+ERR_NAME_CLASH = (
+    "the prometheus registry passed to PerfRegistry already has metrics of these names "
+    "(another library, such as prometheus-fastapi-instrumentator, or a second PerfRegistry on the "
+    "same registry): {}. Keep asgi-perf on a registry of its own (PerfRegistry() without "
+    "registry=, served at its own path), give it a namespace= of its own, or build one "
+    "PerfRegistry per prometheus registry and share it"
 )
 #: The ``component`` label of a scrape-time collector that raised (its families are skipped).
 COLLECT_COMPONENT = "collect"
@@ -261,7 +269,7 @@ class PerfRegistry:
         if spec.kind != kind:
             raise ValueError(ERR_KIND.format(name, spec.kind, kind))
         want = tuple(float(b) for b in buckets) if buckets is not None else None
-        with self._lock:
+        with self._lock, self._clash():
             existing = self._metrics.get(name)
             if existing is not None:
                 have = existing.spec.buckets
@@ -322,7 +330,20 @@ class PerfRegistry:
         if isinstance(prometheus, _ContainingRegistry):
             prometheus.register(collector)  # contains every collector, however registered
             return
-        prometheus.register(self._contain(collector, prometheus))
+        with self._clash():
+            prometheus.register(self._contain(collector, prometheus))
+
+    @contextlib.contextmanager
+    def _clash(self) -> Iterator[None]:
+        """prometheus_client's "Duplicated timeseries" on a shared registry, explained."""
+        try:
+            yield
+        except ValueError as exc:
+            text = str(exc)
+            if not text.startswith("Duplicated timeseries"):
+                raise
+            names = text.partition(":")[2].strip()
+            raise ValueError(ERR_NAME_CLASH.format(names)) from exc
 
     def unregister(self, collector: Collector) -> None:
         """Remove a collector registered with :meth:`register`."""

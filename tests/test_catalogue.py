@@ -11,10 +11,10 @@ import socketio
 from sqlalchemy import text
 
 from asgi_perf import CATALOGUE, PerfMiddleware, PerfRegistry
-from asgi_perf.catalogue import STANDARD_METRICS
 from asgi_perf._types import Receive, Scope, Send
 from asgi_perf.cache import LRUCache, TTLCache
 from asgi_perf.cache.redis import TieredCache
+from asgi_perf.catalogue import STANDARD_METRICS
 from asgi_perf.export import JobOutcome
 from asgi_perf.operations import AlertManager, SystemCollector
 from asgi_perf.registry import CatalogueCollector
