@@ -145,7 +145,7 @@ def test_custom_compat_view_renames_any_http_metric() -> None:
     )
     counter.labels("GET", "/a", "KeyError").inc()
     families = {f.name: f for f in CompatView(source, compat).collect()}
-    assert [s.name for s in families["app_errors"].samples][0] == "app_errors_total"
+    assert next(s.name for s in families["app_errors"].samples) == "app_errors_total"
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def test_an_unrelated_registration_error_is_not_rewritten() -> None:
         def describe(self) -> Any:
             raise ValueError("something else")
 
-    with pytest.raises(ValueError, match="^something else$"):
+    with pytest.raises(ValueError, match=r"^something else$"):
         PerfRegistry(CollectorRegistry()).register(Broken())  # type: ignore[arg-type]
     assert registry.compat is None
 
@@ -255,9 +255,7 @@ def test_process_metrics_are_per_live_worker_never_summed(tmp_path: Path) -> Non
         try:
             write_worker(tmp_path, proc.pid, PerfRegistry())
             write_worker(tmp_path, dead_pid(), PerfRegistry())
-            got = parse(
-                prometheus_client.generate_latest(merged.view).decode()  # type: ignore[arg-type]
-            )
+            got = parse(prometheus_client.generate_latest(merged.view).decode())
         finally:
             proc.kill()
             proc.wait()
