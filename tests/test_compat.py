@@ -65,6 +65,8 @@ async def test_instrumentator_preset_exposes_its_names_labels_and_highr() -> Non
     les = [dict(k)["le"] for (n, k) in got if n == "http_request_duration_highr_seconds_bucket"]
     assert les == [*(repr(float(b)) for b in c.PFI_HIGHR_BUCKETS), "+Inf"]
     assert got["http_requests_inprogress", (("method", "GET"),)] == 0.0
+    families = [f.name for f in registry.prometheus.collect()]
+    assert families.count("http_request_duration_highr_seconds") == 1
     assert got["http_response_size_bytes_count", (("handler", "/items/{id}"), ("method", "GET"))]
     # The registry itself keeps the catalogue's names: summary, dashboard and rules read them.
     labels = {"method": "GET", "route": "/items/{id}", "status": "2xx"}

@@ -385,11 +385,10 @@ class HighrHttpStats(HttpStats):
         h.sum += duration
 
     def collect(self) -> Iterator[Metric]:
-        families = list(super().collect())
+        # The parent fills every family it knows; the last one, this class's, is left empty.
+        families: list[Any] = list(super().collect())
         buckets, total, _ = self.highr.cumulative()
-        family: Any = self.registry.family(HIGHR_METRIC)
-        family.add_metric([], buckets, total)
-        families.append(family)
+        families[-1].add_metric([], buckets, total)
         return iter(families)
 
 
@@ -428,9 +427,7 @@ class SharedHighrHttpStats(SharedHttpStats):
         values[slot + self._highr_sum] += duration
 
     def collect(self) -> Iterator[Metric]:
-        families = list(super().collect())
+        families: list[Any] = list(super().collect())
         buckets, total, _ = _cumulative(self.store.values, self.highr_slot, self.highr_buckets)
-        family: Any = self.registry.family(HIGHR_METRIC)
-        family.add_metric([], buckets, total)
-        families.append(family)
+        families[-1].add_metric([], buckets, total)
         return iter(families)
