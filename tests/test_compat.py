@@ -288,3 +288,20 @@ async def test_highr_histogram_in_shared_memory(tmp_path: Path) -> None:
     assert got["http_request_duration_highr_seconds_count", ()] == 3.0
     assert got["http_requests_total", (("handler", "none"), ("method", "GET"), ("status", "4xx"))]
     assert "http_request_duration_highr_seconds" in own
+
+
+async def test_openmetrics_scrape_carries_the_preset_names() -> None:
+    """The OpenMetrics rendering goes through the same view: counters keep ``_total``."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+
+    registry = PerfRegistry(compat="starlette-exporter")
+    await traffic(registry)
+    response = await scrape(
+        metrics_app(registry, render_in_thread=False),
+        headers=[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    families = {f.name: f for f in om_parse(response.text)}
+    counted = [s for s in families["starlette_requests"].samples if s.name.endswith("_total")]
+    assert {s.labels["path"] for s in counted} == {"/items/{id}", "__unmatched__"}
+    assert all(s.labels["app_name"] == "starlette" for s in counted)
