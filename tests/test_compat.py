@@ -301,7 +301,7 @@ async def test_openmetrics_scrape_carries_the_preset_names() -> None:
         headers=[("accept", "application/openmetrics-text; version=1.0.0")],
     )
     assert response.headers["content-type"].startswith("application/openmetrics-text")
-    families = {f.name: f for f in om_parse(response.text)}
+    families = {f.name: f for f in om_parse(response.text)}  # type: ignore[no-untyped-call]
     counted = [s for s in families["starlette_requests"].samples if s.name.endswith("_total")]
     assert {s.labels["path"] for s in counted} == {"/items/{id}", "__unmatched__"}
     assert all(s.labels["app_name"] == "starlette" for s in counted)
