@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 
 from ._histogram import check_buckets
 from ._labels import UNMATCHED
-from .catalogue import CATALOGUE, HIGHR_BUCKETS
+from .catalogue import CATALOGUE, HIGHR_BUCKETS, STANDARD_METRICS
 
 #: The catalogue metric of the label-less high-resolution duration histogram.
 HIGHR_METRIC = "http_request_duration_highr_seconds"
@@ -49,6 +49,7 @@ ERR_RENAME_METRIC = "metric_names: {!r} is not an HTTP metric of the catalogue"
 ERR_METRIC_NAME = "metric_names: {!r} is not a valid Prometheus metric name"
 ERR_COUNTER_NAME = "metric_names: counter {!r} must keep the _total suffix, got {!r}"
 ERR_DUPLICATE_NAME = "metric_names: two metrics would be exposed as {!r}"
+ERR_PRESET_OPTION = "Compat.preset({!r}): {}"
 ERR_RENAME_LABEL = "label_names: {!r} is not an HTTP label ({})"
 ERR_LABEL_NAME = "{}: {!r} is not a valid Prometheus label name"
 ERR_DUPLICATE_LABEL = "label {!r} would appear twice on one series"
@@ -91,12 +92,11 @@ class Compat:
         names = _frozen(self.metric_names)
         labels = _frozen(self.label_names)
         extra = _frozen(self.extra_labels)
-        exposed: set[str] = set()
-        for metric in CATALOGUE:
-            if CATALOGUE[metric].component == "http":
-                exposed.add(names.get(metric, metric))
-        if len(exposed) < sum(1 for s in CATALOGUE.values() if s.component == "http"):
-            raise ValueError(ERR_DUPLICATE_NAME.format(sorted(names.values())))
+        exposed = [names.get(m, m) for m, spec in CATALOGUE.items() if spec.component == "http"]
+        others = {m for m, spec in CATALOGUE.items() if spec.component != "http"}
+        for target in exposed:
+            if exposed.count(target) > 1 or target in others or target in STANDARD_METRICS:
+                raise ValueError(ERR_DUPLICATE_NAME.format(target))
         for source, target in names.items():
             spec = CATALOGUE.get(source)
             if spec is None or spec.component != "http":
@@ -139,7 +139,12 @@ class Compat:
             base = PRESETS[name]
         except (KeyError, TypeError):
             raise ValueError(ERR_PRESET.format(name, ", ".join(sorted(PRESETS)))) from None
-        return replace(base, **changes) if changes else base
+        if not changes:
+            return base
+        try:
+            return replace(base, **changes)
+        except TypeError as exc:  # an unknown knob
+            raise ValueError(ERR_PRESET_OPTION.format(name, exc)) from None
 
     @property
     def renames(self) -> bool:
@@ -294,6 +299,7 @@ __all__ = [
     "ERR_LABEL_VALUE",
     "ERR_METRIC_NAME",
     "ERR_PRESET",
+    "ERR_PRESET_OPTION",
     "ERR_RENAME_LABEL",
     "ERR_RENAME_METRIC",
     "ERR_UNMATCHED",

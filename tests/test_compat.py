@@ -158,6 +158,8 @@ def test_custom_compat_view_renames_any_http_metric() -> None:
         ({"metric_names": {"http_requests_total": "bad name"}}, "not a valid Prometheus metric"),
         ({"metric_names": {"http_requests_total": "requests"}}, "_total suffix"),
         ({"metric_names": {"http_requests_total": "http_exceptions_total"}}, "exposed as"),
+        ({"metric_names": {"http_requests_total": "db_slow_queries_total"}}, "exposed as"),
+        ({"metric_names": {"http_requests_total": "process_cpu_seconds_total"}}, "exposed as"),
         ({"label_names": {"path": "x"}}, "not an HTTP label"),
         ({"label_names": {"route": "9x"}}, "not a valid Prometheus label name"),
         ({"label_names": {"route": "le"}}, "not a valid Prometheus label name"),
@@ -179,6 +181,8 @@ def test_presets_by_name_and_with_changes() -> None:
     mine = Compat.preset("starlette-exporter", extra_labels={"app_name": "shop"})
     assert mine.extra_labels == {"app_name": "shop"}
     assert mine.label_names == PRESETS["starlette-exporter"].label_names
+    with pytest.raises(ValueError, match="unexpected keyword argument 'colour'"):
+        Compat.preset("opentelemetry", colour="blue")
     with pytest.raises(ValueError, match="unknown compat preset 'pfi'"):
         PerfRegistry(compat="pfi")
     with pytest.raises(ValueError, match="compat must be a preset name"):
