@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client.metrics_core import Metric
 
 from .._histogram import PlainHistogram, bucket_labels
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._shared import SharedStore
+from ..compat import HIGHR_METRIC
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 ERR_SHARED_BUCKETS = (
@@ -60,7 +61,7 @@ class HttpStats(CatalogueCollector):
     stored separately: it is each duration histogram's count, so the two can never disagree.
     """
 
-    metrics = (
+    metrics: ClassVar[tuple[str, ...]] = (
         "http_requests_total",
         "http_request_duration_seconds",
         "http_request_ttfb_seconds",
@@ -126,7 +127,12 @@ class HttpStats(CatalogueCollector):
         constant = tuple(name for name, _ in self.labels.constant)
         return {
             metric: self.registry.family(
-                metric, constant if metric == "http_requests_in_progress" else names
+                metric,
+                ()
+                if metric == HIGHR_METRIC  # label-less by definition
+                else constant
+                if metric == "http_requests_in_progress"
+                else names,
             )
             for metric in self.metrics
         }
@@ -420,3 +426,89 @@ def _cumulative(
     running += values[slot + len(bounds)]
     out.append(("+Inf", running))
     return out, float(values[slot + len(bounds) + 1]), running
+
+
+class HighrHttpStats(HttpStats):
+    """:class:`HttpStats` that also records the label-less high-resolution duration histogram
+    (prometheus-fastapi-instrumentator's ``http_request_duration_highr_seconds``).
+
+    Chosen at construction when the registry's compat setting asks for it, so the request path of
+    everyone else is untouched; here it costs one more bucket search per request.
+    """
+
+    metrics = (*HttpStats.metrics, HIGHR_METRIC)
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, labels)
+        self.highr = PlainHistogram(highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        h = self.highr
+        h.counts[bisect_left(h.bounds, duration)] += 1
+        h.sum += duration
+
+    def collect(self) -> Iterator[Metric]:
+        # The parent fills every family it knows; the last one, this class's, is left empty.
+        families: list[Any] = list(super().collect())
+        buckets, total, _ = self.highr.cumulative()
+        families[-1].add_metric([], buckets, total)
+        return iter(families)
+
+
+class SharedHighrHttpStats(SharedHttpStats):
+    """:class:`HighrHttpStats` for multi-worker mode: the histogram lives in shared memory."""
+
+    metrics = HighrHttpStats.metrics
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        store: SharedStore,
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, store, labels)
+        self.highr_buckets = highr_buckets
+        self._highr_sum = len(highr_buckets) + 1
+        self.highr_slot = self._allocate(HIGHR_METRIC, "histogram", [], highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        values: Any = self.store.values
+        slot = self.highr_slot
+        values[slot + bisect_left(self.highr_buckets, duration)] += 1
+        values[slot + self._highr_sum] += duration
+
+    def collect(self) -> Iterator[Metric]:
+        families: list[Any] = list(super().collect())
+        buckets, total, _ = _cumulative(self.store.values, self.highr_slot, self.highr_buckets)
+        families[-1].add_metric([], buckets, total)
+        return iter(families)
