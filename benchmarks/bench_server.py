@@ -16,7 +16,7 @@ Usage:
   ./scripts/bench server [--rounds 5] [--duration 10] [--stream-duration 5]
                          [--contenders bare,asgi-perf,minimal,...] [--before REF] [--gc]
   ./scripts/bench server --profile asgi-perf [--duration 20]   # py-spy sample of the server
-  ./scripts/bench server --allocations [--requests 2000]       # allocations per request (callgrind)
+  ./scripts/bench server --allocations [--requests 2000]  # instructions, allocations (callgrind)
 """
 
 from __future__ import annotations
@@ -447,14 +447,18 @@ def allocation_child(contender: str, path: str, requests: int) -> None:
     asyncio.run(serve())
 
 
-def callgrind_calls(argv: list[str]) -> dict[str, int]:
-    """Calls to each allocator function while running ``python argv...`` under callgrind."""
+def callgrind_counts(argv: list[str]) -> tuple[int, int]:
+    """Instructions executed and allocator calls made by ``python argv...`` under callgrind."""
     with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
-        subprocess.run(
+        done = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
              sys.executable, *argv],
-            capture_output=True, check=True,
+            capture_output=True, check=True, text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts in every run
         )  # fmt: skip
+        collected = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
+        if collected is None:
+            raise RuntimeError("callgrind printed no instruction count:\n" + done.stderr[-2000:])
         names: dict[str, str] = {}
         calls: collections.Counter[str] = collections.Counter()
         callee = ""
@@ -469,25 +473,47 @@ def callgrind_calls(argv: list[str]) -> dict[str, int]:
                     callee = names.get(ref, ref)
             elif line.startswith("calls=") and callee in ALLOCATORS:
                 calls[callee] += int(line[6:].split()[0])
-        return dict(calls)
+        return int(collected.group(1)), sum(calls.values())
 
 
 def allocations(args: argparse.Namespace) -> None:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian package 'valgrind')")
     contenders = args.contenders.split(",")
-    print(f"allocator calls per request (callgrind, {args.requests} requests, in-process)\n")
-    print("| contender | /items/{id} | Δ | /export (10 chunks) | Δ |\n|---|---:|---:|---:|---:|")
-    bare: dict[str, float] = {}
+    env_note = ""
+    if args.before:
+        os.environ["BENCH_BEFORE_PATH"] = prepare_before(
+            args.before, tempfile.mkdtemp(prefix="asgi-perf-bench-before-")
+        )
+        contenders.insert(1, "asgi-perf before")
+        env_note = f", asgi-perf before = {args.before}"
+    print(
+        f"per request, in-process, counted by callgrind over {args.requests} requests after a "
+        f"warm-up (the difference between {args.requests} and 0 requests){env_note}\n"
+    )
+    print(
+        "| contender | /items/{id} instructions | allocations "
+        "| /export (10 chunks) instructions | allocations |\n|---|---:|---:|---:|---:|"
+    )
+    bare: dict[str, tuple[float, float]] = {}
     for contender in contenders:
         cells = [contender]
         for path in ("/items/{id}", "/export"):
             argv = [__file__, "--allocation-child", contender, path]
-            base = sum(callgrind_calls([*argv, "0"]).values())
-            per = sum(callgrind_calls([*argv, str(args.requests)]).values()) - base
-            per /= args.requests
-            bare.setdefault(path, per)
-            cells += [f"{per:.1f}", "" if contender == "bare" else f"{per - bare[path]:+.1f}"]
+            instructions0, allocs0 = callgrind_counts([*argv, "0"])
+            instructions1, allocs1 = callgrind_counts([*argv, str(args.requests)])
+            per = (
+                (instructions1 - instructions0) / args.requests,
+                (allocs1 - allocs0) / args.requests,
+            )
+            base = bare.setdefault(path, per)
+            if contender == "bare":
+                cells += [f"{per[0] / 1000:.1f}k", f"{per[1]:.0f}"]
+            else:
+                cells += [
+                    f"{per[0] / 1000:.1f}k ({(per[0] - base[0]) / 1000:+.1f}k)",
+                    f"{per[1]:.0f} ({per[1] - base[1]:+.0f})",
+                ]
         print("| " + " | ".join(cells) + " |", flush=True)
 
 
