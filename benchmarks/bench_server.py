@@ -377,7 +377,7 @@ def profile(args: argparse.Namespace) -> None:
     port = free_port()
     out = os.path.join(work, "samples.txt")
     # py-spy starts the server, so it may read its memory without extra privileges.
-    command = [spy, "record", "--rate", str(args.rate), "--format", "raw", "-o", out]
+    command = [spy, "record", "--rate", str(args.rate), "--format", "raw", "-o", out, "--function"]
     command += ["--nonblocking", "--", *uvicorn_command(port)]
     proc = subprocess.Popen(
         command, cwd=ROOT, env=server_env(args.profile, None, None), stderr=subprocess.DEVNULL
@@ -405,6 +405,8 @@ def profile(args: argparse.Namespace) -> None:
         stack, _, count = line.rpartition(" ")
         n = int(count)
         frames = stack.split(";")
+        if any(frame.startswith("_find_and_load") for frame in frames):
+            continue  # start-up (imports), not serving
         total += n
         leaf[frames[-1]] += n
         owners[package_of(frames[-1])] += n
