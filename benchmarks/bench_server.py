@@ -14,7 +14,7 @@ req/s ratio means anything (it should be ~95% or more).
 
 Usage:
   ./scripts/bench server [--rounds 5] [--duration 10] [--stream-duration 5]
-                         [--contenders bare,asgi-perf,minimal,...] [--before REF] [--gc]
+                         [--contenders bare,asgi-perf,minimal,...] [--before REF] [--no-gc]
   ./scripts/bench server --profile asgi-perf [--duration 20]   # py-spy sample of the server
   ./scripts/bench server --allocations [--requests 2000]  # instructions, allocations (callgrind)
 """
@@ -338,7 +338,10 @@ def benchmark(args: argparse.Namespace) -> None:
         f"python {platform.python_version()}, {versions}, {os.cpu_count()} cores, "
         f"{datetime.date.today()}; "
         f"`./scripts/bench server --rounds {args.rounds} --duration {args.duration} "
-        f"--stream-duration {args.stream_duration}`"
+        f"--stream-duration {args.stream_duration}"
+        + (f" --before {args.before}" if args.before else "")
+        + ("" if args.gc else " --no-gc")
+        + "`"
     )
     print(
         f"uvicorn 1 worker (--http httptools --loop uvloop, no access log) on core {SERVER_CORE}; "
@@ -527,7 +530,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--contenders", default=DEFAULT_CONTENDERS)
     parser.add_argument("--before", metavar="REF", help="also run asgi-perf as of this git ref")
-    parser.add_argument("--gc", action="store_true", help="time the collector's passes")
+    parser.add_argument(
+        "--no-gc", dest="gc", action="store_false", help="do not time the collector's passes"
+    )
     parser.add_argument("--profile", metavar="CONTENDER", help="sample one server with py-spy")
     parser.add_argument("--profile-stream", action="store_true", help="profile /export")
     parser.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
