@@ -12,7 +12,7 @@ from ._labels import OTHER, OVERFLOW, UNMATCHED
 from ._native import NativeHistograms
 from .catalogue import CATALOGUE, MetricSpec
 from .export import MetricsApp, metrics_app
-from .http import PerfMiddleware, RouteResolver, instrument
+from .http import PerfMiddleware, RequestInfo, RouteResolver, instrument
 from .registry import PerfRegistry
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "NativeHistograms",
     "PerfMiddleware",
     "PerfRegistry",
+    "RequestInfo",
     "RouteResolver",
     "__version__",
     "instrument",
