@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Container
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client.metrics_core import Metric
-
-from .._histogram import PlainHistogram, bucket_labels
+from .._histogram import PlainHistogram
 from .._labels import OVERFLOW, STANDARD_METHODS
+from .._rows import FamilyRows
 from .._shared import SharedStore
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
@@ -131,32 +131,62 @@ class HttpStats(CatalogueCollector):
         self.exceptions[key] = self.exceptions.get(key, 0) + 1
 
     # -- scrape time -----------------------------------------------------------------------------
-    def collect(self) -> Iterator[Metric]:
-        f = self.families()
-        requests = f["http_requests_total"]
-        duration = f["http_request_duration_seconds"]
-        ttfb = f["http_request_ttfb_seconds"]
-        req_size = f["http_request_size_bytes"]
-        resp_size = f["http_response_size_bytes"]
+    def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        out = {
+            "http_requests_total": FamilyRows("http_requests_total", "counter"),
+            "http_request_duration_seconds": FamilyRows(
+                "http_request_duration_seconds", "histogram", bounds=self.duration_buckets
+            ),
+            "http_request_ttfb_seconds": FamilyRows(
+                "http_request_ttfb_seconds", "histogram", bounds=self.ttfb_buckets
+            ),
+            "http_requests_in_progress": FamilyRows("http_requests_in_progress", "gauge"),
+            "http_request_size_bytes": FamilyRows("http_request_size_bytes", "summary"),
+            "http_response_size_bytes": FamilyRows("http_response_size_bytes", "summary"),
+            "http_exceptions_total": FamilyRows("http_exceptions_total", "counter"),
+        }
+        if any(name not in skip for name in _PER_ROUTE):
+            self._route_rows(*(out[name].rows for name in _PER_ROUTE))
+        out["http_requests_in_progress"].rows = [
+            ((method,), value) for method, value in list(self.in_progress.items())
+        ]
+        out["http_exceptions_total"].rows = self._exception_rows()
+        return [family for name, family in out.items() if name not in skip]
+
+    def _route_rows(
+        self, requests: _Rows, duration: _Rows, ttfb: _Rows, req: _Rows, resp: _Rows
+    ) -> None:
         for route, by_method in list(self.routes.items()):
             for method, series in list(by_method.items()):
                 served = 0
                 for status, hist in list(series.by_status.items()):
-                    buckets, total, count = hist.cumulative()
+                    # One copy of the counts, then the sum: as PlainHistogram.cumulative().
+                    cumulative = list(accumulate(list(hist.counts)))
+                    count = cumulative[-1]
                     served += count
-                    labels = [method, route, status]
-                    requests.add_metric(labels, count)
-                    duration.add_metric(labels, buckets, total)
-                req_size.add_metric([method, route], served, series.request_bytes)
-                resp_size.add_metric([method, route], served, series.response_bytes)
-                buckets, total, count = series.ttfb.cumulative()
-                if count:
-                    ttfb.add_metric([method, route], buckets, total)
-        for method, value in list(self.in_progress.items()):
-            f["http_requests_in_progress"].add_metric([method], value)
-        for key, value in list(self.exceptions.items()):
-            f["http_exceptions_total"].add_metric(list(key), value)
-        return iter(f.values())
+                    labels = (method, route, status)
+                    requests.append((labels, count))
+                    duration.append((labels, (cumulative, hist.sum)))
+                req.append(((method, route), (served, series.request_bytes)))
+                resp.append(((method, route), (served, series.response_bytes)))
+                h = series.ttfb
+                cumulative = list(accumulate(list(h.counts)))
+                if cumulative[-1]:
+                    ttfb.append(((method, route), (cumulative, h.sum)))
+
+    def _exception_rows(self) -> _Rows:
+        return [(key, value) for key, value in list(self.exceptions.items())]
+
+
+_Rows = list[tuple[tuple[str, ...], Any]]
+#: The families with one series per (method, route[, status]): what scales with the routes.
+_PER_ROUTE = (
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "http_request_ttfb_seconds",
+    "http_request_size_bytes",
+    "http_response_size_bytes",
+)
 
 
 #: The registry's HTTP series, shared by every middleware on it.
@@ -309,40 +339,28 @@ class SharedHttpStats(HttpStats):
         self.store.values[slot] += 1
 
     # -- scrape time: this worker's own view (the merged view reads every worker's files) --------
-    def collect(self) -> Iterator[Metric]:
-        f = self.families()
+    def _route_rows(
+        self, requests: _Rows, duration: _Rows, ttfb: _Rows, req: _Rows, resp: _Rows
+    ) -> None:
         values = self.store.values
+        n_duration = len(self.duration_buckets) + 1
+        n_ttfb = len(self.ttfb_buckets) + 1
         for route, by_method in list(self.shared_routes.items()):
             for method, series in list(by_method.items()):
                 for status, slot in list(series.by_status.items()):
-                    buckets, total, count = _cumulative(values, slot, self.duration_buckets)
-                    labels = [method, route, status]
-                    f["http_requests_total"].add_metric(labels, count)
-                    f["http_request_duration_seconds"].add_metric(labels, buckets, total)
-                for name, slot in (
-                    ("http_request_size_bytes", series.request_bytes),
-                    ("http_response_size_bytes", series.response_bytes),
-                ):
-                    f[name].add_metric([method, route], values[slot], values[slot + 1])
+                    cumulative = list(accumulate(values[slot : slot + n_duration]))
+                    labels = (method, route, status)
+                    requests.append((labels, cumulative[-1]))
+                    duration.append((labels, (cumulative, float(values[slot + n_duration]))))
+                slot = series.request_bytes
+                req.append(((method, route), (values[slot], values[slot + 1])))
+                slot = series.response_bytes
+                resp.append(((method, route), (values[slot], values[slot + 1])))
                 if series.ttfb >= 0:
-                    buckets, total, count = _cumulative(values, series.ttfb, self.ttfb_buckets)
-                    f["http_request_ttfb_seconds"].add_metric([method, route], buckets, total)
-        for method, value in list(self.in_progress.items()):
-            f["http_requests_in_progress"].add_metric([method], value)
-        for key, slot in list(self.exception_slots.items()):
-            f["http_exceptions_total"].add_metric(list(key), values[slot])
-        return iter(f.values())
+                    slot = series.ttfb
+                    cumulative = list(accumulate(values[slot : slot + n_ttfb]))
+                    ttfb.append(((method, route), (cumulative, float(values[slot + n_ttfb]))))
 
-
-def _cumulative(
-    values: Any, slot: int, bounds: tuple[float, ...]
-) -> tuple[list[tuple[str, float]], float, float]:
-    """``([(le, cumulative count), ...], sum, count)`` of the histogram at ``slot``."""
-    out: list[tuple[str, float]] = []
-    running = 0.0
-    for i, label in enumerate(bucket_labels(bounds)):
-        running += values[slot + i]
-        out.append((label, running))
-    running += values[slot + len(bounds)]
-    out.append(("+Inf", running))
-    return out, float(values[slot + len(bounds) + 1]), running
+    def _exception_rows(self) -> _Rows:
+        values = self.store.values
+        return [(key, values[slot]) for key, slot in list(self.exception_slots.items())]
