@@ -24,7 +24,7 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client.metrics_core import Metric
 
@@ -53,6 +53,9 @@ class RowsRequest:
     sink: list[FamilyRows] | None = None
     #: Catalogue names the reader does not want: neither computed nor yielded.
     skip: Container[str] = frozenset()
+    #: Yield each family empty, its rows attached (:func:`attached`), for a reader that renders
+    #: rows itself (the fast text renderer) and keeps the registry's family order.
+    attach: bool = False
 
 
 _REQUEST: contextvars.ContextVar[RowsRequest | None] = contextvars.ContextVar(
@@ -76,6 +79,30 @@ def current_request() -> RowsRequest | None:
     return _REQUEST.get()
 
 
+class Attached(NamedTuple):
+    """The rows carried by a family yielded to an ``attach`` request, with their label names."""
+
+    rows: FamilyRows
+    labelnames: tuple[str, ...]
+
+
+_ATTACHED = "_asgi_perf_rows"
+
+
+def attach(
+    rows: FamilyRows, family: Callable[[str], Metric], labelnames: tuple[str, ...]
+) -> Metric:
+    """The empty family of ``rows`` (``family(name)``) carrying them (see :func:`attached`)."""
+    metric = family(rows.name)
+    setattr(metric, _ATTACHED, Attached(rows, labelnames))
+    return metric
+
+
+def attached(metric: Metric) -> Attached | None:
+    """The rows a family carries instead of samples, if it does."""
+    return getattr(metric, _ATTACHED, None)
+
+
 def to_metric(rows: FamilyRows, family: Callable[[str], Metric]) -> Metric:
     """The prometheus_client family of ``rows``; ``family(name)`` builds it empty (the
     registry's :meth:`~asgi_perf.registry.PerfRegistry.family`)."""
@@ -95,9 +122,12 @@ def to_metric(rows: FamilyRows, family: Callable[[str], Metric]) -> Metric:
 
 
 __all__ = [
+    "Attached",
     "FamilyRows",
     "LabelValues",
     "RowsRequest",
+    "attach",
+    "attached",
     "current_request",
     "reading_rows",
     "to_metric",

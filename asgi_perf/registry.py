@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from ._checks import check, is_int_at_least
 from ._labels import OVERFLOW, SeriesCap
-from ._rows import FamilyRows, current_request, to_metric
+from ._rows import FamilyRows, attach, current_request, to_metric
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
 
@@ -448,7 +448,11 @@ class ContainedCollector(Collector):
                 if request.sink is not None:
                     request.sink.extend(rows)
                     return iter(())
-                family = self._rows.registry.family
+                registry = self._rows.registry
+                family = registry.family
+                if request.attach:
+                    spec = registry.spec
+                    return iter([attach(r, family, spec(r.name).labels) for r in rows])
                 return iter([to_metric(r, family) for r in rows])
             families = list(self.collector.collect())
         except Exception as exc:  # noqa: BLE001 - one collector must not fail the whole scrape
