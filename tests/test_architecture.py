@@ -37,6 +37,7 @@ CORE = frozenset(
         "_labels",
         "_histogram",
         "_shared",
+        "_rows",
         "_types",
         "_checks",
         "_optional",

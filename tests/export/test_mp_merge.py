@@ -188,3 +188,29 @@ def test_the_merged_view_of_live_workers_is_unchanged(
             assert {(s.name, tuple(sorted(s.labels.items()))): s.value for s in requests} == want
     finally:
         mp.close()
+
+
+def test_families_of_another_type_are_left_alone_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A family already merged with another type (a snapshot of another version) keeps it, and
+    the series of the other type are left out, as before, for histograms and their counters."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for n in range(2):
+        _traffic(PerfRegistry(), 3, n)
+    seed: store.Families = {
+        "http_request_duration_seconds": ("gauge", "Other.", {("x", ()): 1.0}),
+        "http_requests": ("gauge", "Other.", {}),
+    }
+    _check(tmp_path, store.SharedReader(), seed)
+
+
+def test_missing_files_read_as_nothing(tmp_path: Path) -> None:
+    """An index gone before it is opened, or one without its slot file, adds nothing."""
+    reader = store.SharedReader()
+    assert reader._read(tmp_path / "asgi_perf_1_1.keys") == (None, [])
+    keys = tmp_path / "asgi_perf_1_00000000000000000001.keys"
+    keys.write_bytes(b'[0, "jobs", "counter", "Jobs.", [], [], [], []]\n')
+    families: store.Families = {}
+    assert reader.merge(families, tmp_path) == []
+    assert families == {}
