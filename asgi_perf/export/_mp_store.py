@@ -362,16 +362,6 @@ class _Plan:
             self.count_family, self.count_help = entry.count_as[0], entry.count_as[1]
             self.count_key = (f"{self.count_family}_total", tuple(sorted(labels.items())))
 
-    def samples(self, slots: list[float]) -> list[float]:
-        """The exposition values of the series from its slots (as :func:`shared.expand`)."""
-        if self.kind != shared.HISTOGRAM:
-            return slots
-        buckets = len(slots) - 1
-        out = list(accumulate(slots[:buckets]))
-        out.append(out[-1])
-        out.append(slots[buckets])
-        return out
-
 
 def _identity(entry: shared.IndexEntry) -> tuple[Any, ...]:
     return (entry.family, entry.kind, entry.help, entry.labels, entry.bounds, entry.count_as)
@@ -422,12 +412,11 @@ class SharedReader:
                 continue
             seen[keys] = parsed
             for (_, _, plan), slots in zip(parsed.entries, values, strict=True):
-                samples = plan.samples(slots)
                 vectors = gathered.get(plan)
                 if vectors is None:
-                    gathered[plan] = [samples]
+                    gathered[plan] = [slots]
                 else:
-                    vectors.append(samples)
+                    vectors.append(slots)
         if seen.keys() != self._files.keys():
             # Files were compacted away: forget the series only they named.
             self._plans = {
@@ -484,31 +473,55 @@ class SharedReader:
 
 
 def _add_gathered(families: Families, plan: _Plan, vectors: list[list[float]]) -> None:
-    """Add every worker's values of one series, worker by worker, as a sample-by-sample merge."""
+    """Add every worker's slots of one series (worker by worker) to ``families``.
+
+    Bucket counts only ever grow by whole increments, so they are summed over the workers
+    before the cumulative counts are formed: the same integers as adding each worker's
+    cumulative counts. Sums and counter values are added worker by worker, in order, as the
+    sample-by-sample merge added them.
+    """
     entry = families.get(plan.family)
     if entry is None:
         entry = families[plan.family] = (plan.kind, plan.help, {})
+    histogram = plan.kind == shared.HISTOGRAM
+    count = 0.0
     if entry[0] == plan.kind:
         target = entry[2]
-        if len(vectors) == 1:
-            for key, value in zip(plan.keys, vectors[0], strict=True):
+        keys = plan.keys
+        if histogram:
+            buckets = len(keys) - 2
+            if len(vectors) == 1:
+                counts = vectors[0][:buckets]
+            else:
+                counts = [
+                    sum(column) for column in zip(*(v[:buckets] for v in vectors), strict=True)
+                ]
+            cumulative = list(accumulate(counts))
+            count = cumulative[-1]
+            cumulative.append(count)
+            for key, value in zip(keys, cumulative, strict=False):
                 target[key] = target.get(key, 0.0) + value
+            key = keys[-1]
+            total = target.get(key, 0.0)
+            for vector in vectors:
+                total += vector[buckets]
+            target[key] = total
         else:
-            for i, key in enumerate(plan.keys):
+            for i, key in enumerate(keys):
                 total = target.get(key, 0.0)
                 for vector in vectors:
                     total += vector[i]
                 target[key] = total
-    if plan.count_family:
+    if plan.count_family and histogram:
+        if entry[0] != plan.kind:
+            buckets = len(plan.keys) - 2
+            count = sum(sum(v[:buckets]) for v in vectors)
         entry = families.get(plan.count_family)
         if entry is None:
             entry = families[plan.count_family] = ("counter", plan.count_help, {})
         if entry[0] == "counter":
-            counts, key = entry[2], plan.count_key
-            total = counts.get(key, 0.0)
-            for vector in vectors:
-                total += vector[-2]
-            counts[key] = total
+            counts_of = entry[2]
+            counts_of[plan.count_key] = counts_of.get(plan.count_key, 0.0) + count
 
 
 _SHARED_ERRORS = (ValueError, TypeError, IndexError, OSError)
