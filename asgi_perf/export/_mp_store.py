@@ -216,11 +216,20 @@ def merge_into(
                 values[key] = min(old, value)
 
 
+_new_sample = tuple.__new__
+#: Sample's optional fields (timestamp, exemplar and, on newer clients, native_histogram).
+_SAMPLE_TAIL = (None,) * (len(Sample._fields) - 3)
+
+
 def to_metrics(families: Families) -> Iterator[Metric]:
     for name, (typ, help_text, values) in families.items():
         metric = Metric(name, help_text, typ)
-        # What add_sample() appends, without a method call per sample.
-        metric.samples = [Sample(s, dict(labels), value) for (s, labels), value in values.items()]
+        # What add_sample() appends, without a Python-level call per sample: Sample is a named
+        # tuple, and its generated __new__ costs more than the tuple itself.
+        metric.samples = [
+            _new_sample(Sample, (s, dict(labels), value, *_SAMPLE_TAIL))
+            for (s, labels), value in values.items()
+        ]
         yield metric
 
 
