@@ -1,9 +1,9 @@
 """``registry.summary()``: every component's key figures in one JSON-able dict.
 
 The summary is built from the registry's own series, looked up by catalogue name, so it shows
-whatever subset of the integrations is installed without importing any of them. Collectors that
-hand their series over as rows (the HTTP store, whose series grow with the routes) are read as
-rows, without a prometheus_client sample per value; the others through ``collect()``. Rates, error rates
+whatever subset of the integrations is installed without importing any of them. Collectors that hand
+their series over as rows (the HTTP store, whose series grow with the routes) are read as rows,
+without a prometheus_client sample per value; the others through ``collect()``. Rates, error rates
 and percentiles are computed over a *window*: since the previous monitor snapshot when a
 :class:`~asgi_perf.operations.Monitor` runs, since the registry was created otherwise. Percentiles
 are estimated from histogram bucket deltas with PromQL's interpolation (``_histogram.quantile``).
