@@ -209,8 +209,24 @@ def test_missing_files_read_as_nothing(tmp_path: Path) -> None:
     """An index gone before it is opened, or one without its slot file, adds nothing."""
     reader = store.SharedReader()
     assert reader._read(tmp_path / "asgi_perf_1_1.keys") == (None, [])
+    assert list(shared.read_worker(tmp_path / "asgi_perf_1_1.keys")) == []
     keys = tmp_path / "asgi_perf_1_00000000000000000001.keys"
     keys.write_bytes(b'[0, "jobs", "counter", "Jobs.", [], [], [], []]\n')
     families: store.Families = {}
     assert reader.merge(families, tmp_path) == []
     assert families == {}
+
+
+def test_files_the_compacted_file_holds_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Index files named in ``skip`` (already folded into the compacted file) add nothing."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    for n in range(2):
+        _traffic(PerfRegistry(), 2, n)
+    first, second = shared.worker_files(tmp_path)
+    families: store.Families = {}
+    assert store.merge_shared(families, tmp_path, frozenset({first.name})) == []
+    expected: store.Families = {}
+    store._fold(expected, store._read_shared(second))
+    assert families == expected

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -167,6 +168,8 @@ def test_namespace_is_the_same() -> None:
     """With a namespace the rows path still finds every figure."""
     registry = PerfRegistry(namespace="shop")
     _traffic(_stats(registry), 3)
+    # Another library's metric in the same registry, outside the namespace: not the summary's.
+    Counter("jobs", "Jobs.", registry=registry.prometheus).inc()
     old, new = _both(registry)
     assert new == old
     assert new["http"]["requests"] > 0
