@@ -43,6 +43,9 @@ class FamilyRows:
     rows: list[tuple[LabelValues, Any]] = field(default_factory=list)
     #: A histogram's upper bounds, without ``+Inf``.
     bounds: tuple[float, ...] = ()
+    #: Label names after the catalogue's (the HTTP middleware's ``labels=`` / ``label_from=``);
+    #: row label values hold the catalogue's labels, then these.
+    extra_labels: tuple[str, ...] = ()
 
 
 @dataclass
@@ -103,10 +106,10 @@ def attached(metric: Metric) -> Attached | None:
     return getattr(metric, _ATTACHED, None)
 
 
-def to_metric(rows: FamilyRows, family: Callable[[str], Metric]) -> Metric:
-    """The prometheus_client family of ``rows``; ``family(name)`` builds it empty (the
-    registry's :meth:`~asgi_perf.registry.PerfRegistry.family`)."""
-    metric: Any = family(rows.name)
+def to_metric(rows: FamilyRows, family: Callable[[str, tuple[str, ...]], Metric]) -> Metric:
+    """The prometheus_client family of ``rows``; ``family(name, extra labels)`` builds it empty
+    (the registry's :meth:`~asgi_perf.registry.PerfRegistry.family`)."""
+    metric: Any = family(rows.name, rows.extra_labels)
     kind = rows.kind
     if kind == "histogram":
         les = (*bucket_labels(rows.bounds), "+Inf")

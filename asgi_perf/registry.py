@@ -7,7 +7,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sequence
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -73,12 +73,14 @@ class RequestHook(Protocol):
 
     ``request_started()`` runs in the request's task before the app, so a ``ContextVar`` it sets is
     visible to the app; its return value is handed to ``request_finished()`` after the app returns.
-    Both must be cheap; exceptions are caught and counted, never raised into the app.
+    ``request_finished`` may be a coroutine function: the middleware awaits it (bounded by its
+    ``callback_timeout``) once the response is complete. Both must be cheap; exceptions are caught
+    and counted, never raised into the app.
     """
 
     def request_started(self) -> Any: ...
 
-    def request_finished(self, state: Any) -> None: ...
+    def request_finished(self, state: Any) -> Awaitable[None] | None: ...
 
 
 class ComponentKey(Generic[T]):
@@ -203,11 +205,12 @@ class PerfRegistry:
         except KeyError:
             raise ValueError(ERR_UNKNOWN_METRIC.format(name)) from None
 
-    def family(self, name: str) -> Metric:
+    def family(self, name: str, extra_labels: Sequence[str] = ()) -> Metric:
         """An empty metric family for catalogue metric ``name`` (its type, exposed name, help and
-        labels), for scrape-time collectors to fill with ``add_metric``."""
+        labels, then ``extra_labels``), for scrape-time collectors to fill with ``add_metric``."""
         spec = self.spec(name)
-        return _FAMILIES[spec.kind](self.metric_name(name), spec.help, labels=list(spec.labels))
+        labels = [*spec.labels, *extra_labels]
+        return _FAMILIES[spec.kind](self.metric_name(name), spec.help, labels=labels)
 
     # -- native metrics --------------------------------------------------------------------------
     def counter(self, name: str) -> BoundedMetric:
@@ -456,7 +459,9 @@ class ContainedCollector(Collector):
                 family = registry.family
                 if request.attach:
                     spec = registry.spec
-                    return iter([attach(r, family, spec(r.name).labels) for r in rows])
+                    return iter(
+                        [attach(r, family, (*spec(r.name).labels, *r.extra_labels)) for r in rows]
+                    )
                 return iter([to_metric(r, family) for r in rows])
             families = list(self.collector.collect())
         except Exception as exc:  # noqa: BLE001 - one collector must not fail the whole scrape

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Container
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW, STANDARD_METHODS
@@ -17,6 +17,25 @@ ERR_SHARED_BUCKETS = (
     "this registry already records HTTP metrics with other buckets; "
     "use one bucket configuration per registry"
 )
+ERR_SHARED_LABELS = (
+    "this registry already records HTTP metrics with other extra labels ({} there, {} here); "
+    "use one labels= / label_from= configuration per registry"
+)
+#: Joins a route and its ``label_from`` values into one series key (never in a label value).
+_KEY_SEP = "\x00"
+
+
+class ExtraLabels(NamedTuple):
+    """Labels added to every HTTP series besides method, route and status."""
+
+    constant: tuple[tuple[str, str], ...] = ()  # (name, value): the same on every series
+    dynamic: tuple[str, ...] = ()  # names of the label_from labels, in order
+
+    def names(self) -> tuple[str, ...]:
+        return (*(name for name, _ in self.constant), *self.dynamic)
+
+
+NO_EXTRA_LABELS = ExtraLabels()
 
 
 class _RouteSeries:
@@ -56,10 +75,16 @@ class HttpStats(CatalogueCollector):
         registry: PerfRegistry,
         duration_buckets: tuple[float, ...],
         ttfb_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
     ) -> None:
         super().__init__(registry)
         self.duration_buckets = duration_buckets
         self.ttfb_buckets = ttfb_buckets
+        self.labels = labels
+        self._constant_values = tuple(value for _, value in labels.constant)
+        # Series key -> (route, label_from values): a key is the route itself without label_from.
+        self._keys: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._overflow_values = (OVERFLOW,) * len(labels.dynamic)
         self.limit = registry.max_series_per_metric
         # route -> method -> series: two string-keyed lookups, no tuple built per request.
         self.routes: dict[str, dict[str, _RouteSeries]] = {}
@@ -71,6 +96,40 @@ class HttpStats(CatalogueCollector):
     def check_buckets(self, duration: tuple[float, ...], ttfb: tuple[float, ...]) -> None:
         if (duration, ttfb) != (self.duration_buckets, self.ttfb_buckets):
             raise ValueError(ERR_SHARED_BUCKETS)
+
+    def check_labels(self, labels: ExtraLabels) -> None:
+        if labels != self.labels:
+            raise ValueError(ERR_SHARED_LABELS.format(self.labels.names(), labels.names()))
+
+    # -- extra labels: resolved off the common path, expanded at scrape time -----------------------
+    def series_key(self, route: str, values: tuple[str, ...]) -> str:
+        """The key :meth:`record` files a route under with these ``label_from`` values."""
+        key = _KEY_SEP.join((route, *values))
+        if key not in self._keys:
+            if len(self._keys) >= self.limit:
+                self.registry.count_overflow("http_request_duration_seconds")
+                return OVERFLOW
+            self._keys[key] = (route, values)
+        return key
+
+    def expand(self, key: str) -> tuple[str, tuple[str, ...]]:
+        """``(route, extra label values)`` of a series key, constant labels included."""
+        found = self._keys.get(key)
+        if found is None:  # a plain route, or the overflow series
+            return key, (*self._constant_values, *self._overflow_values)
+        return found[0], (*self._constant_values, *found[1])
+
+    def families(self) -> dict[str, Any]:
+        if not (self.labels.constant or self.labels.dynamic):
+            return super().families()
+        names = self.labels.names()
+        constant = tuple(name for name, _ in self.labels.constant)
+        return {
+            metric: self.registry.family(
+                metric, constant if metric == "http_requests_in_progress" else names
+            )
+            for metric in self.metrics
+        }
 
     def record(
         self,
@@ -132,23 +191,40 @@ class HttpStats(CatalogueCollector):
 
     # -- scrape time -----------------------------------------------------------------------------
     def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        names = self.labels.names()
+        constant = tuple(name for name, _ in self.labels.constant)
         out = {
-            "http_requests_total": FamilyRows("http_requests_total", "counter"),
+            "http_requests_total": FamilyRows("http_requests_total", "counter", extra_labels=names),
             "http_request_duration_seconds": FamilyRows(
-                "http_request_duration_seconds", "histogram", bounds=self.duration_buckets
+                "http_request_duration_seconds",
+                "histogram",
+                bounds=self.duration_buckets,
+                extra_labels=names,
             ),
             "http_request_ttfb_seconds": FamilyRows(
-                "http_request_ttfb_seconds", "histogram", bounds=self.ttfb_buckets
+                "http_request_ttfb_seconds",
+                "histogram",
+                bounds=self.ttfb_buckets,
+                extra_labels=names,
             ),
-            "http_requests_in_progress": FamilyRows("http_requests_in_progress", "gauge"),
-            "http_request_size_bytes": FamilyRows("http_request_size_bytes", "summary"),
-            "http_response_size_bytes": FamilyRows("http_response_size_bytes", "summary"),
-            "http_exceptions_total": FamilyRows("http_exceptions_total", "counter"),
+            "http_requests_in_progress": FamilyRows(
+                "http_requests_in_progress", "gauge", extra_labels=constant
+            ),
+            "http_request_size_bytes": FamilyRows(
+                "http_request_size_bytes", "summary", extra_labels=names
+            ),
+            "http_response_size_bytes": FamilyRows(
+                "http_response_size_bytes", "summary", extra_labels=names
+            ),
+            "http_exceptions_total": FamilyRows(
+                "http_exceptions_total", "counter", extra_labels=names
+            ),
         }
         if any(name not in skip for name in _PER_ROUTE):
             self._route_rows(*(out[name].rows for name in _PER_ROUTE))
+        values = self._constant_values
         out["http_requests_in_progress"].rows = [
-            ((method,), value) for method, value in list(self.in_progress.items())
+            ((method, *values), value) for method, value in list(self.in_progress.items())
         ]
         out["http_exceptions_total"].rows = self._exception_rows()
         return [family for name, family in out.items() if name not in skip]
@@ -156,7 +232,8 @@ class HttpStats(CatalogueCollector):
     def _route_rows(
         self, requests: _Rows, duration: _Rows, ttfb: _Rows, req: _Rows, resp: _Rows
     ) -> None:
-        for route, by_method in list(self.routes.items()):
+        for key, by_method in list(self.routes.items()):
+            route, extra = self.expand(key)
             for method, series in list(by_method.items()):
                 served = 0
                 for status, hist in list(series.by_status.items()):
@@ -164,18 +241,23 @@ class HttpStats(CatalogueCollector):
                     cumulative = list(accumulate(list(hist.counts)))
                     count = cumulative[-1]
                     served += count
-                    labels = (method, route, status)
+                    labels = (method, route, status, *extra)
                     requests.append((labels, count))
                     duration.append((labels, (cumulative, hist.sum)))
-                req.append(((method, route), (served, series.request_bytes)))
-                resp.append(((method, route), (served, series.response_bytes)))
+                labels = (method, route, *extra)
+                req.append((labels, (served, series.request_bytes)))
+                resp.append((labels, (served, series.response_bytes)))
                 h = series.ttfb
                 cumulative = list(accumulate(list(h.counts)))
                 if cumulative[-1]:
-                    ttfb.append(((method, route), (cumulative, h.sum)))
+                    ttfb.append((labels, (cumulative, h.sum)))
 
     def _exception_rows(self) -> _Rows:
-        return [(key, value) for key, value in list(self.exceptions.items())]
+        rows: _Rows = []
+        for (method, key, exception), value in list(self.exceptions.items()):
+            route, extra = self.expand(key)
+            rows.append(((method, route, exception, *extra), value))
+        return rows
 
 
 _Rows = list[tuple[tuple[str, ...], Any]]
@@ -220,8 +302,9 @@ class SharedHttpStats(HttpStats):
         duration_buckets: tuple[float, ...],
         ttfb_buckets: tuple[float, ...],
         store: SharedStore,
+        labels: ExtraLabels = NO_EXTRA_LABELS,
     ) -> None:
-        super().__init__(registry, duration_buckets, ttfb_buckets)
+        super().__init__(registry, duration_buckets, ttfb_buckets, labels)
         self.store = store
         self.shared_routes: dict[str, dict[str, _SharedRouteSeries]] = {}
         self.exception_slots: dict[tuple[str, str, str], int] = {}
@@ -251,6 +334,14 @@ class SharedHttpStats(HttpStats):
             also = (self._names[derived].removesuffix("_total"), self.registry.spec(derived).help)
         return self.store.allocate(self._names[metric], kind, spec.help, labels, bounds, also)
 
+    def _labelled(
+        self, head: list[tuple[str, str]], key: str, tail: tuple[tuple[str, str], ...] = ()
+    ) -> list[tuple[str, str]]:
+        """Label pairs of a shared series: ``head``, the route (and extra labels) of ``key``,
+        ``tail``."""
+        route, extra = self.expand(key)
+        return [*head, ("route", route), *tail, *zip(self.labels.names(), extra, strict=True)]
+
     def record(
         self,
         method: str,
@@ -277,7 +368,7 @@ class SharedHttpStats(HttpStats):
                 slot = series.ttfb = self._allocate(
                     "http_request_ttfb_seconds",
                     "histogram",
-                    [("method", method), ("route", route)],
+                    self._labelled([("method", method)], route),
                     self.ttfb_buckets,
                 )
             values[slot + bisect_left(self.ttfb_buckets, ttfb)] += 1
@@ -296,7 +387,7 @@ class SharedHttpStats(HttpStats):
         by_method = self.shared_routes.setdefault(route, {})
         series = by_method.get(method)
         if series is None:
-            labels = [("method", method), ("route", route)]
+            labels = self._labelled([("method", method)], route)
             series = by_method[method] = _SharedRouteSeries(
                 self._allocate("http_request_size_bytes", "summary", labels),
                 self._allocate("http_response_size_bytes", "summary", labels),
@@ -315,7 +406,7 @@ class SharedHttpStats(HttpStats):
         slot = series.by_status[status] = self._allocate(
             "http_request_duration_seconds",
             "histogram",
-            [("method", method), ("route", route), ("status", status)],
+            self._labelled([("method", method)], route, (("status", status),)),
             self.duration_buckets,
             derived="http_requests_total",
         )
@@ -334,7 +425,7 @@ class SharedHttpStats(HttpStats):
                 slot = self.exception_slots[key] = self._allocate(
                     "http_exceptions_total",
                     "counter",
-                    list(zip(("method", "route", "exception"), key, strict=True)),
+                    self._labelled([("method", key[0])], key[1], (("exception", key[2]),)),
                 )
         self.store.values[slot] += 1
 
@@ -345,22 +436,28 @@ class SharedHttpStats(HttpStats):
         values = self.store.values
         n_duration = len(self.duration_buckets) + 1
         n_ttfb = len(self.ttfb_buckets) + 1
-        for route, by_method in list(self.shared_routes.items()):
+        for key, by_method in list(self.shared_routes.items()):
+            route, extra = self.expand(key)
             for method, series in list(by_method.items()):
                 for status, slot in list(series.by_status.items()):
                     cumulative = list(accumulate(values[slot : slot + n_duration]))
-                    labels = (method, route, status)
+                    labels = (method, route, status, *extra)
                     requests.append((labels, cumulative[-1]))
                     duration.append((labels, (cumulative, float(values[slot + n_duration]))))
+                labels = (method, route, *extra)
                 slot = series.request_bytes
-                req.append(((method, route), (values[slot], values[slot + 1])))
+                req.append((labels, (values[slot], values[slot + 1])))
                 slot = series.response_bytes
-                resp.append(((method, route), (values[slot], values[slot + 1])))
+                resp.append((labels, (values[slot], values[slot + 1])))
                 if series.ttfb >= 0:
                     slot = series.ttfb
                     cumulative = list(accumulate(values[slot : slot + n_ttfb]))
-                    ttfb.append(((method, route), (cumulative, float(values[slot + n_ttfb]))))
+                    ttfb.append((labels, (cumulative, float(values[slot + n_ttfb]))))
 
     def _exception_rows(self) -> _Rows:
         values = self.store.values
-        return [(key, values[slot]) for key, slot in list(self.exception_slots.items())]
+        rows: _Rows = []
+        for (method, key, exception), slot in list(self.exception_slots.items()):
+            route, extra = self.expand(key)
+            rows.append(((method, route, exception, *extra), values[slot]))
+        return rows

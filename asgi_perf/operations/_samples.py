@@ -80,7 +80,8 @@ class Samples:
                     name = s.name[len(prefix) :]
                     self.by_name.setdefault(name, []).append((s.labels, s.value))
         for family_rows in sink:
-            self._add_rows(family_rows, registry.spec(family_rows.name).labels)
+            labelnames = (*registry.spec(family_rows.name).labels, *family_rows.extra_labels)
+            self._add_rows(family_rows, labelnames)
 
     def _add_rows(self, family: FamilyRows, labelnames: tuple[str, ...]) -> None:
         name, kind = family.name, family.kind

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import Counter
+from prometheus_client import Counter, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from asgi_perf import PerfMiddleware, PerfRegistry, instrument
 from asgi_perf.cache import LRUCache
+from asgi_perf.export._render import FastRenderer
 from asgi_perf.http._stats import HTTP_STATS, HttpStats, SharedHttpStats
 from asgi_perf.operations import Summary, SystemFigures
 from asgi_perf.operations._samples import Reading, Samples, Window
@@ -226,3 +228,40 @@ def test_random_traffic_gives_the_same_summary(
     for window in (None, base):
         old, new = _both(registry, window)
         assert new == old
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shared", [False, True])
+async def test_extra_labels_are_the_same_and_render_as_the_library(
+    shared: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With constant and per-request labels (single and multi-worker), the rows summary equals
+    the collect() one, and the fast renderer writes what generate_latest writes."""
+    if shared:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    registry = PerfRegistry()
+
+    async def ok(request: Request) -> Response:
+        if request.url.path.endswith("/3"):
+            raise RuntimeError("boom")
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/ok/{n}", ok)])
+    app.add_middleware(
+        PerfMiddleware,
+        registry=registry,
+        labels={"app_name": "shop"},
+        label_from={"tenant": lambda scope: "t" + scope["path"][-1]},
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for i in range(4):
+            await client.get(f"/ok/{i}")
+    old, new = _both(registry)
+    assert new == old
+    assert new["http"]["requests"] == 4
+    for openmetrics, library in ((False, generate_latest), (True, om_generate_latest)):
+        body = FastRenderer(openmetrics=openmetrics).render(registry.prometheus)
+        assert body == library(registry.prometheus)
+        assert b'tenant="t1"' in body
+        assert b'app_name="shop"' in body
