@@ -93,10 +93,13 @@ _ATTACHED = "_asgi_perf_rows"
 
 
 def attach(
-    rows: FamilyRows, family: Callable[[str], Metric], labelnames: tuple[str, ...]
+    rows: FamilyRows,
+    family: Callable[[str, tuple[str, ...]], Metric],
+    labelnames: tuple[str, ...],
 ) -> Metric:
-    """The empty family of ``rows`` (``family(name)``) carrying them (see :func:`attached`)."""
-    metric = family(rows.name)
+    """The empty family of ``rows`` (``family(name, extra labels)``) carrying them, with every
+    label name of their rows (see :func:`attached`)."""
+    metric = family(rows.name, rows.extra_labels)
     setattr(metric, _ATTACHED, Attached(rows, labelnames))
     return metric
 
@@ -106,10 +109,24 @@ def attached(metric: Metric) -> Attached | None:
     return getattr(metric, _ATTACHED, None)
 
 
+def materialize(metric: Metric) -> Metric:
+    """``metric`` with its samples: an attached family's rows become samples (for a reader that
+    rewrites families, such as a compat view); any other family is returned as it is."""
+    carried = attached(metric)
+    if carried is None:
+        return metric
+    delattr(metric, _ATTACHED)
+    return _fill(metric, carried.rows)
+
+
 def to_metric(rows: FamilyRows, family: Callable[[str, tuple[str, ...]], Metric]) -> Metric:
     """The prometheus_client family of ``rows``; ``family(name, extra labels)`` builds it empty
     (the registry's :meth:`~asgi_perf.registry.PerfRegistry.family`)."""
-    metric: Any = family(rows.name, rows.extra_labels)
+    return _fill(family(rows.name, rows.extra_labels), rows)
+
+
+def _fill(empty: Metric, rows: FamilyRows) -> Metric:
+    metric: Any = empty
     kind = rows.kind
     if kind == "histogram":
         les = (*bucket_labels(rows.bounds), "+Inf")
@@ -132,6 +149,7 @@ __all__ = [
     "attach",
     "attached",
     "current_request",
+    "materialize",
     "reading_rows",
     "to_metric",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +21,15 @@ from typing import (
     cast,
 )
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -35,6 +44,7 @@ from ._labels import OVERFLOW, SeriesCap
 from ._rows import FamilyRows, attach, current_request, to_metric
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
+from .compat import Compat, resolve
 
 if TYPE_CHECKING:
     from .operations import Summary, Timer, TimerStats
@@ -56,6 +66,18 @@ ERR_MAX_SERIES = "max_series_per_metric must be an int >= 1, got {!r}"
 ERR_UNKNOWN_METRIC = "unknown metric {!r}: every metric must be declared in asgi_perf.catalogue"
 ERR_KIND = "metric {!r} is a {}, not a {}"
 ERR_BUCKETS = "metric {!r} was already created with buckets {}; got {}"
+ERR_PROCESS_METRICS = "process_metrics must be True, False or None, got {!r}"
+ERR_PROCESS_DUPLICATE = (
+    "process_metrics=True, but the registry already has prometheus_client's process, platform or "
+    "GC collector ({}); leave process_metrics unset for a registry that has them"
+)
+ERR_NAME_CLASH = (
+    "the prometheus registry passed to PerfRegistry already has metrics of these names "
+    "(another library, such as prometheus-fastapi-instrumentator, or a second PerfRegistry on the "
+    "same registry): {}. Keep asgi-perf on a registry of its own (PerfRegistry() without "
+    "registry=, served at its own path), give it a namespace= of its own, or build one "
+    "PerfRegistry per prometheus registry and share it"
+)
 #: The ``component`` label of a scrape-time collector that raised (its families are skipped).
 COLLECT_COMPONENT = "collect"
 
@@ -153,6 +175,13 @@ class PerfRegistry:
     :param namespace: optional prefix for every metric name (``myapp`` -> ``myapp_http_...``).
     :param max_series_per_metric: hard cap on label combinations per metric; the excess is folded
         into an ``__overflow__`` series and counted in ``asgi_perf_series_overflow_total``.
+    :param compat: expose the HTTP metrics the way another library does, so its dashboards keep
+        answering: a preset name (``"prometheus-fastapi-instrumentator"``,
+        ``"starlette-exporter"``, ``"opentelemetry"``) or a :class:`~asgi_perf.compat.Compat`.
+        Applied when ``/metrics`` is rendered; the summary and dashboard keep asgi-perf's names.
+    :param process_metrics: add prometheus_client's process, platform and garbage-collector
+        collectors (``process_*``, ``python_info``, ``python_gc_*``). Default: on for the registry
+        asgi-perf creates, off for one passed in (``prometheus_client.REGISTRY`` has them already).
     """
 
     def __init__(
@@ -161,10 +190,19 @@ class PerfRegistry:
         *,
         namespace: str = "",
         max_series_per_metric: int = DEFAULT_MAX_SERIES,
+        compat: Compat | str | None = None,
+        process_metrics: bool | None = None,
     ) -> None:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
         check(is_int_at_least(max_series_per_metric, 1), ERR_MAX_SERIES, max_series_per_metric)
+        check(
+            process_metrics is None or isinstance(process_metrics, bool),
+            ERR_PROCESS_METRICS,
+            process_metrics,
+        )
+        #: How the HTTP metrics are exposed (``None``: the catalogue's names).
+        self.compat: Compat | None = resolve(compat)
         self._contained: dict[int, ContainedCollector] = {}
         self.prometheus: CollectorRegistry = (
             registry if registry is not None else _ContainingRegistry(self)
@@ -192,6 +230,14 @@ class PerfRegistry:
         # Self-metrics exist from the start so a dashboard can alert on them before they move.
         self._errors = self.counter("asgi_perf_instrumentation_errors_total")
         self._overflows = self.counter("asgi_perf_series_overflow_total")
+        if process_metrics if process_metrics is not None else registry is None:
+            try:
+                # Each registers itself; a registry that has one already refuses the duplicate.
+                ProcessCollector(registry=self.prometheus)
+                PlatformCollector(registry=self.prometheus)
+                GCCollector(registry=self.prometheus)
+            except ValueError as exc:
+                raise ValueError(ERR_PROCESS_DUPLICATE.format(exc)) from None
 
     # -- names and specs -------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:
@@ -230,7 +276,7 @@ class PerfRegistry:
         if spec.kind != kind:
             raise ValueError(ERR_KIND.format(name, spec.kind, kind))
         want = tuple(float(b) for b in buckets) if buckets is not None else None
-        with self._lock:
+        with self._lock, self._clash():
             existing = self._metrics.get(name)
             if existing is not None:
                 have = existing.spec.buckets
@@ -291,7 +337,20 @@ class PerfRegistry:
         if isinstance(prometheus, _ContainingRegistry):
             prometheus.register(collector)  # contains every collector, however registered
             return
-        prometheus.register(self._contain(collector, prometheus))
+        with self._clash():
+            prometheus.register(self._contain(collector, prometheus))
+
+    @contextlib.contextmanager
+    def _clash(self) -> Iterator[None]:
+        """prometheus_client's "Duplicated timeseries" on a shared registry, explained."""
+        try:
+            yield
+        except ValueError as exc:
+            text = str(exc)
+            if not text.startswith("Duplicated timeseries"):
+                raise
+            names = text.partition(":")[2].strip()
+            raise ValueError(ERR_NAME_CLASH.format(names)) from exc
 
     def unregister(self, collector: Collector) -> None:
         """Remove a collector registered with :meth:`register`."""

@@ -79,6 +79,17 @@ def asgi_perf_featured(routes: int | None = None) -> Any:
     return app
 
 
+def asgi_perf_pfi_compat(routes: int | None = None) -> Any:
+    """asgi-perf exposing the instrumentator's names: its high-resolution histogram is the one
+    knob that costs on the request path."""
+    from asgi_perf import PerfMiddleware, PerfRegistry
+
+    app = base_app(routes)
+    registry = PerfRegistry(compat="prometheus-fastapi-instrumentator")
+    app.add_middleware(PerfMiddleware, registry=registry)
+    return app
+
+
 def asgi_perf_multiworker(routes: int | None = None) -> Any:
     """asgi-perf in multi-worker mode: counters and histograms in a shared-memory file."""
     import atexit
@@ -155,6 +166,7 @@ CONTENDERS: dict[str, Callable[..., Any]] = {
     "asgi-perf multi-worker": asgi_perf_multiworker,
     "asgi-perf constant labels": asgi_perf_constant_labels,
     "asgi-perf label_from+hook": asgi_perf_featured,
+    "asgi-perf pfi-compat": asgi_perf_pfi_compat,
     "prometheus-fastapi-instrumentator": instrumentator,
     "starlette-exporter": starlette_exporter,
     "opentelemetry-asgi": opentelemetry,

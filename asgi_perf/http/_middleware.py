@@ -42,7 +42,14 @@ from ._features import (
     skip_method_labels,
 )
 from ._routing import RouteResolver, app_path
-from ._stats import HTTP_STATS, ExtraLabels, HttpStats, SharedHttpStats
+from ._stats import (
+    HTTP_STATS,
+    ExtraLabels,
+    HighrHttpStats,
+    HttpStats,
+    SharedHighrHttpStats,
+    SharedHttpStats,
+)
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
@@ -73,6 +80,10 @@ WARN_NESTED = (
 
 ERR_EXCLUDE_PATH = "exclude_paths entries must be strings starting with '/', got {!r}"
 ERR_EXCLUDE_PATTERN = "exclude_patterns entry {!r} is not a valid regular expression: {}"
+ERR_LABEL_COMPAT = (
+    "label {!r} is one the registry's compat setting already exposes (a renamed or constant "
+    "label); pick another name"
+)
 ERR_ROUTE_GETTER = "route_getter must be callable, got {!r}"
 
 RouteGetter = Callable[[Scope], "str | None"]
@@ -94,8 +105,10 @@ class PerfMiddleware:
         the path the route label describes: without a proxy prefix (``root_path``), with the prefix
         of the mounts the app sits under.
     :param exclude_patterns: regular expressions; a path that ``re.match``-es one is not recorded.
-    :param group_status: label status classes (``2xx``) instead of codes.
-    :param buckets: duration histogram bounds in seconds.
+    :param group_status: label status classes (``2xx``) instead of codes (default: the
+        registry's ``compat`` setting's, else off).
+    :param buckets: duration histogram bounds in seconds (default: the registry's ``compat``
+        setting's, else :data:`~asgi_perf.catalogue.LATENCY_BUCKETS`).
     :param ttfb_buckets: time-to-first-byte bounds in seconds (default: ``buckets``).
     :param route_getter: ``scope -> label | None`` for routers asgi-perf does not know; called after
         the app ran. ``None`` means unmatched. Its results are still capped per metric.
@@ -136,8 +149,8 @@ class PerfMiddleware:
         registry: PerfRegistry | None = None,
         exclude_paths: Iterable[str] = (),
         exclude_patterns: Iterable[str | re.Pattern[str]] = (),
-        group_status: bool = False,
-        buckets: Sequence[float] = LATENCY_BUCKETS,
+        group_status: bool | None = None,
+        buckets: Sequence[float] | None = None,
         ttfb_buckets: Sequence[float] | None = None,
         route_getter: RouteGetter | None = None,
         record_own_endpoints: bool = False,
@@ -170,11 +183,24 @@ class PerfMiddleware:
                 raise ValueError(ERR_EXCLUDE_PATTERN.format(pattern, exc)) from None
         if route_getter is not None and not callable(route_getter):
             raise ValueError(ERR_ROUTE_GETTER.format(route_getter))
+        compat = registry.compat
+        if group_status is None:
+            group_status = compat is not None and compat.group_status
+        if buckets is None:
+            buckets = compat.buckets if compat is not None and compat.buckets else LATENCY_BUCKETS
+        highr = compat.highr_buckets if compat is not None else None
         duration_b = check_buckets(buckets)
         ttfb_b = check_buckets(ttfb_buckets) if ttfb_buckets is not None else duration_b
         constant = constant_labels(labels)
         dynamic = label_callables(label_from, constant)
         extra = ExtraLabels(constant, tuple(name for name, _ in dynamic))
+        if compat is not None:
+            # The compat setting adds and renames labels at render time: a clash would expose
+            # one label twice.
+            taken = {*compat.extra_labels, *compat.label_names.values()}
+            for name in extra.names():
+                if name in taken:
+                    raise ValueError(ERR_LABEL_COMPAT.format(name))
         limit = check_limit(label_values_limit)
         self._timeout = check_positive(callback_timeout, ERR_TIMEOUT)
         self._skip_methods = skip_method_labels(skip_methods)
@@ -222,7 +248,13 @@ class PerfMiddleware:
             created = True
             # Decided once, here: the request path never asks which store it writes to.
             if registry.shared is not None:
+                if highr:
+                    return SharedHighrHttpStats(
+                        registry, duration_b, ttfb_b, registry.shared, highr, extra
+                    )
                 return SharedHttpStats(registry, duration_b, ttfb_b, registry.shared, extra)
+            if highr:
+                return HighrHttpStats(registry, duration_b, ttfb_b, highr, extra)
             return HttpStats(registry, duration_b, ttfb_b, extra)
 
         if self._duplicate:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Container
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._rows import FamilyRows
 from .._shared import SharedStore
+from ..compat import HIGHR_METRIC
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 ERR_SHARED_BUCKETS = (
@@ -60,7 +61,7 @@ class HttpStats(CatalogueCollector):
     stored separately: it is each duration histogram's count, so the two can never disagree.
     """
 
-    metrics = (
+    metrics: ClassVar[tuple[str, ...]] = (
         "http_requests_total",
         "http_request_duration_seconds",
         "http_request_ttfb_seconds",
@@ -126,7 +127,12 @@ class HttpStats(CatalogueCollector):
         constant = tuple(name for name, _ in self.labels.constant)
         return {
             metric: self.registry.family(
-                metric, constant if metric == "http_requests_in_progress" else names
+                metric,
+                ()
+                if metric == HIGHR_METRIC  # label-less by definition
+                else constant
+                if metric == "http_requests_in_progress"
+                else names,
             )
             for metric in self.metrics
         }
@@ -461,3 +467,94 @@ class SharedHttpStats(HttpStats):
             route, extra = self.expand(key)
             rows.append(((method, route, exception, *extra), values[slot]))
         return rows
+
+
+class HighrHttpStats(HttpStats):
+    """:class:`HttpStats` that also records the label-less high-resolution duration histogram
+    (prometheus-fastapi-instrumentator's ``http_request_duration_highr_seconds``).
+
+    Chosen at construction when the registry's compat setting asks for it, so the request path of
+    everyone else is untouched; here it costs one more bucket search per request.
+    """
+
+    metrics = (*HttpStats.metrics, HIGHR_METRIC)
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, labels)
+        self.highr = PlainHistogram(highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        h = self.highr
+        h.counts[bisect_left(h.bounds, duration)] += 1
+        h.sum += duration
+
+    def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        out = super().rows(skip)
+        if HIGHR_METRIC not in skip:
+            h = self.highr
+            cumulative = list(accumulate(list(h.counts)))
+            out.append(FamilyRows(HIGHR_METRIC, "histogram", [((), (cumulative, h.sum))], h.bounds))
+        return out
+
+
+class SharedHighrHttpStats(SharedHttpStats):
+    """:class:`HighrHttpStats` for multi-worker mode: the histogram lives in shared memory."""
+
+    metrics = HighrHttpStats.metrics
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        store: SharedStore,
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, store, labels)
+        self.highr_buckets = highr_buckets
+        self._highr_sum = len(highr_buckets) + 1
+        self.highr_slot = self._allocate(HIGHR_METRIC, "histogram", [], highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        values: Any = self.store.values
+        slot = self.highr_slot
+        values[slot + bisect_left(self.highr_buckets, duration)] += 1
+        values[slot + self._highr_sum] += duration
+
+    def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        out = super().rows(skip)
+        if HIGHR_METRIC not in skip:
+            values: Any = self.store.values
+            slot, n = self.highr_slot, len(self.highr_buckets) + 1
+            cumulative = list(accumulate(values[slot : slot + n]))
+            row = ((), (cumulative, float(values[slot + n])))
+            out.append(FamilyRows(HIGHR_METRIC, "histogram", [row], self.highr_buckets))
+        return out
