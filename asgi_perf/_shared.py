@@ -398,6 +398,63 @@ def writer_pid(keys_path: Path) -> int | None:
     return int(pid) if pid.isdigit() else None
 
 
+@dataclass
+class IndexEntry:
+    """One line of a worker's index: a series' first slot and what it is."""
+
+    start: int
+    family: str
+    kind: str
+    help: str
+    labels: tuple[tuple[str, str], ...]
+    bounds: tuple[float, ...]
+    count_as: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return slots_for(self.kind, self.bounds)
+
+
+def parse_index(complete: bytes) -> list[IndexEntry]:
+    """The entries of complete index lines; ``ValueError``/``TypeError`` for a line that is not
+    one (the file is then not one of asgi-perf's, or corrupt)."""
+    out = []
+    for line in complete.splitlines():
+        start, family, kind, help_text, names, labelvalues, bounds, count_as = json.loads(line)
+        out.append(
+            IndexEntry(
+                int(start),
+                str(family),
+                str(kind),
+                str(help_text),
+                tuple(zip(map(str, names), map(str, labelvalues), strict=True)),
+                tuple(float(b) for b in bounds),
+                tuple(map(str, count_as)),
+            )
+        )
+    return out
+
+
+def complete_lines(raw: bytes) -> bytes:
+    """The complete lines of an index read (a writer may be half-way through the last one)."""
+    return raw[: raw.rfind(b"\n") + 1]
+
+
+def map_slots(keys_path: Path) -> mmap.mmap | None:
+    """A read-only mapping of the slot file of ``keys_path`` (``None`` if absent or empty)."""
+    try:
+        fd = os.open(slots_path(keys_path), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size < 8:
+            return None
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
 def read_worker(keys_path: Path) -> Iterator[Series]:
     """The series of one worker, with their values as they are now.
 
@@ -406,31 +463,16 @@ def read_worker(keys_path: Path) -> Iterator[Series]:
     """
     try:
         raw = keys_path.read_bytes()
-        fd = os.open(slots_path(keys_path), os.O_RDONLY)
     except FileNotFoundError:
         return
-    try:
-        size = os.fstat(fd).st_size
-        if size < 8:
-            return
-        mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
-    finally:
-        os.close(fd)
+    mapped = map_slots(keys_path)
+    if mapped is None:
+        return
     view = memoryview(mapped).cast("d")
     try:
-        complete = raw[: raw.rfind(b"\n") + 1]
-        for line in complete.splitlines():
-            start, family, kind, help_text, names, labelvalues, bounds, count_as = json.loads(line)
-            n = slots_for(kind, bounds)
-            yield Series(
-                str(family),
-                str(kind),
-                str(help_text),
-                tuple(zip(map(str, names), map(str, labelvalues), strict=True)),
-                tuple(float(b) for b in bounds),
-                list(view[start : start + n]),
-                tuple(map(str, count_as)),
-            )
+        for e in parse_index(complete_lines(raw)):
+            values = list(view[e.start : e.start + e.size])
+            yield Series(e.family, e.kind, e.help, e.labels, e.bounds, values, e.count_as)
     finally:
         view.release()
         mapped.close()
@@ -441,6 +483,7 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "HISTOGRAM",
     "SUMMARY",
+    "IndexEntry",
     "Series",
     "SharedCounterChild",
     "SharedCounterDict",
@@ -449,7 +492,10 @@ __all__ = [
     "SharedPlainHistogram",
     "SharedStore",
     "StoreFull",
+    "complete_lines",
     "expand",
+    "map_slots",
+    "parse_index",
     "read_worker",
     "slots_for",
     "slots_path",

@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import Metric
 
 from ._histogram import check_buckets
 from ._labels import UNMATCHED
+from ._rows import materialize
 from .catalogue import CATALOGUE, HIGHR_BUCKETS, STANDARD_METRICS
 
 #: The catalogue metric of the label-less high-resolution duration histogram.
@@ -279,7 +280,8 @@ class CompatView:
         plans = self._plans
         for family in self.source.collect():
             plan = plans.get(family.name)
-            yield family if plan is None else plan.apply(family)
+            # A family handed over as rows (asgi_perf._rows) gets its samples to be renamed.
+            yield family if plan is None else plan.apply(materialize(family))
 
 
 def exposed(source: Collects, compat: Compat | None, namespace: str = "") -> Collects:

@@ -8,7 +8,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator, Mapping, Sequence
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 from ._checks import check, is_int_at_least
 from ._labels import OVERFLOW, SeriesCap
 from ._native import NativeHistograms
+from ._rows import FamilyRows, attach, current_request, to_metric
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
 from .compat import Compat, resolve
@@ -511,15 +512,33 @@ class ContainedCollector(Collector):
     a minute). A half-collected collector yields nothing rather than an inconsistent part.
     """
 
-    __slots__ = ("_auto_describe", "_registry", "collector")
+    __slots__ = ("_auto_describe", "_registry", "_rows", "collector")
 
     def __init__(self, collector: Collector, registry: PerfRegistry, auto_describe: bool) -> None:
         self.collector = collector
         self._registry = registry
         self._auto_describe = auto_describe
+        self._rows = collector if isinstance(collector, CatalogueCollector) else None
+        if self._rows is not None and not self._rows.has_rows():
+            self._rows = None
 
     def collect(self) -> Iterator[Metric]:
+        request = current_request()
         try:
+            if request is not None and self._rows is not None:
+                # A reader that asked for rows (see asgi_perf._rows): no Sample objects for it.
+                rows = self._rows.rows(request.skip)
+                if request.sink is not None:
+                    request.sink.extend(rows)
+                    return iter(())
+                registry = self._rows.registry
+                family = registry.family
+                if request.attach:
+                    spec = registry.spec
+                    return iter(
+                        [attach(r, family, (*spec(r.name).labels, *r.extra_labels)) for r in rows]
+                    )
+                return iter([to_metric(r, family) for r in rows])
             families = list(self.collector.collect())
         except Exception as exc:  # noqa: BLE001 - one collector must not fail the whole scrape
             self._registry.report_error(COLLECT_COMPONENT, exc)
@@ -580,6 +599,23 @@ class CatalogueCollector(Collector):
         """One empty family per exported metric, keyed by catalogue name, to fill with
         ``add_metric``."""
         return {name: self.registry.family(name) for name in self.metrics}
+
+    def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        """The exported series as plain values (see :mod:`asgi_perf._rows`), one entry per
+        metric in :attr:`metrics` order, the ``skip``-ped ones left out and not computed.
+
+        A subclass implements either this (and ``collect()`` is built from it) or ``collect()``.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def has_rows(cls) -> bool:
+        """Whether the class hands its series over as rows."""
+        return cls.rows is not CatalogueCollector.rows
+
+    def collect(self) -> Iterable[Metric]:
+        family = self.registry.family
+        return [to_metric(r, family) for r in self.rows()]
 
     def describe(self) -> Iterator[Metric]:
         return iter(self.families().values())

@@ -1,11 +1,16 @@
 """Multi-worker mode: scrape time of the merged view, and req/s with 2 uvicorn workers vs 1.
 
 Usage: ./scripts/bench scaleout [--rounds N]
+       ./scripts/bench scaleout --mode merge [--rounds N] [--routes 10,100,400]
        ./scripts/bench scaleout --mode throughput [--rounds N] [--seconds S] [--pin-wrk CPU]
        [--close]
 
 ``scrape`` (default): each worker file holds a realistic registry (50 routes x 2 statuses of HTTP
 series); time to collect the merged view with 4 live workers, then after 200 worker restarts.
+
+``merge``: 4 real worker processes (this one and 3 children) in multi-worker mode, each with
+``routes`` x 3 statuses of HTTP series in shared memory: time of the merged collect, then of
+rendering the whole ``/metrics`` body from it (what a scrape of any worker costs).
 
 ``throughput``: ``examples/multiworker_app.py`` (multi-worker mode on, a fresh
 PROMETHEUS_MULTIPROC_DIR each) and its bare twin without asgi-perf (``benchmarks/_scale_apps.py``),
@@ -39,13 +44,15 @@ from prometheus_client import generate_latest
 from asgi_perf import PerfMiddleware, PerfRegistry
 from asgi_perf.export import Multiprocess, enable_multiprocess
 from asgi_perf.export import _mp_store as store
-from asgi_perf.http._stats import HttpStats
+from asgi_perf.export._render import Renderers
+from asgi_perf.http._stats import HTTP_STATS
 
 
 def worker_registry() -> PerfRegistry:
     reg = PerfRegistry()
     PerfMiddleware(lambda s, r, se: None, registry=reg)  # type: ignore[arg-type,return-value]
-    stats: HttpStats = reg.find_component("http")
+    stats = reg.find_component(HTTP_STATS)
+    assert stats is not None
     for route in range(50):
         for status in ("200", "404"):
             stats.record("GET", f"/r{route}", status, 0.01, 0.005, 10, 100)
@@ -115,6 +122,81 @@ def scrape_mode(rounds: int) -> None:
     for name, values in results.items():
         med = statistics.median(values)
         print(f"| {name} | {med:.2f} | {med / base:.2f}x |")
+
+
+# -- merge: the merged view of 4 real workers in shared memory, by route count -------------------
+def record_routes(registry: PerfRegistry, routes: int) -> None:
+    PerfMiddleware(lambda s, r, se: None, registry=registry)  # type: ignore[arg-type,return-value]
+    stats = registry.find_component(HTTP_STATS)
+    assert stats is not None
+    for i in range(routes):
+        for status in ("200", "404", "500"):
+            stats.record("GET", f"/r{i}/{{id}}", status, 0.01, 0.005, 10, 100)
+
+
+def merge_worker(routes: int) -> None:
+    """One worker of ``--mode merge``: its series in shared memory, its snapshot published; it
+    stays alive until its stdin closes."""
+    registry = PerfRegistry()
+    record_routes(registry, routes)
+    enable_multiprocess(registry, interval=3600).publish()
+    print("ready", flush=True)
+    sys.stdin.read()
+
+
+def merge_cost(routes: int, rounds: int) -> tuple[float, float, int]:
+    """Best ms of the merged collect and of the whole /metrics body, 4 workers, ``routes``."""
+    with tempfile.TemporaryDirectory() as directory:
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
+        others = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--mode", "merge-worker", "--routes", str(routes)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+            )
+            for _ in range(3)
+        ]
+        try:
+            for proc in others:
+                assert proc.stdout is not None
+                assert proc.stdout.readline() == b"ready\n"
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            try:
+                registry = PerfRegistry()
+            finally:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            record_routes(registry, routes)
+            mp = enable_multiprocess(registry, directory, interval=3600)
+            render = Renderers().for_encoder(generate_latest)
+            assert render is not None
+            collect, whole = [], []
+            samples = 0
+            for _ in range(rounds):
+                start = time.perf_counter()
+                families = list(mp.collect())
+                middle = time.perf_counter()
+                render.render(mp.view)
+                collect.append((middle - start) * 1000)
+                whole.append((time.perf_counter() - middle) * 1000)
+                samples = sum(len(f.samples) for f in families)
+            mp.close()
+        finally:
+            for proc in others:
+                assert proc.stdin is not None
+                proc.stdin.close()
+                proc.wait()
+    return min(collect), min(whole), samples
+
+
+def merge_mode(rounds: int, route_counts: list[int]) -> None:
+    print("Merged view of 4 workers (3 statuses per route; best of the rounds)")
+    print()
+    print("| routes | samples | merged collect | whole /metrics body |")
+    print("|---:|---:|---:|---:|")
+    for routes in route_counts:
+        collect, whole, samples = merge_cost(routes, rounds)
+        print(f"| {routes} | {samples:,} | {collect:.1f} ms | {whole:.1f} ms |")
 
 
 # -- throughput: req/s with 2 workers vs 1 ---------------------------------------------------------
@@ -302,7 +384,15 @@ def throughput_mode(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", choices=("scrape", "throughput"), default="scrape")
+    parser.add_argument(
+        "--mode", choices=("scrape", "merge", "merge-worker", "throughput"), default="scrape"
+    )
+    parser.add_argument(
+        "--routes",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[10, 100, 400],
+        help="route counts (merge)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=None, help="default 15 (scrape), 5 (throughput)"
     )
@@ -319,6 +409,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.mode == "scrape":
         scrape_mode(args.rounds or 15)
+    elif args.mode == "merge":
+        merge_mode(args.rounds or 15, args.routes)
+    elif args.mode == "merge-worker":
+        merge_worker(args.routes[0])
     else:
         throughput_mode(
             args.rounds or 5, args.seconds, args.pin_wrk, args.stock_uvicorn, args.close

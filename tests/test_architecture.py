@@ -39,6 +39,7 @@ CORE = frozenset(
         "_histogram",
         "_native",
         "_shared",
+        "_rows",
         "_types",
         "_checks",
         "_optional",

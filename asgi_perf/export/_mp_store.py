@@ -23,10 +23,12 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from .. import _shared as shared
 from ..catalogue import STANDARD_METRICS
@@ -225,11 +227,20 @@ def merge_into(
                 values[key] = min(old, value)
 
 
+_new_sample = tuple.__new__
+#: Sample's optional fields (timestamp, exemplar and, on newer clients, native_histogram).
+_SAMPLE_TAIL = (None,) * (len(Sample._fields) - 3)
+
+
 def to_metrics(families: Families) -> Iterator[Metric]:
     for name, (typ, help_text, values) in families.items():
         metric = Metric(name, help_text, typ)
-        for (sample_name, labels), value in values.items():
-            metric.add_sample(sample_name, dict(labels), value)
+        # What add_sample() appends, without a Python-level call per sample: Sample is a named
+        # tuple, and its generated __new__ costs more than the tuple itself.
+        metric.samples = [
+            _new_sample(Sample, (s, dict(labels), value, *_SAMPLE_TAIL))
+            for (s, labels), value in values.items()
+        ]
         yield metric
 
 
@@ -324,26 +335,213 @@ def folded_names(compacted: Snapshot | None) -> frozenset[str]:
 
 
 def merge_shared(
-    families: Families, directory: Path, skip: frozenset[str] = frozenset()
+    families: Families,
+    directory: Path,
+    skip: frozenset[str] = frozenset(),
+    reader: SharedReader | None = None,
 ) -> list[tuple[Path, Exception]]:
     """Add every worker's shared-memory series (dead workers' not yet compacted included).
 
     These are read as they are at this instant: nothing a worker counted is missing or stale.
-    ``skip``: index files the compacted file already holds. Returns the index files that could
-    not be read (skipped), with their errors.
+    ``skip``: index files the compacted file already holds. ``reader``: the one that read the
+    previous scrape, so each index line is parsed once. Returns the index files that could not be
+    read (skipped), with their errors.
     """
-    failed: list[tuple[Path, Exception]] = []
-    for keys in shared.worker_files(directory):
-        if keys.name in skip:
-            continue
-        # Read whole before merging: a file that fails part-way adds nothing, as reported.
+    return (reader or SharedReader()).merge(families, directory, skip)
+
+
+class _Plan:
+    """What one series adds to the merged families, worked out once: its exposition sample keys
+    (and, for a histogram exposed as a counter too, that counter's key). One object per distinct
+    series, shared by every worker's index line that names it."""
+
+    __slots__ = (
+        "count_family",
+        "count_help",
+        "count_key",
+        "family",
+        "help",
+        "ident",
+        "keys",
+        "kind",
+    )
+
+    def __init__(self, entry: shared.IndexEntry) -> None:
+        self.ident = _identity(entry)
+        self.family, self.kind, self.help = entry.family, entry.kind, entry.help
+        labels = dict(entry.labels)
+        self.keys = tuple(
+            (name, tuple(sorted({**labels, **extra}.items())))
+            for name, extra, _ in shared.expand(
+                entry.family, entry.kind, entry.bounds, [0.0] * entry.size, 0
+            )
+        )
+        self.count_family = self.count_help = ""
+        self.count_key: tuple[str, LabelKey] = ("", ())
+        if entry.count_as and entry.kind == shared.HISTOGRAM:
+            self.count_family, self.count_help = entry.count_as[0], entry.count_as[1]
+            self.count_key = (f"{self.count_family}_total", tuple(sorted(labels.items())))
+
+
+def _identity(entry: shared.IndexEntry) -> tuple[Any, ...]:
+    return (entry.family, entry.kind, entry.help, entry.labels, entry.bounds, entry.count_as)
+
+
+class _Parsed:
+    """One worker's index as read so far (the file only grows)."""
+
+    __slots__ = ("entries", "inode", "offset")
+
+    def __init__(self, inode: int) -> None:
+        self.inode = inode
+        self.offset = 0
+        self.entries: list[tuple[int, int, _Plan]] = []  # (first slot, slots, plan)
+
+
+class SharedReader:
+    """Reads every worker's shared-memory series for the merged view.
+
+    Index files are append-only, so each line is parsed, and its samples' exposition keys worked
+    out, once; a scrape reads the new lines and the slot values. Every worker's values of one
+    series are gathered first and added to the families together, so a sample key is looked up
+    once per scrape, not once per worker. The totals are what adding each worker's samples one
+    by one gives (:func:`asgi_perf._shared.read_worker`), added in the same order.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[Path, _Parsed] = {}
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+
+    def merge(
+        self, families: Families, directory: Path, skip: frozenset[str] = frozenset()
+    ) -> list[tuple[Path, Exception]]:
+        failed: list[tuple[Path, Exception]] = []
+        seen: dict[Path, _Parsed] = {}
+        # One entry per distinct series, in order of first appearance: worker by worker.
+        gathered: dict[_Plan, list[list[float]]] = {}
+        for keys in shared.worker_files(directory):
+            if keys.name in skip:
+                continue
+            # Read whole before merging: a file that fails part-way adds nothing, as reported.
+            try:
+                parsed, values = self._read(keys)
+            except _SHARED_ERRORS as exc:
+                failed.append((keys, exc))
+                continue
+            if parsed is None:
+                continue
+            seen[keys] = parsed
+            for (_, _, plan), slots in zip(parsed.entries, values, strict=True):
+                vectors = gathered.get(plan)
+                if vectors is None:
+                    gathered[plan] = [slots]
+                else:
+                    vectors.append(slots)
+        if seen.keys() != self._files.keys():
+            # Files were compacted away: forget the series only they named.
+            self._plans = {
+                plan.ident: plan for parsed in seen.values() for _, _, plan in parsed.entries
+            }
+        self._files = seen
+        for plan, vectors in gathered.items():
+            _add_gathered(families, plan, vectors)
+        return failed
+
+    def _plan(self, entry: shared.IndexEntry) -> _Plan:
+        ident = _identity(entry)
+        plan = self._plans.get(ident)
+        if plan is None:
+            plan = self._plans[ident] = _Plan(entry)
+        return plan
+
+    def _read(self, keys: Path) -> tuple[_Parsed | None, list[list[float]]]:
         try:
-            part = _read_shared(keys)
-        except _SHARED_ERRORS as exc:
-            failed.append((keys, exc))
-            continue
-        _fold(families, part)
-    return failed
+            with open(keys, "rb") as f:
+                stat = os.fstat(f.fileno())
+                parsed = self._files.get(keys)
+                if parsed is None or parsed.inode != stat.st_ino or stat.st_size < parsed.offset:
+                    parsed = _Parsed(stat.st_ino)
+                f.seek(parsed.offset)
+                raw = f.read()
+        except FileNotFoundError:
+            return None, []
+        mapped = shared.map_slots(keys)
+        if mapped is None:
+            return None, []
+        try:
+            complete = shared.complete_lines(raw)
+            if complete:
+                fresh = _Parsed(parsed.inode)
+                fresh.offset = parsed.offset + len(complete)
+                fresh.entries = list(parsed.entries)
+                for entry in shared.parse_index(complete):
+                    fresh.entries.append((entry.start, entry.size, self._plan(entry)))
+                parsed = fresh
+            view: Any = memoryview(mapped).cast("d")
+            try:
+                values: list[list[float]] = []
+                for start, size, _ in parsed.entries:
+                    part = view[start : start + size].tolist()
+                    if len(part) != size:
+                        raise IndexError(f"slot {start + size} is past the end of the file")
+                    values.append(part)
+            finally:
+                view.release()
+        finally:
+            mapped.close()
+        return parsed, values
+
+
+def _add_gathered(families: Families, plan: _Plan, vectors: list[list[float]]) -> None:
+    """Add every worker's slots of one series (worker by worker) to ``families``.
+
+    Bucket counts only ever grow by whole increments, so they are summed over the workers
+    before the cumulative counts are formed: the same integers as adding each worker's
+    cumulative counts. Sums and counter values are added worker by worker, in order, as the
+    sample-by-sample merge added them.
+    """
+    entry = families.get(plan.family)
+    if entry is None:
+        entry = families[plan.family] = (plan.kind, plan.help, {})
+    histogram = plan.kind == shared.HISTOGRAM
+    count = 0.0
+    if entry[0] == plan.kind:
+        target = entry[2]
+        keys = plan.keys
+        if histogram:
+            buckets = len(keys) - 2
+            if len(vectors) == 1:
+                counts = vectors[0][:buckets]
+            else:
+                counts = [
+                    sum(column) for column in zip(*(v[:buckets] for v in vectors), strict=True)
+                ]
+            cumulative = list(accumulate(counts))
+            count = cumulative[-1]
+            cumulative.append(count)
+            for key, value in zip(keys, cumulative, strict=False):
+                target[key] = target.get(key, 0.0) + value
+            key = keys[-1]
+            total = target.get(key, 0.0)
+            for vector in vectors:
+                total += vector[buckets]
+            target[key] = total
+        else:
+            for i, key in enumerate(keys):
+                total = target.get(key, 0.0)
+                for vector in vectors:
+                    total += vector[i]
+                target[key] = total
+    if plan.count_family and histogram:
+        if entry[0] != plan.kind:
+            buckets = len(plan.keys) - 2
+            count = sum(sum(v[:buckets]) for v in vectors)
+        entry = families.get(plan.count_family)
+        if entry is None:
+            entry = families[plan.count_family] = ("counter", plan.count_help, {})
+        if entry[0] == "counter":
+            counts_of = entry[2]
+            counts_of[plan.count_key] = counts_of.get(plan.count_key, 0.0) + count
 
 
 _SHARED_ERRORS = (ValueError, TypeError, IndexError, OSError)

@@ -37,7 +37,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from .._checks import ERR_REGISTRY, check, is_positive
+from .._rows import RowsRequest, reading_rows
 from .._shared import SharedStore, worker_files, writer_pid
+from ..catalogue import CATALOGUE
 from ..registry import MULTIPROC_ENV, ComponentKey, PerfRegistry
 from . import _mp_store as store
 
@@ -120,6 +122,9 @@ class Multiprocess:
             # components built from now on keep their counters in shared memory; those built
             # before stay in process memory and are published with the snapshot.
             registry.shared = SharedStore(directory)
+        self._reader = store.SharedReader()
+        self._skip: frozenset[str] = frozenset()
+        self._skip_for = -1
         self.view = CollectorRegistry(auto_describe=False)
         self.view.register(_MergedCollector(self))
         self._last: bytes = b""
@@ -156,7 +161,10 @@ class Multiprocess:
                 # Counters and histograms in shared memory are read from there by every scrape:
                 # the snapshot carries the rest (gauges and scrape-time values).
                 shared = self.registry.shared_families
-                published = (m for m in self.registry.prometheus.collect() if m.name not in shared)
+                # Collectors with rows do not even build the families read from shared memory.
+                with reading_rows(RowsRequest(skip=self._skipped_names(shared))):
+                    collected = list(self.registry.prometheus.collect())
+                published = (m for m in collected if m.name not in shared)
                 data = store.encode(self.pid, self.token, published)
                 # An idle worker rewrites nothing.
                 if data != self._last:
@@ -166,6 +174,19 @@ class Multiprocess:
             self.registry.report_error(COMPONENT, exc)
             return False
         return True
+
+    def _skipped_names(self, shared: set[str]) -> frozenset[str]:
+        """The catalogue names whose exposed families are in ``shared``."""
+        key = len(shared)
+        if key != self._skip_for:
+            name = self.registry.metric_name
+            self._skip = frozenset(
+                n
+                for n, spec in CATALOGUE.items()
+                if (name(n).removesuffix("_total") if spec.kind == "counter" else name(n)) in shared
+            )
+            self._skip_for = key
+        return self._skip
 
     def close(self) -> None:
         """Stop the publisher thread after one final publish (runs at interpreter exit too)."""
@@ -248,7 +269,7 @@ class Multiprocess:
                 store.merge_into(families, snap, path not in dead, modes)
         if compacted is not None:
             store.merge_into(families, compacted, live=False, gauge_modes=modes)
-        for path, error in store.merge_shared(families, self.directory, skip):
+        for path, error in store.merge_shared(families, self.directory, skip, self._reader):
             self.registry.report_error(COMPONENT, OSError(f"{path.name}: {error}"))
         return families
 

@@ -12,7 +12,13 @@ munging, escaping, value formatting, ``_created``/``_gsum``/``_gcount`` moved to
 samples, anything that raises while formatting) raises :class:`RenderError`, and the caller
 renders the scrape with prometheus_client instead.
 
-Only prometheus_client and the standard library are imported: the module moves as one piece.
+The package's own collectors hand their series over as rows (:mod:`asgi_perf._rows`) while the
+renderer reads the registry: their lines are written straight from the numbers, each series'
+prefixes rendered once, without a prometheus_client ``Sample`` per value. Every other collector
+is rendered from its samples.
+
+Besides prometheus_client and the standard library only the core's rows and bucket labels are
+imported.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as _om
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
+
+from .._histogram import bucket_labels
+from .._rows import Attached, RowsRequest, attached, reading_rows
 
 #: Rendered series kept across scrapes; past this the cache is emptied at the next scrape, so
 #: label churn costs re-rendering, never memory.
@@ -71,6 +80,21 @@ _TEXT_TYPES = {
 # (sample name, labels, rendered ``name{labels} ``) per series of a family, in scrape order.
 _Row = tuple[str, dict[str, str], str]
 _Rows = dict[str, list[_Row]]
+
+
+# Per family handed over as rows: label values -> the series' rendered prefixes, in sample order.
+_Tables = dict[tuple[Any, ...], dict[tuple[str, ...], tuple[str, ...]]]
+_ATTACH = RowsRequest(attach=True)
+
+
+def _format(value: Any) -> str:
+    """A sample value as prometheus_client writes it (the renderers' inline formatting)."""
+    kind = type(value)
+    if kind is float and -_INF < value < _INT_HIGH:
+        return repr(value)
+    if kind is int and _INT_LOW < value < _INT_HIGH:
+        return f"{value}.0"
+    return _go_string(value)
 
 
 class RenderError(Exception):
@@ -121,6 +145,7 @@ class FastRenderer:
         self._series = self._cache.table()
         self._headers: dict[tuple[str, str, str, str], str] = {}
         self._rows: _Rows = {}
+        self._tables: _Tables = {}
         self._names: dict[tuple[str, bool], tuple[bool, str]] = {}
 
     # -- names -----------------------------------------------------------------------------------
@@ -213,23 +238,97 @@ class FastRenderer:
         cache.start_scrape()
         out: list[str] = []
         rows: _Rows = {}
-        for metric in registry.collect():
-            try:
-                out.append(self._header(metric))
-                if self.openmetrics:
-                    self._openmetrics_samples(metric, out, rows)
-                else:
-                    self._text_samples(metric, out, rows)
-            except Exception as exc:
-                raise RenderError(f"cannot render {metric.name!r}: {exc!r}") from exc
+        tables: _Tables = {}
+        # The package's own collectors hand their series over as rows (asgi_perf._rows): no
+        # prometheus_client Sample is built for them; every other collector is read as it is.
+        with reading_rows(_ATTACH):
+            for metric in registry.collect():
+                try:
+                    out.append(self._header(metric))
+                    carried = attached(metric)
+                    if carried is not None:
+                        self._row_lines(metric, carried, out, tables)
+                    elif self.openmetrics:
+                        self._openmetrics_samples(metric, out, rows)
+                    else:
+                        self._text_samples(metric, out, rows)
+                except Exception as exc:
+                    raise RenderError(f"cannot render {metric.name!r}: {exc!r}") from exc
         # Families gone from this scrape are dropped: the rows never outgrow the registry.
         self._rows = rows
+        self._tables = tables
         if self.openmetrics:
             out.append("# EOF")
         elif not out:
             return b""
         out.append("")
         return "\n".join(out).encode("utf-8")
+
+    def _row_lines(
+        self, metric: Metric, carried: Attached, out: list[str], out_tables: _Tables
+    ) -> None:
+        """The lines of a family handed over as rows: the samples ``to_metric`` would build,
+        each series' prefixes rendered once and kept while the series is in the scrape."""
+        family, labelnames = carried
+        kind = family.kind
+        key = (metric.name, kind, family.bounds, labelnames)
+        prev = self._tables.get(key, {})
+        table: dict[tuple[str, ...], tuple[str, ...]] = {}
+        out_tables[key] = table
+        append = out.append
+        fmt = _format
+        if kind == "histogram":
+            les = (*bucket_labels(family.bounds), "+Inf")
+            # As HistogramMetricFamily: no _count/_sum when a bucket bound is negative.
+            totals = float(les[0]) >= 0
+            buckets = len(les)
+            for values, (cumulative, total) in family.rows:
+                prefixes = prev.get(values) or self._series_prefixes(
+                    metric.name, kind, labelnames, values, les
+                )
+                table[values] = prefixes
+                if len(cumulative) != buckets:
+                    raise ValueError(f"{len(cumulative)} bucket counts for {buckets} buckets")
+                # The prefixes end with _count's and _sum's: zip stops at the buckets.
+                for prefix, value in zip(prefixes, cumulative, strict=False):
+                    append(prefix + fmt(value))
+                if totals:
+                    append(prefixes[-2] + fmt(cumulative[-1]))
+                    append(prefixes[-1] + fmt(total))
+        elif kind == "summary":
+            for values, (count, total) in family.rows:
+                prefixes = prev.get(values) or self._series_prefixes(
+                    metric.name, kind, labelnames, values
+                )
+                table[values] = prefixes
+                append(prefixes[0] + fmt(count))
+                append(prefixes[1] + fmt(total))
+        else:
+            for values, value in family.rows:
+                prefixes = prev.get(values) or self._series_prefixes(
+                    metric.name, kind, labelnames, values
+                )
+                table[values] = prefixes
+                append(prefixes[0] + fmt(value))
+
+    def _series_prefixes(
+        self,
+        name: str,
+        kind: str,
+        labelnames: tuple[str, ...],
+        values: tuple[str, ...],
+        les: tuple[str, ...] = (),
+    ) -> tuple[str, ...]:
+        labels = dict(zip(labelnames, values, strict=True))
+        prefix = self._prefix
+        if kind == "histogram":
+            buckets = [prefix(f"{name}_bucket", {**labels, "le": le}) for le in les]
+            return (*buckets, prefix(f"{name}_count", labels), prefix(f"{name}_sum", labels))
+        if kind == "summary":
+            return (prefix(f"{name}_count", labels), prefix(f"{name}_sum", labels))
+        if kind == "counter":
+            return (prefix(f"{name}_total", labels),)
+        return (prefix(name, labels),)
 
     def _text_samples(self, metric: Metric, out: list[str], rows_out: _Rows) -> None:
         series = self._series

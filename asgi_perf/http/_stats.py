@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
+from itertools import accumulate
 from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client.metrics_core import Metric
 
-from .._histogram import PlainHistogram, bucket_labels
+from .._histogram import PlainHistogram
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._native import NativeHistograms, add_histogram
+from .._rows import FamilyRows
 from .._shared import SharedStore
 from ..compat import HIGHR_METRIC
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
@@ -209,6 +211,112 @@ class HttpStats(CatalogueCollector):
         self.exceptions[key] = self.exceptions.get(key, 0) + 1
 
     # -- scrape time -----------------------------------------------------------------------------
+    def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        names = self.labels.names()
+        constant = tuple(name for name, _ in self.labels.constant)
+        out = {
+            "http_requests_total": FamilyRows("http_requests_total", "counter", extra_labels=names),
+            "http_request_duration_seconds": FamilyRows(
+                "http_request_duration_seconds",
+                "histogram",
+                bounds=self.duration_buckets,
+                extra_labels=names,
+            ),
+            "http_request_ttfb_seconds": FamilyRows(
+                "http_request_ttfb_seconds",
+                "histogram",
+                bounds=self.ttfb_buckets,
+                extra_labels=names,
+            ),
+            "http_requests_in_progress": FamilyRows(
+                "http_requests_in_progress", "gauge", extra_labels=constant
+            ),
+            "http_request_size_bytes": FamilyRows(
+                "http_request_size_bytes", "summary", extra_labels=names
+            ),
+            "http_response_size_bytes": FamilyRows(
+                "http_response_size_bytes", "summary", extra_labels=names
+            ),
+            "http_exceptions_total": FamilyRows(
+                "http_exceptions_total", "counter", extra_labels=names
+            ),
+        }
+        if any(name not in skip for name in _PER_ROUTE):
+            self._route_rows(*(out[name].rows for name in _PER_ROUTE))
+        values = self._constant_values
+        out["http_requests_in_progress"].rows = [
+            ((method, *values), value) for method, value in list(self.in_progress.items())
+        ]
+        out["http_exceptions_total"].rows = self._exception_rows()
+        return [family for name, family in out.items() if name not in skip]
+
+    def _route_rows(
+        self, requests: _Rows, duration: _Rows, ttfb: _Rows, req: _Rows, resp: _Rows
+    ) -> None:
+        for key, by_method in list(self.routes.items()):
+            route, extra = self.expand(key)
+            for method, series in list(by_method.items()):
+                served = 0
+                for status, hist in list(series.by_status.items()):
+                    # One copy of the counts, then the sum: as PlainHistogram.cumulative().
+                    cumulative = list(accumulate(list(hist.counts)))
+                    count = cumulative[-1]
+                    served += count
+                    labels = (method, route, status, *extra)
+                    requests.append((labels, count))
+                    duration.append((labels, (cumulative, hist.sum)))
+                labels = (method, route, *extra)
+                req.append((labels, (served, series.request_bytes)))
+                resp.append((labels, (served, series.response_bytes)))
+                h = series.ttfb
+                cumulative = list(accumulate(list(h.counts)))
+                if cumulative[-1]:
+                    ttfb.append((labels, (cumulative, h.sum)))
+
+    def _exception_rows(self) -> _Rows:
+        rows: _Rows = []
+        for (method, key, exception), value in list(self.exceptions.items()):
+            route, extra = self.expand(key)
+            rows.append(((method, route, exception, *extra), value))
+        return rows
+
+
+_Rows = list[tuple[tuple[str, ...], Any]]
+#: The families with one series per (method, route[, status]): what scales with the routes.
+_PER_ROUTE = (
+    "http_requests_total",
+    "http_request_duration_seconds",
+    "http_request_ttfb_seconds",
+    "http_request_size_bytes",
+    "http_response_size_bytes",
+)
+
+
+class NativeHttpStats(HttpStats):
+    """:class:`HttpStats` whose duration and TTFB histograms also keep native buckets
+    (``PerfRegistry(native_histograms=...)``); chosen at construction, so the classic-only
+    request path is untouched."""
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        native: NativeHistograms,
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        self.native = native
+        super().__init__(registry, duration_buckets, ttfb_buckets, labels)
+
+    def new_histogram(self, bounds: tuple[float, ...]) -> PlainHistogram:
+        return self.native.histogram(bounds)
+
+    @classmethod
+    def has_rows(cls) -> bool:
+        # Native buckets travel on the families (for the protobuf encoder), which rows do not
+        # carry: this store is read through collect().
+        return False
+
     def collect(self) -> Iterator[Metric]:
         f = self.families()
         requests = f["http_requests_total"]
@@ -235,26 +343,6 @@ class HttpStats(CatalogueCollector):
             route, extra = self.expand(key)
             f["http_exceptions_total"].add_metric([method, route, exception, *extra], value)
         return iter(f.values())
-
-
-class NativeHttpStats(HttpStats):
-    """:class:`HttpStats` whose duration and TTFB histograms also keep native buckets
-    (``PerfRegistry(native_histograms=...)``); chosen at construction, so the classic-only
-    request path is untouched."""
-
-    def __init__(
-        self,
-        registry: PerfRegistry,
-        duration_buckets: tuple[float, ...],
-        ttfb_buckets: tuple[float, ...],
-        native: NativeHistograms,
-        labels: ExtraLabels = NO_EXTRA_LABELS,
-    ) -> None:
-        self.native = native
-        super().__init__(registry, duration_buckets, ttfb_buckets, labels)
-
-    def new_histogram(self, bounds: tuple[float, ...]) -> PlainHistogram:
-        return self.native.histogram(bounds)
 
     def record(
         self,
@@ -445,47 +533,37 @@ class SharedHttpStats(HttpStats):
         self.store.values[slot] += 1
 
     # -- scrape time: this worker's own view (the merged view reads every worker's files) --------
-    def collect(self) -> Iterator[Metric]:
-        f = self.families()
+    def _route_rows(
+        self, requests: _Rows, duration: _Rows, ttfb: _Rows, req: _Rows, resp: _Rows
+    ) -> None:
         values = self.store.values
+        n_duration = len(self.duration_buckets) + 1
+        n_ttfb = len(self.ttfb_buckets) + 1
         for key, by_method in list(self.shared_routes.items()):
             route, extra = self.expand(key)
             for method, series in list(by_method.items()):
                 for status, slot in list(series.by_status.items()):
-                    buckets, total, count = _cumulative(values, slot, self.duration_buckets)
-                    labels = [method, route, status, *extra]
-                    f["http_requests_total"].add_metric(labels, count)
-                    f["http_request_duration_seconds"].add_metric(labels, buckets, total)
-                for name, slot in (
-                    ("http_request_size_bytes", series.request_bytes),
-                    ("http_response_size_bytes", series.response_bytes),
-                ):
-                    f[name].add_metric([method, route, *extra], values[slot], values[slot + 1])
+                    cumulative = list(accumulate(values[slot : slot + n_duration]))
+                    labels = (method, route, status, *extra)
+                    requests.append((labels, cumulative[-1]))
+                    duration.append((labels, (cumulative, float(values[slot + n_duration]))))
+                labels = (method, route, *extra)
+                slot = series.request_bytes
+                req.append((labels, (values[slot], values[slot + 1])))
+                slot = series.response_bytes
+                resp.append((labels, (values[slot], values[slot + 1])))
                 if series.ttfb >= 0:
-                    buckets, total, count = _cumulative(values, series.ttfb, self.ttfb_buckets)
-                    f["http_request_ttfb_seconds"].add_metric(
-                        [method, route, *extra], buckets, total
-                    )
-        for method, value in list(self.in_progress.items()):
-            f["http_requests_in_progress"].add_metric([method, *self._constant_values], value)
+                    slot = series.ttfb
+                    cumulative = list(accumulate(values[slot : slot + n_ttfb]))
+                    ttfb.append((labels, (cumulative, float(values[slot + n_ttfb]))))
+
+    def _exception_rows(self) -> _Rows:
+        values = self.store.values
+        rows: _Rows = []
         for (method, key, exception), slot in list(self.exception_slots.items()):
             route, extra = self.expand(key)
-            f["http_exceptions_total"].add_metric([method, route, exception, *extra], values[slot])
-        return iter(f.values())
-
-
-def _cumulative(
-    values: Any, slot: int, bounds: tuple[float, ...]
-) -> tuple[list[tuple[str, float]], float, float]:
-    """``([(le, cumulative count), ...], sum, count)`` of the histogram at ``slot``."""
-    out: list[tuple[str, float]] = []
-    running = 0.0
-    for i, label in enumerate(bucket_labels(bounds)):
-        running += values[slot + i]
-        out.append((label, running))
-    running += values[slot + len(bounds)]
-    out.append(("+Inf", running))
-    return out, float(values[slot + len(bounds) + 1]), running
+            rows.append(((method, route, exception, *extra), values[slot]))
+        return rows
 
 
 class HighrHttpStats(HttpStats):
@@ -524,12 +602,13 @@ class HighrHttpStats(HttpStats):
         h.counts[bisect_left(h.bounds, duration)] += 1
         h.sum += duration
 
-    def collect(self) -> Iterator[Metric]:
-        # The parent fills every family it knows; the last one, this class's, is left empty.
-        families: list[Any] = list(super().collect())
-        buckets, total, _ = self.highr.cumulative()
-        families[-1].add_metric([], buckets, total)
-        return iter(families)
+    def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        out = super().rows(skip)
+        if HIGHR_METRIC not in skip:
+            h = self.highr
+            cumulative = list(accumulate(list(h.counts)))
+            out.append(FamilyRows(HIGHR_METRIC, "histogram", [((), (cumulative, h.sum))], h.bounds))
+        return out
 
 
 class SharedHighrHttpStats(SharedHttpStats):
@@ -567,8 +646,12 @@ class SharedHighrHttpStats(SharedHttpStats):
         values[slot + bisect_left(self.highr_buckets, duration)] += 1
         values[slot + self._highr_sum] += duration
 
-    def collect(self) -> Iterator[Metric]:
-        families: list[Any] = list(super().collect())
-        buckets, total, _ = _cumulative(self.store.values, self.highr_slot, self.highr_buckets)
-        families[-1].add_metric([], buckets, total)
-        return iter(families)
+    def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
+        out = super().rows(skip)
+        if HIGHR_METRIC not in skip:
+            values: Any = self.store.values
+            slot, n = self.highr_slot, len(self.highr_buckets) + 1
+            cumulative = list(accumulate(values[slot : slot + n]))
+            row = ((), (cumulative, float(values[slot + n])))
+            out.append(FamilyRows(HIGHR_METRIC, "histogram", [row], self.highr_buckets))
+        return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .._histogram import quantile
+from .._histogram import bucket_labels, quantile
+from .._rows import FamilyRows, RowsRequest, reading_rows
 from ..registry import PerfRegistry
 from ._system import system_collector_skipped
 
@@ -55,23 +56,58 @@ class SampledHistogram:
 class Samples:
     """The registry's current samples, indexed by unprefixed sample name.
 
+    Collectors that hand their series over as rows (:mod:`asgi_perf._rows`: the HTTP series,
+    which grow with the routes) are read as rows, without building a prometheus_client sample per
+    value: their histograms go to ``hists`` whole, their other series to ``by_name`` as the
+    samples ``collect()`` would give. ``rows=False`` reads everything through ``collect()``.
+
     The ``system_*`` collector is skipped: the summary reads its own sampler, and running the
     collector here would shorten the CPU window of the next Prometheus scrape.
     """
 
-    def __init__(self, registry: PerfRegistry) -> None:
+    def __init__(self, registry: PerfRegistry, *, rows: bool = True) -> None:
         prefix = f"{registry.namespace}_" if registry.namespace else ""
         self.by_name: dict[str, list[tuple[Labels, float]]] = {}
-        with system_collector_skipped():
+        #: histogram name -> [(labels, cumulative counts keyed by upper bound, sum, count)]
+        self.hists: dict[str, list[tuple[Labels, list[tuple[float, float]], float, float]]] = {}
+        sink: list[FamilyRows] = []
+        request = RowsRequest(sink=sink) if rows else None
+        with system_collector_skipped(), reading_rows(request):
             for family in registry.prometheus.collect():
                 for s in family.samples:
                     if not s.name.startswith(prefix):
                         continue
                     name = s.name[len(prefix) :]
                     self.by_name.setdefault(name, []).append((s.labels, s.value))
+        for family_rows in sink:
+            labelnames = (*registry.spec(family_rows.name).labels, *family_rows.extra_labels)
+            self._add_rows(family_rows, labelnames)
+
+    def _add_rows(self, family: FamilyRows, labelnames: tuple[str, ...]) -> None:
+        name, kind = family.name, family.kind
+        if kind == "histogram":
+            les = _les(family.bounds)
+            hists = self.hists.setdefault(name, [])
+            for values, (cumulative, total) in family.rows:
+                labels = dict(zip(labelnames, values, strict=True))
+                hists.append(
+                    (labels, list(zip(les, cumulative, strict=True)), total, cumulative[-1])
+                )
+        elif kind == "summary":
+            counts = self.by_name.setdefault(f"{name}_count", [])
+            sums = self.by_name.setdefault(f"{name}_sum", [])
+            for values, (count, total) in family.rows:
+                labels = dict(zip(labelnames, values, strict=True))
+                counts.append((labels, count))
+                sums.append((labels, total))
+        else:
+            sample = f"{name}_total" if kind == "counter" and not name.endswith("_total") else name
+            out = self.by_name.setdefault(sample, [])
+            for values, value in family.rows:
+                out.append((dict(zip(labelnames, values, strict=True)), value))
 
     def has(self, name: str) -> bool:
-        return name in self.by_name or f"{name}_count" in self.by_name
+        return name in self.by_name or f"{name}_count" in self.by_name or name in self.hists
 
     def values(self, name: str) -> list[tuple[Labels, float]]:
         return self.by_name.get(name, [])
@@ -92,6 +128,18 @@ class Samples:
     ) -> dict[tuple[str, ...], SampledHistogram]:
         """Histograms of ``name`` merged by ``key(labels)`` (``None`` skips the series)."""
         out: dict[tuple[str, ...], SampledHistogram] = {}
+        for labels, buckets, total, count in self.hists.get(name, ()):
+            k = key(labels)
+            if k is None:
+                continue
+            hist = out.get(k)
+            if hist is None:
+                hist = out[k] = SampledHistogram()
+            merged = hist.buckets
+            for le, n in buckets:
+                merged[le] = merged.get(le, 0.0) + n
+            hist.sum += total
+            hist.count += count
         for suffix in ("_bucket", "_sum", "_count"):
             for labels, value in self.values(name + suffix):
                 k = key(labels)
@@ -108,6 +156,17 @@ class Samples:
                 else:
                     hist.count += value
         return out
+
+
+_LES: dict[tuple[float, ...], tuple[float, ...]] = {}
+
+
+def _les(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    """The upper bounds as the summary reads them from exposed ``le`` labels, ``+Inf`` last."""
+    les = _LES.get(bounds)
+    if les is None:
+        les = _LES[bounds] = (*(float(le) for le in bucket_labels(bounds)), math.inf)
+    return les
 
 
 class Window:

@@ -1,13 +1,15 @@
 """``registry.summary()``: every component's key figures in one JSON-able dict.
 
-The summary is built from the registry's own samples, looked up by catalogue name, so it shows
-whatever subset of the integrations is installed without importing any of them. Rates, error rates
-and percentiles are computed over a *window*: by default since the previous monitor snapshot when a
-:class:`~asgi_perf.operations.Monitor` runs, since the registry was created otherwise; or, asked
-with ``window=N``, over the last N seconds or a little more (from the newest kept baseline at least
-N seconds old; see :class:`Summarizer`). The summary's ``window`` says which time it covers.
-Percentiles are estimated from histogram bucket deltas with PromQL's interpolation
-(``_histogram.quantile``).
+The summary is built from the registry's own series, looked up by catalogue name, so it shows
+whatever subset of the integrations is installed without importing any of them. Collectors that
+hand their series over as rows (the HTTP store, whose series grow with the routes) are read as
+rows, without a prometheus_client sample per value; the others through ``collect()``. Rates,
+error rates and percentiles are computed over a *window*: by default since the previous monitor
+snapshot when a :class:`~asgi_perf.operations.Monitor` runs, since the registry was created
+otherwise; or, asked with ``window=N``, over the last N seconds or a little more (from the newest
+kept baseline at least N seconds old; see :class:`Summarizer`). The summary's ``window`` says which
+time it covers. Percentiles are estimated from histogram bucket deltas with PromQL's
+interpolation (``_histogram.quantile``).
 """
 
 from __future__ import annotations
