@@ -31,6 +31,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from ._checks import check, is_int_at_least
+from ._exemplars import ERR_EXEMPLARS, ExemplarSource, resolve_source
 from ._labels import OVERFLOW, SeriesCap
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
@@ -147,6 +148,10 @@ class PerfRegistry:
     :param namespace: optional prefix for every metric name (``myapp`` -> ``myapp_http_...``).
     :param max_series_per_metric: hard cap on label combinations per metric; the excess is folded
         into an ``__overflow__`` series and counted in ``asgi_perf_series_overflow_total``.
+    :param exemplars: what duration histogram buckets carry as exemplars in OpenMetrics scrapes:
+        ``True`` (the default) the current OpenTelemetry span's ``trace_id`` and ``span_id`` when
+        ``opentelemetry-api`` is installed, ``False`` none, or a callable returning the labels
+        (``{"trace_id": ...}``) or ``None``. Decided here, once.
     """
 
     def __init__(
@@ -155,10 +160,12 @@ class PerfRegistry:
         *,
         namespace: str = "",
         max_series_per_metric: int = DEFAULT_MAX_SERIES,
+        exemplars: bool | ExemplarSource = True,
     ) -> None:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
         check(is_int_at_least(max_series_per_metric, 1), ERR_MAX_SERIES, max_series_per_metric)
+        check(isinstance(exemplars, bool) or callable(exemplars), ERR_EXEMPLARS, exemplars)
         self._contained: dict[int, ContainedCollector] = {}
         self.prometheus: CollectorRegistry = (
             registry if registry is not None else _ContainingRegistry(self)
@@ -186,6 +193,9 @@ class PerfRegistry:
         # Self-metrics exist from the start so a dashboard can alert on them before they move.
         self._errors = self.counter("asgi_perf_instrumentation_errors_total")
         self._overflows = self.counter("asgi_perf_series_overflow_total")
+        #: Where instruments get an observation's exemplar labels; ``None``: no exemplars, and
+        #: the instruments record without asking.
+        self.exemplar_source: ExemplarSource | None = resolve_source(exemplars, self)
 
     # -- names and specs -------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:

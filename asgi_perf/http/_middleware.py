@@ -23,7 +23,7 @@ from .._types import OWN_ENDPOINT_KEY, ASGIApp, Message, Receive, Scope, Send
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry, RequestHook
 from ._routing import RouteResolver
-from ._stats import HTTP_STATS, HttpStats, SharedHttpStats
+from ._stats import HTTP_STATS, ExemplarHttpStats, HttpStats, SharedHttpStats
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
@@ -156,6 +156,8 @@ class PerfMiddleware:
             # Decided once, here: the request path never asks which store it writes to.
             if registry.shared is not None:
                 return SharedHttpStats(registry, duration_b, ttfb_b, registry.shared)
+            if registry.exemplar_source is not None:
+                return ExemplarHttpStats(registry, duration_b, ttfb_b, registry.exemplar_source)
             return HttpStats(registry, duration_b, ttfb_b)
 
         if self._duplicate:

@@ -8,6 +8,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import ExemplarSource
 from .._histogram import PlainHistogram, bucket_labels
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._shared import SharedStore
@@ -142,7 +143,7 @@ class HttpStats(CatalogueCollector):
             for method, series in list(by_method.items()):
                 served = 0
                 for status, hist in list(series.by_status.items()):
-                    buckets, total, count = hist.cumulative()
+                    buckets, total, count = hist.exported()
                     served += count
                     labels = [method, route, status]
                     requests.add_metric(labels, count)
@@ -157,6 +158,46 @@ class HttpStats(CatalogueCollector):
         for key, value in list(self.exceptions.items()):
             f["http_exceptions_total"].add_metric(list(key), value)
         return iter(f.values())
+
+
+class ExemplarHttpStats(HttpStats):
+    """:class:`HttpStats` for a registry with an exemplar source: each request asks it once,
+    and a request it gives labels to leaves them on its duration bucket.
+
+    Chosen at construction, so a registry without a source runs the plain ``record``.
+    """
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        source: ExemplarSource,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets)
+        self._source = source
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        labels = self._source()
+        HttpStats.record(self, method, route, status, duration, ttfb, request_bytes, response_bytes)
+        if labels is not None:
+            # The series exists now; a route or status folded by the cap is found under the
+            # overflow value, as record() put it there.
+            by_method = self.routes.get(route)
+            series = by_method.get(method) if by_method is not None else None
+            if series is None:
+                series = self.routes[OVERFLOW][method]
+            hist = series.by_status.get(status) or series.by_status[OVERFLOW]
+            hist.put_exemplar(duration, labels)
 
 
 #: The registry's HTTP series, shared by every middleware on it.

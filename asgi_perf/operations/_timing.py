@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import histogram_class
 from .._histogram import PlainHistogram, check_buckets, quantile
 from .._labels import NameLimiter
 from .._shared import COUNTER, SharedCounterDict, SharedPlainHistogram, SharedStore
@@ -53,8 +54,12 @@ class _Series:
 
     __slots__ = ("errors", "hist", "max", "min")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.hist = PlainHistogram(bounds)
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        histogram: Callable[[tuple[float, ...]], PlainHistogram] = PlainHistogram,
+    ) -> None:
+        self.hist = histogram(bounds)
         self.min = math.inf
         self.max = -math.inf
         self.errors = 0
@@ -138,7 +143,8 @@ class Timings(CatalogueCollector):
         self._counter_names = NameLimiter(max_names=max_names)
         self._timers: dict[str, _Series] = {}
         self._counters: MutableMapping[str, float] = {}
-        self._new_series: Callable[[str], _Series] = lambda _name: _Series(self.bounds)
+        histogram = histogram_class(registry)  # with exemplars, if the registry has a source
+        self._new_series: Callable[[str], _Series] = lambda _name: _Series(self.bounds, histogram)
         self._lock = threading.Lock()
         store = registry.shared
         if store is not None:
@@ -297,7 +303,7 @@ class Timings(CatalogueCollector):
     def collect(self) -> Iterator[Metric]:
         f = self.families()
         with self._lock:
-            timers = [(name, s.hist.cumulative(), s.errors) for name, s in self._timers.items()]
+            timers = [(name, s.hist.exported(), s.errors) for name, s in self._timers.items()]
             counters = list(self._counters.items())
         for name, (buckets, total, _count), n_errors in timers:
             f["app_timer_duration_seconds"].add_metric([name], buckets, total)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from .._shared import SharedCounterDict, SharedPlainHistogram
@@ -83,6 +84,7 @@ class SocketIOStats(CatalogueCollector):
         self.handler_buckets: tuple[float, ...] | None = None
         self.limit = registry.max_series_per_metric
         self._shared = registry.shared
+        self._handler_histogram = histogram_class(registry)
         self.counters: dict[str, MutableMapping[Key, float]] = {
             name: self._counter_dict(name) for name in _COUNTERS
         }
@@ -113,6 +115,8 @@ class SocketIOStats(CatalogueCollector):
 
     def _histogram(self, name: str, bounds: tuple[float, ...], key: Key) -> PlainHistogram:
         if self._shared is None:
+            if name == "socketio_handler_duration_seconds":
+                return self._handler_histogram(bounds)  # with exemplars, if the registry has any
             return PlainHistogram(bounds)
         spec = self.registry.spec(name)
         labels = list(zip(spec.labels, key, strict=True))
@@ -162,7 +166,7 @@ class SocketIOStats(CatalogueCollector):
                 family.add_metric(key, value)
         handler = f["socketio_handler_duration_seconds"]
         for key, hist in list(self.handler.items()):
-            buckets, total, _ = hist.cumulative()
+            buckets, total, _ = hist.exported()
             handler.add_metric(key, buckets, total)
         for name, hist in (
             ("socketio_batch_items", self.batch_items),

@@ -18,6 +18,7 @@ from typing import Any, Protocol, cast
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from .._shared import SharedPlainHistogram
@@ -87,6 +88,7 @@ class SqlStats(CatalogueCollector):
         self.series_count = 0
         self._lock = threading.Lock()
         self._shared = registry.shared
+        self._durations = histogram_class(registry)
         if self._shared is not None:
             # Multi-worker mode: the histograms live in shared memory (exact at every scrape);
             # the pool gauges are still read from the pools and published.
@@ -99,6 +101,9 @@ class SqlStats(CatalogueCollector):
     ) -> PlainHistogram:
         """A histogram of ``metric`` in the store this registry records into."""
         if self._shared is None:
+            # Query durations carry exemplars when the registry has a source.
+            if metric == "db_query_duration_seconds":
+                return self._durations(bounds)
             return PlainHistogram(bounds)
         spec = self.registry.spec(metric)
         name = self.registry.metric_name(metric)
@@ -154,7 +159,7 @@ class SqlStats(CatalogueCollector):
         for name, series in list(self.engines.items()):
             with series.lock:
                 # Copy under the writers' lock so _count always equals the +Inf bucket.
-                snap = [(key, h.cumulative()) for key, h in list(series.durations.items())]
+                snap = [(key, h.exported()) for key, h in list(series.durations.items())]
                 other = [
                     (family, h.cumulative())
                     for family, h in (
