@@ -28,8 +28,10 @@ from ._histogram import PlainHistogram
 if TYPE_CHECKING:
     from .registry import PerfRegistry
 
-#: What an exemplar source returns: the exemplar's labels, or ``None`` for none.
-ExemplarSource = Callable[[], "Mapping[str, str] | None"]
+#: What a caller passes as ``exemplars=``: returns the exemplar's labels, or ``None`` for none.
+LabelSource = Callable[[], "Mapping[str, str] | None"]
+#: A registry's resolved source: a private dict of checked labels, or ``None``.
+ExemplarSource = Callable[[], "dict[str, str] | None"]
 
 #: OpenMetrics: the names and values of an exemplar's labels together hold at most 128 runes.
 MAX_EXEMPLAR_RUNES = 128
@@ -56,8 +58,8 @@ def opentelemetry_source() -> ExemplarSource | None:
     """The current OpenTelemetry span's ``trace_id`` and ``span_id``, or ``None`` when
     ``opentelemetry-api`` is not importable.
 
-    Only a span that is recording and sampled gives an exemplar: an id whose trace is never
-    exported would lead nowhere.
+    Only a sampled span gives an exemplar: an id whose trace is never exported would lead
+    nowhere.
     """
     try:
         from opentelemetry import trace
@@ -69,8 +71,11 @@ def opentelemetry_source() -> ExemplarSource | None:
     def current_span() -> dict[str, str] | None:
         span = get_current_span()
         # With no span in the context this is the one check a request pays.
-        if span is invalid or not span.is_recording():
+        if span is invalid:
             return None
+        # Sampled, not "recording": OpenTelemetry's ASGI middleware ends its server span with the
+        # last body byte, before the request is recorded; the span is still the request's, and
+        # exported. A span that is not sampled leads nowhere.
         context = span.get_span_context()
         if not context.trace_flags.sampled:
             return None
@@ -100,7 +105,7 @@ def check_labels(labels: object) -> dict[str, str]:
     return copy
 
 
-def checked_source(source: ExemplarSource, registry: PerfRegistry) -> ExemplarSource:
+def checked_source(source: LabelSource, registry: PerfRegistry) -> ExemplarSource:
     """``source`` made safe for the request path: what it raises or returns wrong is counted
     (``asgi_perf_instrumentation_errors_total{component="exemplars"}``) and gives no exemplar."""
 
@@ -162,9 +167,10 @@ __all__ = [
     "ERR_EXEMPLAR_NAME",
     "ERR_EXEMPLAR_RUNES",
     "EXEMPLAR_COMPONENT",
-    "ExemplarHistogram",
     "MAX_EXEMPLAR_RUNES",
+    "ExemplarHistogram",
     "ExemplarSource",
+    "LabelSource",
     "check_labels",
     "checked_source",
     "histogram_class",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -65,7 +65,7 @@ class PlainHistogram:
         self.sum = 0.0
         self.exemplars: list[Exemplar | None] | None = None
 
-    def put_exemplar(self, value: float, labels: Mapping[str, str]) -> None:
+    def put_exemplar(self, value: float, labels: dict[str, str]) -> None:
         """Keep ``labels`` as the exemplar of the bucket ``value`` falls in (the latest wins)."""
         exemplars = self.exemplars
         if exemplars is None:

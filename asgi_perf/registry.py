@@ -31,7 +31,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from ._checks import check, is_int_at_least
-from ._exemplars import ERR_EXEMPLARS, ExemplarSource, resolve_source
+from ._exemplars import ERR_EXEMPLARS, ExemplarSource, LabelSource, resolve_source
 from ._labels import OVERFLOW, SeriesCap
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
@@ -160,7 +160,7 @@ class PerfRegistry:
         *,
         namespace: str = "",
         max_series_per_metric: int = DEFAULT_MAX_SERIES,
-        exemplars: bool | ExemplarSource = True,
+        exemplars: bool | LabelSource = True,
     ) -> None:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
