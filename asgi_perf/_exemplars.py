@@ -18,12 +18,17 @@ series' first exemplar, never on a request without one.
 from __future__ import annotations
 
 import re
+import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ._histogram import PlainHistogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Exemplar
+
+from ._histogram import PlainHistogram, bucket_labels
+from ._shared import SharedPlainHistogram, SharedStore
 
 if TYPE_CHECKING:
     from .registry import PerfRegistry
@@ -161,6 +166,96 @@ def histogram_class(registry: PerfRegistry) -> Callable[[tuple[float, ...]], Pla
     return partial(ExemplarHistogram, source=source)
 
 
+_BucketKey = tuple[tuple[str, str], ...]
+
+
+class WorkerExemplars:
+    """Multi-worker mode: this worker's latest exemplar per bucket of its shared-memory series.
+
+    The counts live in shared files that any worker's scrape merges; an exemplar is one request's
+    and stays with the worker that served it. :meth:`attach` puts this worker's exemplars on the
+    merged view it serves, so each scrape shows the exemplars of the worker that answered it.
+    Bounded like the series: one entry per bucket of a series this worker has written to.
+    """
+
+    def __init__(self) -> None:
+        # "<family>_bucket" -> sorted label pairs with ``le`` -> exemplar
+        self._kept: dict[str, dict[_BucketKey, Exemplar]] = {}
+
+    def put(
+        self,
+        family: str,
+        labels: Iterable[tuple[str, str]],
+        bounds: tuple[float, ...],
+        value: float,
+        exemplar: dict[str, str],
+    ) -> None:
+        i = bisect_left(bounds, value)
+        le = bucket_labels(bounds)[i] if i < len(bounds) else "+Inf"
+        key = tuple(sorted((*labels, ("le", le))))
+        kept = self._kept.get(family + "_bucket")
+        if kept is None:
+            kept = self._kept[family + "_bucket"] = {}
+        kept[key] = Exemplar(exemplar, value, time.time())
+
+    def attach(self, metrics: Iterable[Metric]) -> Iterator[Metric]:
+        """``metrics`` with this worker's exemplars on their bucket samples."""
+        if not self._kept:
+            yield from metrics
+            return
+        for metric in metrics:
+            kept = self._kept.get(metric.name + "_bucket")
+            if kept and metric.type == "histogram":
+                samples = metric.samples
+                for i, sample in enumerate(samples):
+                    if sample.name.endswith("_bucket"):
+                        found = kept.get(tuple(sorted(sample.labels.items())))
+                        if found is not None:
+                            samples[i] = sample._replace(exemplar=found)
+            yield metric
+
+
+class SharedExemplarHistogram(SharedPlainHistogram):
+    """:class:`SharedPlainHistogram` of a registry with an exemplar source: the counts go to
+    shared memory, the exemplar to this worker's :class:`WorkerExemplars`."""
+
+    __slots__ = ("_exemplars", "_source")
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        store: SharedStore,
+        family: str,
+        help_text: str,
+        labels: Sequence[tuple[str, str]],
+        *,
+        source: ExemplarSource,
+        exemplars: WorkerExemplars,
+    ) -> None:
+        super().__init__(bounds, store, family, help_text, labels)
+        self._source = source
+        self._exemplars = exemplars
+
+    def observe(self, value: float) -> None:
+        super().observe(value)
+        labels = self._source()
+        if labels is not None:
+            self._exemplars.put(self._family, self._labels, self.bounds, value, labels)
+
+
+SharedHistogramFactory = Callable[
+    [tuple[float, ...], SharedStore, str, str, Sequence[tuple[str, str]]], SharedPlainHistogram
+]
+
+
+def shared_histogram_class(registry: PerfRegistry) -> SharedHistogramFactory:
+    """:func:`histogram_class` for multi-worker mode."""
+    source = registry.exemplar_source
+    if source is None:
+        return SharedPlainHistogram
+    return partial(SharedExemplarHistogram, source=source, exemplars=registry.worker_exemplars)
+
+
 __all__ = [
     "ERR_EXEMPLARS",
     "ERR_EXEMPLAR_LABELS",
@@ -171,9 +266,13 @@ __all__ = [
     "ExemplarHistogram",
     "ExemplarSource",
     "LabelSource",
+    "SharedExemplarHistogram",
+    "SharedHistogramFactory",
+    "WorkerExemplars",
     "check_labels",
     "checked_source",
     "histogram_class",
     "opentelemetry_source",
     "resolve_source",
+    "shared_histogram_class",
 ]

@@ -31,7 +31,13 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from ._checks import check, is_int_at_least
-from ._exemplars import ERR_EXEMPLARS, ExemplarSource, LabelSource, resolve_source
+from ._exemplars import (
+    ERR_EXEMPLARS,
+    ExemplarSource,
+    LabelSource,
+    WorkerExemplars,
+    resolve_source,
+)
 from ._labels import OVERFLOW, SeriesCap
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
@@ -196,6 +202,8 @@ class PerfRegistry:
         #: Where instruments get an observation's exemplar labels; ``None``: no exemplars, and
         #: the instruments record without asking.
         self.exemplar_source: ExemplarSource | None = resolve_source(exemplars, self)
+        #: Multi-worker mode: this worker's exemplars, put on the merged view it serves.
+        self.worker_exemplars = WorkerExemplars()
 
     # -- names and specs -------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:

@@ -23,7 +23,13 @@ from .._types import OWN_ENDPOINT_KEY, ASGIApp, Message, Receive, Scope, Send
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry, RequestHook
 from ._routing import RouteResolver
-from ._stats import HTTP_STATS, ExemplarHttpStats, HttpStats, SharedHttpStats
+from ._stats import (
+    HTTP_STATS,
+    ExemplarHttpStats,
+    ExemplarSharedHttpStats,
+    HttpStats,
+    SharedHttpStats,
+)
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
 CLIENT_CLOSED_REQUEST = 499
@@ -154,10 +160,15 @@ class PerfMiddleware:
             nonlocal created
             created = True
             # Decided once, here: the request path never asks which store it writes to.
+            source = registry.exemplar_source
             if registry.shared is not None:
+                if source is not None:
+                    return ExemplarSharedHttpStats(
+                        registry, duration_b, ttfb_b, registry.shared, source
+                    )
                 return SharedHttpStats(registry, duration_b, ttfb_b, registry.shared)
-            if registry.exemplar_source is not None:
-                return ExemplarHttpStats(registry, duration_b, ttfb_b, registry.exemplar_source)
+            if source is not None:
+                return ExemplarHttpStats(registry, duration_b, ttfb_b, source)
             return HttpStats(registry, duration_b, ttfb_b)
 
         if self._duplicate:

@@ -375,6 +375,52 @@ class SharedHttpStats(HttpStats):
         return iter(f.values())
 
 
+class ExemplarSharedHttpStats(SharedHttpStats):
+    """:class:`SharedHttpStats` for a registry with an exemplar source: the counts go to shared
+    memory, the exemplar to this worker's :class:`~asgi_perf._exemplars.WorkerExemplars`, which
+    the merged view this worker serves carries."""
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        store: SharedStore,
+        source: ExemplarSource,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, store)
+        self._source = source
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        labels = self._source()
+        SharedHttpStats.record(
+            self, method, route, status, duration, ttfb, request_bytes, response_bytes
+        )
+        if labels is not None:
+            by_method = self.shared_routes.get(route)
+            if by_method is None or method not in by_method:
+                route = OVERFLOW
+                by_method = self.shared_routes[OVERFLOW]
+            if status not in by_method[method].by_status:
+                status = OVERFLOW
+            self.registry.worker_exemplars.put(
+                self._names["http_request_duration_seconds"],
+                (("method", method), ("route", route), ("status", status)),
+                self.duration_buckets,
+                duration,
+                labels,
+            )
+
+
 def _cumulative(
     values: Any, slot: int, bounds: tuple[float, ...]
 ) -> tuple[list[tuple[str, float]], float, float]:

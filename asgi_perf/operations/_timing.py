@@ -19,10 +19,10 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from prometheus_client.metrics_core import Metric
 
-from .._exemplars import histogram_class
+from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram, check_buckets, quantile
 from .._labels import NameLimiter
-from .._shared import COUNTER, SharedCounterDict, SharedPlainHistogram, SharedStore
+from .._shared import COUNTER, SharedCounterDict, SharedStore
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry
 from ._keys import TIMINGS
@@ -80,7 +80,7 @@ class _SharedSeries(_Series):
         self._errors_slot = store.allocate(family, COUNTER, spec.help, [("name", name)])
         super().__init__(bounds)
         spec = registry.spec("app_timer_duration_seconds")
-        self.hist = SharedPlainHistogram(
+        self.hist = shared_histogram_class(registry)(
             bounds, store, registry.metric_name(spec.name), spec.help, [("name", name)]
         )
 

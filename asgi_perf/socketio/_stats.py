@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
-from .._exemplars import histogram_class
+from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from .._shared import SharedCounterDict, SharedPlainHistogram
@@ -120,9 +120,12 @@ class SocketIOStats(CatalogueCollector):
             return PlainHistogram(bounds)
         spec = self.registry.spec(name)
         labels = list(zip(spec.labels, key, strict=True))
-        return SharedPlainHistogram(
-            bounds, self._shared, self.registry.metric_name(name), spec.help, labels
+        make = (
+            shared_histogram_class(self.registry)
+            if name == "socketio_handler_duration_seconds"
+            else SharedPlainHistogram
         )
+        return make(bounds, self._shared, self.registry.metric_name(name), spec.help, labels)
 
     def claim_buckets(self, buckets: tuple[float, ...]) -> None:
         """Fix the handler-duration buckets; ``ValueError`` if a hook already chose others."""

@@ -18,7 +18,7 @@ from typing import Any, Protocol, cast
 
 from prometheus_client.metrics_core import Metric
 
-from .._exemplars import histogram_class
+from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from .._shared import SharedPlainHistogram
@@ -89,6 +89,7 @@ class SqlStats(CatalogueCollector):
         self._lock = threading.Lock()
         self._shared = registry.shared
         self._durations = histogram_class(registry)
+        self._shared_durations = shared_histogram_class(registry)
         if self._shared is not None:
             # Multi-worker mode: the histograms live in shared memory (exact at every scrape);
             # the pool gauges are still read from the pools and published.
@@ -107,6 +108,8 @@ class SqlStats(CatalogueCollector):
             return PlainHistogram(bounds)
         spec = self.registry.spec(metric)
         name = self.registry.metric_name(metric)
+        if metric == "db_query_duration_seconds":
+            return self._shared_durations(bounds, self._shared, name, spec.help, labels)
         return SharedPlainHistogram(bounds, self._shared, name, spec.help, labels)
 
     def add(self, source: PoolSource, buckets: tuple[float, ...]) -> EngineSeries:
