@@ -24,8 +24,10 @@ from asgi_perf._exemplars import (
     EXEMPLAR_COMPONENT,
     MAX_EXEMPLAR_RUNES,
     ExemplarHistogram,
+    _span_lookup,
     check_labels,
     histogram_class,
+    opentelemetry_source,
 )
 from asgi_perf._histogram import PlainHistogram
 
@@ -212,3 +214,53 @@ def test_exemplar_histogram_asks_the_source_per_observation() -> None:
     [_, kept, _] = _kept(hist)
     assert kept is not None
     assert kept.labels == {"trace_id": "t"}
+
+
+def test_the_fast_span_check_agrees_with_the_public_api(tracer: Tracer) -> None:
+    """The span lookup that skips get_current_span() reads OpenTelemetry's own context variable
+    and key, and its answer matches the public API's in and out of a span."""
+    from opentelemetry import trace
+
+    lookup = _span_lookup()
+    assert lookup is not None
+    get_context, key = lookup
+    assert get_context().get(key) is None
+    with tracer.start_as_current_span("work") as span:
+        assert get_context().get(key) is span is trace.get_current_span()
+
+
+@pytest.mark.parametrize(
+    "breakage", ["probe disagrees", "no context variable", "no runtime context"]
+)
+def test_without_the_fast_span_check_the_public_api_answers(
+    monkeypatch: pytest.MonkeyPatch, tracer: Tracer, breakage: str
+) -> None:
+    """OpenTelemetry internals that are not as expected (a release that moved them, another
+    runtime context): the probe disagrees or fails, and the source asks get_current_span(),
+    with the same answers."""
+    from types import SimpleNamespace
+
+    import opentelemetry.context
+    import opentelemetry.trace
+
+    if breakage == "probe disagrees":
+        # A span set through the public API that the context variable does not show.
+        empty = opentelemetry.context.Context
+        monkeypatch.setattr(opentelemetry.trace, "set_span_in_context", lambda *a: empty())
+    elif breakage == "no context variable":
+        runtime = SimpleNamespace(_current_context="not a ContextVar")
+        monkeypatch.setattr(opentelemetry.context, "_RUNTIME_CONTEXT", runtime)
+        monkeypatch.setattr(opentelemetry.context, "get_current", lambda: None)
+    else:
+        monkeypatch.setattr(opentelemetry.context, "_RUNTIME_CONTEXT", None)
+        monkeypatch.setattr(opentelemetry.context, "get_current", lambda: None)
+    assert _span_lookup() is None
+    source = opentelemetry_source()
+    monkeypatch.undo()
+    assert source is not None
+    assert source() is None
+    with tracer.start_as_current_span("work") as span:
+        assert source() == {
+            "trace_id": f"{span.get_span_context().trace_id:032x}",
+            "span_id": f"{span.get_span_context().span_id:016x}",
+        }
