@@ -264,3 +264,12 @@ def test_without_the_fast_span_check_the_public_api_answers(
             "trace_id": f"{span.get_span_context().trace_id:032x}",
             "span_id": f"{span.get_span_context().span_id:016x}",
         }
+
+
+def test_resolve_source_refuses_anything_else() -> None:
+    """Called directly (as the registry does after its own check), a value that is neither a
+    bool nor a callable is still a ValueError."""
+    from asgi_perf._exemplars import resolve_source
+
+    with pytest.raises(ValueError, match="exemplars must be True"):
+        resolve_source("yes", PerfRegistry())
