@@ -53,6 +53,10 @@ def summary_rows(summary: Summary) -> Iterator[tuple[str, str, str, Any]]:
                 yield from (
                     ("db", engine["engine"], f"pool_{k}", v) for k, v in engine["pool"].items()
                 )
+    for group in summary["db"]["slow_query_groups"]:
+        item = f"{group['engine']} {group['fingerprint']}"
+        for slow_key in ("operation", "count", "p95", "max", "last_seen", "sql"):
+            yield "slow_query", item, slow_key, group[slow_key]
     for cache in summary["cache"]["caches"]:
         for key, value in cache.items():
             if key == "evictions":

@@ -106,9 +106,12 @@ class ComponentKey(Generic[T]):
 
 
 class SlowQueries(Protocol):
-    """What the SQLAlchemy integration shares with the summary: its most recent slow statements."""
+    """What the SQLAlchemy integration shares with the summary: its most recent slow statements
+    and the same grouped by statement fingerprint (count, p95, max, last seen)."""
 
     def recent(self, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    def groups(self, limit: int | None = None) -> list[dict[str, Any]]: ...
 
 
 #: The slow-query log: kept by the SQLAlchemy integration, read by the operations summary.
@@ -366,14 +369,15 @@ class PerfRegistry:
 
         return Timings.of(self).stats(name)
 
-    def summary(self) -> Summary:
-        """One JSON-able dict of every component's key figures.
+    def summary(self, window: float | None = None) -> Summary:
+        """One JSON-able dict of every component's key figures; ``window=N``: rates and
+        percentiles over the last N seconds (or a little more; at most 300).
 
         See :func:`asgi_perf.operations.build_summary`.
         """
         from .operations import build_summary
 
-        return build_summary(self)
+        return build_summary(self, window)
 
     def push(
         self,

@@ -60,7 +60,7 @@ def test_cli_rules_and_grafana(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 
 def test_csv_rows_cover_every_section(registry: PerfRegistry) -> None:
-    """The CSV flattening has rows for timers, caches, alerts and the system."""
+    """The CSV flattening has rows for timers, caches, slow statements, alerts and the system."""
     registry.count("x")
     with registry.timer("t"):
         pass
@@ -69,8 +69,22 @@ def test_csv_rows_cover_every_section(registry: PerfRegistry) -> None:
     registry.gauge("db_pool_size").labels("e").set(1)
     summary = registry.summary()
     summary["alerts"]["firing"] = [{"rule": "R", "value": 1.0}]
+    summary["db"]["slow_query_groups"] = [
+        {
+            "engine": "e",
+            "operation": "SELECT",
+            "fingerprint": "f1",
+            "sql": "SELECT ?",
+            "count": 4,
+            "p95": 0.5,
+            "max": 0.75,
+            "last_seen": 1.0,
+        }
+    ]
     sections = {row[0] for row in summary_rows(summary)}
     assert {"general", "http", "db", "cache", "socketio", "timer", "system", "alert"} <= sections
+    assert "slow_query,e f1,count,4" in to_csv(summary)
+    assert "slow_query,e f1,sql,SELECT ?" in to_csv(summary)
     assert "cache,c,evictions_capacity,1" in to_csv(summary)
     assert "db,e,pool_size,1" in to_csv(summary)
 
@@ -152,6 +166,7 @@ def test_bad_arguments_in_process(capsys: pytest.CaptureFixture[str]) -> None:
         ("https://h/api/metrics/summary/", "https://h/api/metrics/summary"),
         ("http://h/metrics?x=1#top", "http://h/metrics/summary?x=1"),
         ("http://h/prom/summary", "http://h/prom/summary"),
+        ("http://h/metrics/summary?window=60", "http://h/metrics/summary?window=60"),
     ],
 )
 def test_summary_url(url: str, expected: str) -> None:

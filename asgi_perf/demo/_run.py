@@ -243,8 +243,9 @@ def report(demo: Demo, traffic: Traffic | None = None) -> str:
         for engine in summary["db"]["engines"]
     )
     lines.extend(
-        f"    slow {slow['duration'] * 1000:6.0f} ms  {slow['sql'][:80]}"
-        for slow in summary["db"]["slow_queries"][:3]
+        f"    slow x{slow['count']:<5d} p95 {_ms(slow['p95']):>9}  max {_ms(slow['max']):>9}  "
+        f"{slow['sql'][:70]}"
+        for slow in summary["db"]["slow_query_groups"][:3]
     )
     lines.append("Caches")
     for cache in summary["cache"]["caches"]:

@@ -39,7 +39,16 @@ ERR_REGISTRY = "metrics_app needs a PerfRegistry or a prometheus_client Collecto
 #: Last path segments served as operations endpoints (with ``operations=True``) instead of the
 #: metrics text: the three JSON endpoints, the dashboard page and the page's script and stylesheet.
 OPS_ENDPOINTS = frozenset(
-    {"summary", "history", "alerts", "dashboard", "dashboard.js", "dashboard.css"}
+    {
+        "summary",
+        "history",
+        "alerts",
+        "dashboard",
+        "dashboard.js",
+        "dashboard.css",
+        "uplot.js",
+        "uplot.css",
+    }
 )
 
 #: Responses smaller than this are sent uncompressed: gzip would cost more than it saves.

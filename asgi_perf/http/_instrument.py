@@ -13,8 +13,9 @@ ERR_NOT_STARLETTE = (
     "for other ASGI apps wrap it yourself: PerfMiddleware(app, registry=...)"
 )
 ERR_METRICS_PATH = (
-    "metrics_path must not end in summary, history, alerts, dashboard, dashboard.js or "
-    "dashboard.css (the metrics app keeps those for its operations endpoints), got {!r}"
+    "metrics_path must not end in summary, history, alerts, dashboard, dashboard.js, "
+    "dashboard.css, uplot.js or uplot.css (the metrics app keeps those for its operations "
+    "endpoints), got {!r}"
 )
 ERR_OPERATIONS_OPTION = (
     "pass operations= to instrument() itself, not in metrics_options: it decides the routes too"
@@ -63,6 +64,14 @@ def instrument(
     # Built on the real registry, so its buckets are claimed there and a conflict with another
     # middleware on the same registry is a ValueError now.
     PerfMiddleware(_noop_app, registry=registry, **middleware_options)
+    if metrics_path is not None and not middleware_options.get("record_own_endpoints", False):
+        # Skipped before the app runs, so a scrape or a dashboard poll is not even "in progress"
+        # while it builds the figures it shows (the metrics app's own mark comes too late for
+        # that; it still covers the same paths reached some other way).
+        middleware_options["exclude_paths"] = (
+            *_as_paths(middleware_options.get("exclude_paths", ())),
+            *_own_paths(metrics_path, operations),
+        )
     app.add_middleware(PerfMiddleware, registry=registry, **middleware_options)
     if metrics_path is not None:
         app.add_route(metrics_path, exposition, include_in_schema=False)
@@ -71,6 +80,18 @@ def instrument(
             for endpoint in sorted(OPS_ENDPOINTS):
                 app.add_route(f"{base}/{endpoint}", exposition, include_in_schema=False)
     return registry
+
+
+def _as_paths(paths: Any) -> tuple[str, ...]:
+    return (paths,) if isinstance(paths, str) else tuple(paths)
+
+
+def _own_paths(metrics_path: str, operations: bool) -> tuple[str, ...]:
+    base = metrics_path.rstrip("/")
+    paths = [metrics_path]
+    if operations:
+        paths += [f"{base}/{endpoint}" for endpoint in sorted(OPS_ENDPOINTS)]
+    return tuple(paths)
 
 
 async def _noop_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called

@@ -76,9 +76,24 @@ class EngineRow(TypedDict):
     recent_slow: list[dict[str, Any]]
 
 
+class SlowQueryGroup(TypedDict):
+    """One slow statement shape: its slow runs since start, by normalised statement (no
+    parameters, literals or comments). ``p95`` covers its most recent slow runs (seconds)."""
+
+    engine: str
+    operation: str
+    fingerprint: str
+    sql: str
+    count: int
+    p95: float | None
+    max: float | None
+    last_seen: float
+
+
 class DbSection(TypedDict):
     engines: list[EngineRow]
     slow_queries: list[dict[str, Any]]
+    slow_query_groups: list[SlowQueryGroup]
 
 
 class RedisTierRow(TypedDict):
@@ -205,6 +220,7 @@ __all__ = [
     "PoolFigures",
     "RedisTierRow",
     "RouteRow",
+    "SlowQueryGroup",
     "SocketIOSection",
     "Summary",
     "SystemFigures",

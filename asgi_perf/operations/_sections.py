@@ -21,12 +21,13 @@ from ._schema import (
     HttpSection,
     RedisTierRow,
     RouteRow,
+    SlowQueryGroup,
     SocketIOSection,
     TimersSection,
     TimerStats,
 )
 
-#: How many recent slow queries the summary lists.
+#: How many recent slow queries, and how many slow statement shapes, the summary lists.
 SLOW_QUERY_LIMIT = 20
 
 
@@ -133,9 +134,11 @@ def db(rd: Reading) -> DbSection:
         row["pool"]["checkout_p95"] = hist.q(0.95)
     slow_log = rd.registry.find_component(SLOW_QUERIES)
     recent: list[dict[str, Any]] = []
+    groups: list[SlowQueryGroup] = []
     if slow_log is not None:
         try:
             recent = list(slow_log.recent(limit=SLOW_QUERY_LIMIT))
+            groups = [_slow_group(g) for g in slow_log.groups(limit=SLOW_QUERY_LIMIT)]
         except Exception as exc:  # noqa: BLE001 - another component's bug must not break this
             rd.registry.report_error("summary", exc)
     out: list[EngineRow] = []
@@ -148,7 +151,20 @@ def db(rd: Reading) -> DbSection:
         row["window_queries"] = int(win.count)
         row["recent_slow"] = [q for q in recent if q.get("engine") == engine]
         out.append(cast("EngineRow", row))
-    return {"engines": out, "slow_queries": recent}
+    return {"engines": out, "slow_queries": recent, "slow_query_groups": groups}
+
+
+def _slow_group(g: dict[str, Any]) -> SlowQueryGroup:
+    return {
+        "engine": str(g["engine"]),
+        "operation": str(g["operation"]),
+        "fingerprint": str(g["fingerprint"]),
+        "sql": str(g["sql"]),
+        "count": int(g["count"]),
+        "p95": clean(g["p95"]),
+        "max": clean(g["max"]),
+        "last_seen": round(float(g["last_seen"]), 3),
+    }
 
 
 def cache(rd: Reading) -> CacheSection:

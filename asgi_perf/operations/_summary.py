@@ -2,16 +2,21 @@
 
 The summary is built from the registry's own samples, looked up by catalogue name, so it shows
 whatever subset of the integrations is installed without importing any of them. Rates, error rates
-and percentiles are computed over a *window*: since the previous monitor snapshot when a
-:class:`~asgi_perf.operations.Monitor` runs, since the registry was created otherwise. Percentiles
-are estimated from histogram bucket deltas with PromQL's interpolation (``_histogram.quantile``).
+and percentiles are computed over a *window*: by default since the previous monitor snapshot when a
+:class:`~asgi_perf.operations.Monitor` runs, since the registry was created otherwise; or, asked
+with ``window=N``, over the last N seconds or a little more (from the newest kept baseline at least
+N seconds old; see :class:`Summarizer`). The summary's ``window`` says which time it covers.
+Percentiles are estimated from histogram bucket deltas with PromQL's interpolation
+(``_histogram.quantile``).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..registry import PerfRegistry
@@ -27,6 +32,17 @@ from ._system import SystemSampler
 
 #: A window needs this many requests before its error rate or hit ratio feeds an alert.
 MIN_WINDOW_COUNT = 10
+#: The longest ``window=`` a summary can be read over (seconds).
+MAX_WINDOW = 300.0
+#: Baselines are kept at least this many seconds apart, and at least 1/BASELINE_SHARE of the
+#: longest window asked for: a window of N seconds covers N to N + N/15 (or + 2 s), and at most
+#: ~17 baselines are kept whatever the window, so their memory stays bounded.
+BASELINE_SPACING = 2.0
+BASELINE_SHARE = 15
+#: Baselines are kept for windows this long before any is asked for (the dashboard's default).
+KEPT_WINDOW = 30.0
+
+ERR_WINDOW = "window must be a number of seconds > 0, got {!r}"
 
 
 class Summarizer:
@@ -34,8 +50,13 @@ class Summarizer:
 
     One per registry (``Summarizer.of(registry)``). ``build(advance=True)`` (what the monitor calls)
     also starts a new window; ``build()`` reads without moving it, so a dashboard polling the
-    summary never shortens the monitor's window. The CPU figures are rates too, so the two kinds
-    of build read separate samplers: ``sampler`` for advancing builds, a copy of it for the others.
+    summary never shortens the monitor's window. ``build(window=N)`` reads over the last N
+    seconds instead, from the baselines builds leave: as many as the longest window asked for in
+    the last MAX_WINDOW seconds needs (:data:`KEPT_WINDOW` until one is), spaced so that at most
+    ~17 are kept (see :data:`BASELINE_SPACING`). A longer window than was kept reads from the
+    oldest baseline, and says so in its ``window``. The CPU
+    figures are rates too, so the two kinds of build read separate samplers: ``sampler`` for
+    advancing builds, a copy of it for the others.
     """
 
     def __init__(
@@ -51,22 +72,65 @@ class Summarizer:
         # A copy keeps the sampler's settings but holds its own previous CPU reading.
         self._read_sampler = copy.copy(self.sampler)
         self._window = Window(registry.started_at)
+        # Oldest first; the first is the registry's start until the kept window has passed.
+        self._baselines: deque[Window] = deque([self._window])
+        # The longest window asked for lately (seconds) and when it was last asked.
+        self._kept = (KEPT_WINDOW, registry.started_at)
         self._lock = threading.Lock()
 
     @classmethod
     def of(cls, registry: PerfRegistry) -> Summarizer:
         return registry.component(SUMMARIZER, lambda: cls(registry))
 
-    def build(self, *, advance: bool = False) -> Summary:
+    def build(self, *, advance: bool = False, window: float | None = None) -> Summary:
+        """The summary now, over the current window or (``window=N``) the last N seconds.
+
+        :raises ValueError: if ``window`` is not a number > 0 (it is capped at MAX_WINDOW).
+        """
+        if window is not None and not (
+            isinstance(window, (int, float)) and math.isfinite(window) and window > 0
+        ):
+            raise ValueError(ERR_WINDOW.format(window))
         with self._lock:
             now = self.clock()
-            base = self._window
+            if window is None:
+                base = self._window
+            else:
+                window = min(float(window), MAX_WINDOW)
+                self._asked(window, now)
+                base = self._baseline(now - window)
             fresh = Window(now)
             reading = Reading(self.registry, Samples(self.registry), base, fresh, now)
             summary = _build(reading, (self.sampler if advance else self._read_sampler).read)
             if advance:
                 self._window = fresh
+            self._keep(fresh)
             return summary
+
+    def _baseline(self, at: float) -> Window:
+        """The newest baseline taken at or before ``at`` (the oldest kept if none is)."""
+        found = self._baselines[0]
+        for baseline in self._baselines:
+            if baseline.at > at:
+                break
+            found = baseline
+        return found
+
+    def _asked(self, window: float, now: float) -> None:
+        longest, at = self._kept
+        # A longer window takes over; the longest one lapses once nobody asked for it for a while.
+        if window >= longest or now - at > MAX_WINDOW:
+            self._kept = (window, now)
+
+    def _keep(self, fresh: Window) -> None:
+        baselines = self._baselines
+        longest = self._kept[0]
+        if fresh.at - baselines[-1].at < max(BASELINE_SPACING, longest / BASELINE_SHARE):
+            return
+        baselines.append(fresh)
+        # Keep one baseline at least `longest` old, so that window is always covered.
+        while len(baselines) > 1 and baselines[1].at <= fresh.at - longest:
+            baselines.popleft()
 
 
 def _build(r: Reading, read_system: Callable[[], SystemFigures]) -> Summary:
@@ -99,9 +163,9 @@ def _build(r: Reading, read_system: Callable[[], SystemFigures]) -> Summary:
     }
 
 
-def build_summary(registry: PerfRegistry) -> Summary:
+def build_summary(registry: PerfRegistry, window: float | None = None) -> Summary:
     """The registry's summary now (the window is not advanced; see :class:`Summarizer`)."""
-    return Summarizer.of(registry).build()
+    return Summarizer.of(registry).build(window=window)
 
 
 def _worst(
@@ -154,6 +218,11 @@ def _as_float(value: int | None) -> float | None:
 
 
 __all__ = [
+    "BASELINE_SHARE",
+    "BASELINE_SPACING",
+    "ERR_WINDOW",
+    "KEPT_WINDOW",
+    "MAX_WINDOW",
     "MIN_WINDOW_COUNT",
     "Summarizer",
     "alert_figures",

@@ -9,6 +9,7 @@ two collectors may not export the same metric family.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -191,30 +192,47 @@ class SqlStats(CatalogueCollector):
             self.registry.report_error("sqlalchemy", exc)
 
 
+#: Slow durations kept per fingerprint for its p95 (the most recent ones).
+SLOW_GROUP_SAMPLES = 128
+
+
 class SlowQueryLog:
-    """The bounded list of recent slow queries (the JSON summary and dashboard read it).
+    """The bounded list of recent slow queries and their per-fingerprint groups (the JSON summary
+    and dashboard read both).
 
     ``recent()`` returns dicts with exactly the keys ``engine, operation, fingerprint, sql,
     duration, time, count``, newest first. ``count`` is how many slow occurrences of that
-    fingerprint were seen so far (tracked for at most ``max_fingerprints`` fingerprints; the
-    oldest-seen are forgotten first). Parameters are never stored here.
+    fingerprint were seen so far. ``groups()`` returns one dict per (engine, fingerprint) with
+    ``count``, ``p95`` (over its last :data:`SLOW_GROUP_SAMPLES` slow runs), ``max`` and
+    ``last_seen``, most recently seen first. Both track at most ``max_fingerprints``
+    fingerprints; the least recently seen are forgotten first. Parameters are never stored here:
+    ``sql`` is the normalised, literal- and comment-free statement.
     """
 
     def __init__(self, maxlen: int = 100, max_fingerprints: int = 1000) -> None:
         self._entries: deque[dict[str, Any]] = deque(maxlen=maxlen)
-        self._counts: dict[tuple[str, str], int] = {}
+        # (engine, fingerprint) -> [operation, sql, count, recent durations, max, last seen]
+        self._groups: dict[tuple[str, str], list[Any]] = {}
         self._max_fingerprints = max_fingerprints
         self._lock = threading.Lock()
 
     def add(self, engine: str, operation: str, fingerprint: str, sql: str, duration: float) -> int:
         """Record one slow query; returns the fingerprint's count so far."""
         key = (engine, fingerprint)
+        now = time.time()
         with self._lock:
-            count = self._counts.pop(key, 0) + 1
-            if len(self._counts) >= self._max_fingerprints:
-                del self._counts[next(iter(self._counts))]
+            group = self._groups.pop(key, None)
+            if group is None:
+                if len(self._groups) >= self._max_fingerprints:
+                    del self._groups[next(iter(self._groups))]
+                group = [operation, sql, 0, deque(maxlen=SLOW_GROUP_SAMPLES), 0.0, now]
             # Re-inserted at the end: the dict's order is least recently seen first.
-            self._counts[key] = count
+            self._groups[key] = group
+            group[2] += 1
+            group[3].append(duration)
+            group[4] = max(group[4], duration)
+            group[5] = now
+            count: int = group[2]
             self._entries.append(
                 {
                     "engine": engine,
@@ -222,7 +240,7 @@ class SlowQueryLog:
                     "fingerprint": fingerprint,
                     "sql": sql,
                     "duration": duration,
-                    "time": time.time(),
+                    "time": now,
                     "count": count,
                 }
             )
@@ -233,6 +251,30 @@ class SlowQueryLog:
         with self._lock:
             items = [dict(entry) for entry in reversed(self._entries)]
         return items if limit is None else items[: max(0, limit)]
+
+    def groups(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """One row per slow statement shape, most recently seen first (at most ``limit``)."""
+        with self._lock:
+            rows = [
+                (key, group[0], group[1], group[2], sorted(group[3]), group[4], group[5])
+                for key, group in reversed(self._groups.items())
+            ]
+        if limit is not None:
+            rows = rows[: max(0, limit)]
+        return [
+            {
+                "engine": engine,
+                "operation": operation,
+                "fingerprint": fingerprint,
+                "sql": sql,
+                "count": count,
+                # Nearest rank over the kept durations: an observed value, never an estimate.
+                "p95": durations[max(0, math.ceil(0.95 * len(durations)) - 1)],
+                "max": longest,
+                "last_seen": last_seen,
+            }
+            for (engine, fingerprint), operation, sql, count, durations, longest, last_seen in rows
+        ]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -317,6 +359,7 @@ def slow_log_for(registry: PerfRegistry) -> SlowQueryLog:
 __all__ = [
     "LATENCY_BUCKETS",
     "REQUEST_QUERIES",
+    "SLOW_GROUP_SAMPLES",
     "SLOW_QUERIES",
     "SQL_STATS",
     "EngineSeries",

@@ -36,6 +36,21 @@ class SlowLog:
         ]
         return rows[:limit] if limit is not None else rows
 
+    def groups(self, limit: int | None = None) -> list[dict[str, Any]]:
+        rows = [
+            {
+                "engine": "main",
+                "operation": "SELECT",
+                "fingerprint": "abc123",
+                "sql": "SELECT * FROM orders WHERE customer_id = ? <script>x</script>",
+                "count": 3,
+                "p95": 1.25,
+                "max": 1.5,
+                "last_seen": 1_700_000_000.0,
+            }
+        ]
+        return rows[:limit] if limit is not None else rows
+
 
 def seed(registry: PerfRegistry) -> None:
     """Known figures for the DB, cache and Socket.IO sections."""

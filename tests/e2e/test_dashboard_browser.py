@@ -68,9 +68,11 @@ def test_dashboard_in_chromium_shows_the_json(server: ServerFactory) -> None:
     assert cache["redis"]["hit_ratio"] == 0.75
     assert dom.cells[("users", "redis_hit_ratio")] == "75.0%"
     assert dom.cells[("users", "redis_errors")] == "2"
-    slow = summary["db"]["slow_queries"][0]
+    slow = summary["db"]["slow_query_groups"][0]
     assert dom.cells[("abc123", "sql")] == slow["sql"]  # shown as text, not markup
-    assert dom.cells[("abc123", "duration")] == "1250.0 ms"
+    assert dom.cells[("abc123", "p95")] == "1250.0 ms"
+    assert dom.cells[("abc123", "max")] == "1500.0 ms"
+    assert dom.cells[("abc123", "count")] == "3"
     assert dom.kv["connections"] == "12"
     assert dom.kv["events_received"] == "300"
     assert dom.kv["events_emitted"] == "900"

@@ -117,6 +117,10 @@ def test_demo_prints_urls_progress_and_report(demo_run: Run) -> None:
     assert engine is not None, report
     assert int(engine.group(1)) > int(engine.group(2)) > 0
     assert "SELECT demo_sleep(?)" in report  # the slow query's shape, never its parameters
+    # One line per slow statement shape, with its count: not the same statement three times.
+    slow = [line for line in report.splitlines() if line.startswith("    slow x")]
+    assert len(slow) == len({line.split("  ")[-1] for line in slow}) >= 1
+    assert 0 < sum(int(line.split()[1].lstrip("x")) for line in slow) <= int(engine.group(2))
     for cache in ("products", "categories"):
         assert re.search(rf"  {cache} +hit ratio +\d+\.\d%", report), report
     clients = re.search(r"3 clients received .*?(\d+) price", report)

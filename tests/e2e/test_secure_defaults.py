@@ -23,6 +23,8 @@ OPS_PATHS = [
     "/metrics/dashboard",
     "/metrics/dashboard.js",
     "/metrics/dashboard.css",
+    "/metrics/uplot.js",
+    "/metrics/uplot.css",
 ]
 
 
@@ -100,7 +102,10 @@ def test_dashboard_headers_and_page(server: ServerFactory) -> None:
     assert tags.inline == []
     assert not [t for t, a in tags.tags if t == "style" or "style" in a]
     assert not [a for _, a in tags.tags for k in a if k.startswith("on")]
-    assert [a["src"] for t, a in tags.tags if t == "script"] == ["dashboard.js"]
+    assert [a["src"] for t, a in tags.tags if t == "script"] == ["uplot.js", "dashboard.js"]
+    # Images: this origin, or the data: URL of the page's empty icon; nothing else.
+    assert directives["img-src"] == ["'self'", "data:"]
+    assert [a["href"] for t, a in tags.tags if t == "link" and a.get("rel") == "icon"] == ["data:,"]
     (body,) = [a for t, a in tags.tags if t == "body"]
     assert body["data-refresh"] == "3600"
     assert script.headers["content-type"] == "text/javascript; charset=utf-8"

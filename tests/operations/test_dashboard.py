@@ -17,12 +17,17 @@ from asgi_perf._types import Message
 from asgi_perf.operations import Monitor, _endpoints
 from asgi_perf.operations._endpoints import (
     DASHBOARD_CSP,
+    DEFAULT_DASHBOARD_WINDOW,
     ERR_QUERY,
+    ERR_WINDOW_QUERY,
+    VENDORED,
     dashboard_file,
     dashboard_html,
     dumps,
     refresh_seconds,
+    window_seconds,
 )
+from asgi_perf.operations._summary import MAX_WINDOW
 from asgi_perf.testing import scrape
 
 from .._server import ROOT
@@ -137,9 +142,17 @@ def test_page_loads_only_its_own_files() -> None:
         assert "https://" not in text
     assert "<style" not in html
     assert "style=" not in html
-    assert '<script src="dashboard.js"></script>' in html
-    assert html.count("<script") == 1
+    assert '<script src="uplot.js"></script>\n<script src="dashboard.js"></script>' in html
+    assert html.count("<script") == 2
+    assert '<link rel="stylesheet" href="uplot.css">' in html
     assert '<link rel="stylesheet" href="dashboard.css">' in html
+    # The vendored chart library: unmodified, from the same origin, with its licence and version.
+    readme = dashboard_file("vendor/README")
+    assert "uPlot 1.6.32 (MIT licence" in readme
+    assert "The MIT License" in dashboard_file("vendor/uPlot.LICENSE")
+    assert dashboard_file(VENDORED["uplot.js"]).startswith(
+        "/*! https://github.com/leeoniya/uPlot (v1.6.32) */"
+    )
     assert "innerHTML" not in js
     assert 'setAttribute("style' not in js
     assert "eval(" not in js
@@ -190,6 +203,11 @@ async def test_dashboard_response_headers(registry: PerfRegistry) -> None:
     assert script.body.decode() == dashboard_file("dashboard.js")
     style = await scrape(app, "/metrics/dashboard.css")
     assert style.headers["content-type"] == "text/css; charset=utf-8"
+    chart = await scrape(app, "/metrics/uplot.js")
+    assert chart.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert chart.body.decode() == dashboard_file(VENDORED["uplot.js"])
+    chart_style = await scrape(app, "/metrics/uplot.css")
+    assert chart_style.headers["content-type"] == "text/css; charset=utf-8"
 
 
 @pytest.mark.anyio
@@ -220,7 +238,8 @@ def test_json_never_holds_nan() -> None:
 
 
 def test_wheel_ships_the_dashboard(tmp_path: Path) -> None:
-    """The built wheel contains the dashboard's HTML, CSS and JS."""
+    """The built wheel contains the dashboard's HTML, CSS and JS, and the vendored chart library
+    with its licence."""
     import sys
     import zipfile
 
@@ -231,5 +250,81 @@ def test_wheel_ships_the_dashboard(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for name in ("index.html", "dashboard.css", "dashboard.js"):
+    for name in (
+        "index.html",
+        "dashboard.css",
+        "dashboard.js",
+        "vendor/uPlot.iife.min.js",
+        "vendor/uPlot.min.css",
+        "vendor/uPlot.LICENSE",
+        "vendor/README",
+    ):
         assert f"asgi_perf/operations/dashboard/{name}" in names
+
+
+@pytest.mark.anyio
+async def test_summary_takes_a_window(registry: PerfRegistry) -> None:
+    """summary?window=N reads over the last N seconds (here: since the registry started, all it
+    has); a window that is not a positive number is a 400."""
+    app = metrics_app(registry, render_in_thread=False, operations=True)
+    body = json.loads((await scrape(app, "/metrics/summary?window=30")).body)
+    assert body["window"]["start"] == round(registry.started_at, 3)
+    for bad in ("0", "-3", "nan", "soon"):
+        response = await scrape(app, f"/metrics/summary?window={bad}")
+        assert response.status == 400
+        assert json.loads(response.body) == {"error": ERR_WINDOW_QUERY}
+
+
+@pytest.mark.parametrize(
+    ("query", "seconds"),
+    [
+        (b"", DEFAULT_DASHBOARD_WINDOW),
+        (b"window=60", 60.0),
+        (b"window=2&refresh=10", 10.0),  # never shorter than the refresh
+        (b"window=1e9", MAX_WINDOW),
+        (b"window=nan", DEFAULT_DASHBOARD_WINDOW),
+    ],
+)
+def test_page_window_is_clamped_and_written(query: bytes, seconds: float) -> None:
+    """The page's window (?window=) is at least its refresh and at most MAX_WINDOW; it is written
+    into the page, whose script asks the summary for it and shows it."""
+    assert window_seconds(query, refresh_seconds(query)) == seconds
+    assert f'data-window="{seconds:g}"' in dashboard_html(query).decode()
+    assert "summary?window=" in dashboard_file("dashboard.js")
+
+
+@pytest.mark.anyio
+async def test_own_polling_is_not_in_the_figures(registry: PerfRegistry) -> None:
+    """The dashboard's own requests (page, assets, summary) are neither counted nor "in progress"
+    while the summary is built; the app's requests are."""
+    app = Starlette()
+
+    async def hello(request: Any) -> Any:
+        from starlette.responses import PlainTextResponse
+
+        return PlainTextResponse("hi")
+
+    app.add_route("/hello", hello)
+    instrument(app, registry=registry, operations=True, exclude_paths="/healthz")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        await c.get("/hello")
+        for path in ("/metrics/dashboard", "/metrics/dashboard.js", "/metrics/uplot.js"):
+            assert (await c.get(path)).status_code == 200
+        summary = (await c.get("/metrics/summary?window=30")).json()
+    assert [r["route"] for r in summary["http"]["routes"]] == ["/hello"]
+    assert summary["http"]["in_progress"] == 0
+    assert summary["http"]["requests"] == 1
+
+
+@pytest.mark.anyio
+async def test_record_own_endpoints_still_records_them(registry: PerfRegistry) -> None:
+    """record_own_endpoints=True keeps the metrics routes in the figures, as documented."""
+    app = Starlette()
+    instrument(app, registry=registry, operations=True, record_own_endpoints=True)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        await c.get("/metrics/summary")
+        summary = (await c.get("/metrics/summary")).json()
+    assert summary["http"]["in_progress"] == 1  # this very request
+    assert [r["route"] for r in summary["http"]["routes"]] == ["/metrics/summary"]

@@ -18,7 +18,14 @@ from asgi_perf.cache import LRUCache, TTLCache
 from asgi_perf.cache.redis import TieredCache
 from asgi_perf.operations import AlertManager, Summary, SystemFigures
 from asgi_perf.operations._keys import SUMMARIZER
-from asgi_perf.operations._summary import Summarizer, alert_figures
+from asgi_perf.operations._summary import (
+    BASELINE_SHARE,
+    BASELINE_SPACING,
+    KEPT_WINDOW,
+    MAX_WINDOW,
+    Summarizer,
+    alert_figures,
+)
 from asgi_perf.operations._system import ERR_NO_PSUTIL, SystemCollector, SystemSampler
 from asgi_perf.registry import SLOW_QUERIES
 from asgi_perf.testing import sample
@@ -122,6 +129,20 @@ class SlowLog:
     def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
         return self.rows[:limit]
 
+    def groups(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return [
+            {
+                "engine": "main",
+                "operation": "UPDATE",
+                "fingerprint": "f1",
+                "sql": "UPDATE t SET a = ?",
+                "count": 2,
+                "p95": 2.0,
+                "max": 2.0,
+                "last_seen": 1.0,
+            }
+        ][:limit]
+
 
 def test_db_cache_socketio_sections_from_catalogue_samples(registry: PerfRegistry) -> None:
     """Samples made under the catalogue names appear in their sections with the right figures."""
@@ -142,6 +163,8 @@ def test_db_cache_socketio_sections_from_catalogue_samples(registry: PerfRegistr
     assert engine["p95"] is not None
     assert [q["fingerprint"] for q in engine["recent_slow"]] == ["f1"]
     assert len(summary["db"]["slow_queries"]) == 2
+    (group,) = summary["db"]["slow_query_groups"]
+    assert (group["fingerprint"], group["count"], group["p95"], group["max"]) == ("f1", 2, 2.0, 2.0)
     (cache,) = summary["cache"]["caches"]
     assert (cache["hits"], cache["misses"], cache["hit_ratio"]) == (30, 10, 0.75)
     assert (cache["entries"], cache["maxsize"]) == (40, 100)
@@ -163,7 +186,7 @@ def test_empty_registry_summary_has_every_section(registry: PerfRegistry) -> Non
     summary = registry.summary()
     assert summary["http"]["routes"] == []
     assert summary["http"]["error_rate"] is None
-    assert summary["db"] == {"engines": [], "slow_queries": []}
+    assert summary["db"] == {"engines": [], "slow_queries": [], "slow_query_groups": []}
     assert summary["cache"] == {"caches": []}
     assert summary["socketio"]["enabled"] is False
     assert summary["alerts"] == {"enabled": False, "firing": [], "pending": []}
@@ -239,6 +262,9 @@ def test_broken_slow_query_component_is_reported(registry: PerfRegistry) -> None
     class Broken:
         def recent(self, limit: int | None = None) -> list[dict[str, Any]]:
             raise RuntimeError("broken")
+
+        def groups(self, limit: int | None = None) -> list[dict[str, Any]]:
+            raise AssertionError("not reached")  # pragma: no cover
 
     registry.component(SLOW_QUERIES, Broken)
     assert registry.summary()["db"]["slow_queries"] == []
@@ -450,3 +476,69 @@ async def test_summary_shows_a_redis_tier_from_the_real_redis(
     assert redis_b["circuit_open"] is False
     assert redis_b["get_p95"] is not None
     assert redis_b["get_p95"] > 0
+
+
+def test_window_reads_the_last_n_seconds(registry: PerfRegistry) -> None:
+    """build(window=N) reads from the newest baseline at least N seconds old, whatever the
+    monitor's window; the summary's window says which time it covered."""
+    clock = FakeClock(registry.started_at)
+    summarizer = Summarizer(registry, clock=clock)
+    hits = registry.counter("cache_requests_total").labels("c", "hit")
+    for _ in range(20):  # one hit per second, a build every second (every other one is kept)
+        clock.now += 1
+        hits.inc()
+        summarizer.build(advance=True)
+    clock.now += 1
+    summary = summarizer.build(window=5)
+    assert summary["window"]["seconds"] == 5
+    assert summary["cache"]["caches"][0]["window_requests"] == 4  # the hits at 17-20 s
+    # Baselines are 2 s apart: a 6 s window starts at the newest one at least 6 s old.
+    assert summarizer.build(window=6)["window"]["seconds"] == 7
+    # Shorter than the time since the newest baseline: that baseline (20 s, 1 s ago).
+    assert summarizer.build(window=0.5)["window"]["seconds"] == 1
+    # The default read stays on the monitor's window (the last advance, 1 s ago).
+    assert summarizer.build()["window"]["seconds"] == 1
+    # Longer than the registry has lived: everything since the start, honestly labelled.
+    whole = summarizer.build(window=MAX_WINDOW * 10)
+    assert whole["window"]["seconds"] == 21
+    assert whole["cache"]["caches"][0]["window_requests"] == 20
+
+
+def test_window_baselines_are_bounded(registry: PerfRegistry) -> None:
+    """Baselines cover the longest window asked for lately, at most ~17 of them whatever the
+    window (spaced by BASELINE_SPACING or 1/BASELINE_SHARE of it); once the long window is no
+    longer asked for, they shrink back to what the shorter one needs."""
+    clock = FakeClock(registry.started_at)
+    summarizer = Summarizer(registry, clock=clock)
+    limit = BASELINE_SHARE + 2
+    for _ in range(int(MAX_WINDOW) * 3):  # 450 s, a build every 0.5 s, no window asked
+        clock.now += 0.5
+        summarizer.build()
+    kept = summarizer._baselines
+    assert len(kept) <= KEPT_WINDOW / BASELINE_SPACING + 2
+    assert kept[0].at <= clock.now - KEPT_WINDOW < kept[1].at + BASELINE_SPACING
+    # A longer window than was kept reads from the oldest baseline and says how long it covers.
+    assert summarizer.build(window=MAX_WINDOW)["window"]["seconds"] < 40
+    for _ in range(int(MAX_WINDOW) * 3):
+        clock.now += 0.5
+        summarizer.build(window=MAX_WINDOW)
+    assert len(kept) <= limit
+    seconds = summarizer.build(window=MAX_WINDOW)["window"]["seconds"]
+    assert MAX_WINDOW <= seconds <= MAX_WINDOW * (1 + 1 / BASELINE_SHARE)
+    for _ in range(int(MAX_WINDOW) * 3):  # the long window lapses; 30 s is asked for
+        clock.now += 0.5
+        summarizer.build(window=30)
+    assert len(kept) <= KEPT_WINDOW / BASELINE_SPACING + 2
+    assert 30 <= summarizer.build(window=30)["window"]["seconds"] <= 30 + BASELINE_SPACING
+
+
+def test_registry_summary_takes_the_window(registry: PerfRegistry) -> None:
+    """registry.summary(window=N) is the same read as Summarizer.build(window=N)."""
+    assert registry.summary(window=30)["window"]["start"] == round(registry.started_at, 3)
+
+
+@pytest.mark.parametrize("window", [0, -1, float("nan"), float("inf"), "30"])
+def test_bad_window_is_refused(registry: PerfRegistry, window: Any) -> None:
+    """A window that is not a positive number of seconds is a ValueError naming it."""
+    with pytest.raises(ValueError, match="window must be a number of seconds > 0"):
+        Summarizer.of(registry).build(window=window)

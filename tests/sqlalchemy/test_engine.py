@@ -45,7 +45,7 @@ from asgi_perf.sqlalchemy import (
     InstrumentedEngine,
     instrument_engine,
 )
-from asgi_perf.sqlalchemy._stats import SlowQueryLog, slow_log_for
+from asgi_perf.sqlalchemy._stats import SLOW_GROUP_SAMPLES, SlowQueryLog, slow_log_for
 from asgi_perf.testing import sample, samples
 
 from .._sqlalchemy import aiosqlite_engine, sqlite_engine
@@ -394,6 +394,43 @@ def test_slow_log_is_rate_limited_but_every_occurrence_listed(
     recent = slow_list(registry).recent()
     assert [r["count"] for r in recent] == [3, 2, 1]  # newest first
     assert len(slow_list(registry).recent(limit=2)) == 2
+
+
+def test_slow_queries_are_grouped_by_fingerprint(registry: PerfRegistry, clock: FakeClock) -> None:
+    """One statement shape run slow many times is one group: its count, p95, max and last seen,
+    with the normalised statement only (no parameter, literal or comment)."""
+    engine = sqlite_engine(clock=clock)
+    instrument_engine(engine, registry=registry, name="main", slow_query_threshold=0.01)
+    with engine.connect() as conn:
+        for i in range(20):
+            conn.execute(text("SELECT sleep(:s) /* user 7 */"), {"s": 0.02 + i / 1000})
+        conn.execute(text("SELECT sleep(0.05), 'secret-literal'"))
+    groups = slow_list(registry).groups()
+    assert [g["count"] for g in groups] == [1, 20]  # most recently seen first
+    latest, repeated = groups
+    assert repeated["sql"] == "SELECT sleep(?)"
+    assert repeated["operation"] == "SELECT"
+    assert repeated["max"] == pytest.approx(0.039)
+    assert repeated["p95"] == pytest.approx(0.038)  # nearest rank: the 19th of 20
+    assert repeated["last_seen"] <= latest["last_seen"]
+    assert "secret-literal" not in repr(groups)
+    assert "user 7" not in repr(groups)
+    assert slow_list(registry).groups(limit=1) == [latest]
+
+
+def test_slow_query_groups_are_bounded() -> None:
+    """Past ``max_fingerprints`` shapes the least recently seen group is forgotten; a group's p95
+    covers its most recent ``SLOW_GROUP_SAMPLES`` runs."""
+    log = SlowQueryLog(max_fingerprints=2)
+    log.add("e", "SELECT", "a", "SELECT a", 1.0)
+    log.add("e", "SELECT", "b", "SELECT b", 1.0)
+    log.add("e", "SELECT", "a", "SELECT a", 2.0)  # a is now the most recent
+    log.add("e", "SELECT", "c", "SELECT c", 1.0)  # forgets b
+    assert [g["fingerprint"] for g in log.groups()] == ["c", "a"]
+    for _ in range(SLOW_GROUP_SAMPLES):
+        log.add("e", "SELECT", "c", "SELECT c", 0.5)
+    (c,) = log.groups(limit=1)
+    assert (c["count"], c["p95"], c["max"]) == (SLOW_GROUP_SAMPLES + 1, 0.5, 1.0)
 
 
 def test_secret_parameters_never_logged_or_labelled(

@@ -1,11 +1,15 @@
 // asgi-perf live dashboard: polls ./summary, ./history and ./alerts (relative to this page) and
-// renders them with plain DOM calls. No framework, no CDN, no build step. Every value is written
-// with textContent, never as markup: route names and SQL text come from the application.
+// renders them with plain DOM calls; the charts are drawn by the vendored uPlot (./uplot.js).
+// No framework, no CDN, no build step. Every value is written with textContent, never as markup:
+// route names and SQL text come from the application.
 "use strict";
 (function () {
   // The server writes the clamped ?refresh= into data-refresh; clamp again so no value can make
   // a timer overflow (setInterval treats delays past 2^31-1 ms as 0 and polls in a tight loop).
   const refresh = Math.min(3600, Math.max(1, Number(document.body.dataset.refresh) || 5)) * 1000;
+  // Rates and percentiles cover the last `win` seconds, never less than the refresh period, so
+  // a request between two polls is always in the next figures (the server clamps it too).
+  const win = Math.min(300, Math.max(refresh / 1000, Number(document.body.dataset.window) || 30));
   const $ = (id) => document.getElementById(id);
 
   const dash = "\u2013";
@@ -20,6 +24,7 @@
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
     return (h ? h + "h " : "") + (h || m ? m + "m " : "") + sec + "s";
   };
+  const secs = (s) => (s < 120 ? Math.round(s) + " s" : dur(s));
 
   function cell(text, cls, field) {
     const td = document.createElement("td");
@@ -60,22 +65,65 @@
     }
   }
 
-  function chart(id, values, fmt) {
-    const svg = $(id);
-    const points = values.map((v, i) => [i, v]).filter((p) => p[1] !== null && p[1] !== undefined);
-    svg.replaceChildren();
-    svg.dataset.points = String(points.length);
-    const last = points.length ? points[points.length - 1][1] : null;
-    $(id + "-last").textContent = last === null ? "" : fmt(last);
-    if (points.length < 2) return;
-    const max = Math.max(...points.map((p) => p[1]), 1e-9);
-    const n = Math.max(values.length - 1, 1);
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute(
-      "points",
-      points.map(([i, v]) => `${((i / n) * 300).toFixed(1)},${(78 - (v / max) * 74).toFixed(1)}`).join(" "),
+  // One uPlot per chart, made once and fed new data on every poll: a time axis, a value axis
+  // and the values under the cursor in its legend.
+  const charts = {};
+  const css = getComputedStyle(document.documentElement);
+  const colour = (name) => css.getPropertyValue(name).trim();
+  const HEIGHT = 150;
+
+  function makeChart(id, label, fmt) {
+    const el = $(id);
+    const axis = {
+      stroke: colour("--muted"),
+      grid: { stroke: colour("--grid"), width: 1 },
+      ticks: { stroke: colour("--grid"), width: 1 },
+    };
+    const plot = new uPlot(
+      {
+        width: Math.max(200, el.clientWidth),
+        height: HEIGHT,
+        scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+        series: [
+          { label: "time", value: (u, v) => (v === null ? dash : new Date(v * 1000).toLocaleTimeString()) },
+          {
+            label: label,
+            stroke: colour("--accent"),
+            width: 1.5,
+            spanGaps: false,
+            points: { show: false },
+            value: (u, v) => (v === null || v === undefined ? dash : fmt(v)),
+          },
+        ],
+        axes: [axis, Object.assign({ size: 56 }, axis)],
+        cursor: { drag: { x: false, y: false } },
+        // Off the plot, the legend shows the latest point instead of blanks.
+        hooks: { setCursor: [(u) => { if (u.cursor.idx === null || u.cursor.idx === undefined) showLast(u); }] },
+      },
+      [[], []],
+      el,
     );
-    svg.append(line);
+    new ResizeObserver(() => {
+      const width = Math.max(200, el.clientWidth);
+      if (width !== plot.width) plot.setSize({ width: width, height: HEIGHT });
+    }).observe(el);
+    charts[id] = plot;
+    return plot;
+  }
+
+  function showLast(u) {
+    const n = u.data[0].length;
+    if (n) u.setLegend({ idx: n - 1 });
+  }
+
+  function chart(id, times, values, label, fmt) {
+    const plot = charts[id] || makeChart(id, label, fmt);
+    const points = values.filter((v) => v !== null && v !== undefined);
+    const el = $(id);
+    el.dataset.points = String(points.length);
+    el.dataset.last = points.length ? fmt(points[points.length - 1]) : "";
+    plot.setData([times, values]);
+    if (!(plot.cursor.left >= 0)) showLast(plot);
   }
 
   function renderSummary(s) {
@@ -87,7 +135,9 @@
     $("http-in-progress").textContent = int(h.in_progress);
     $("alerts-firing").textContent = int(s.alerts.firing.length);
     $("uptime").textContent = dur(s.uptime_seconds);
-    $("window").textContent = dur(s.window.seconds);
+    // The time the figures really cover: shorter than asked while the app is young.
+    $("window").textContent = "last " + secs(s.window.seconds);
+    $("window").dataset.seconds = String(s.window.seconds);
     fillTable("routes", h.routes, (r) => `${r.method} ${r.route}`, [
       ["method", (r) => r.method],
       ["route", (r) => r.route, "text"],
@@ -121,11 +171,13 @@
       ["redis_hit_ratio", (c) => (c.redis ? pct(c.redis.hit_ratio) : dash)],
       ["redis_errors", (c) => (c.redis ? int(c.redis.errors) : dash)],
     ]);
-    fillTable("slow-queries", s.db.slow_queries, (q) => q.fingerprint || q.sql, [
+    fillTable("slow-queries", s.db.slow_query_groups, (q) => q.fingerprint, [
       ["engine", (q) => q.engine],
       ["operation", (q) => q.operation],
-      ["duration", (q) => ms(q.duration)],
       ["count", (q) => int(q.count)],
+      ["p95", (q) => ms(q.p95)],
+      ["max", (q) => ms(q.max)],
+      ["last_seen", (q) => secs(Math.max(0, s.generated_at - q.last_seen)) + " ago"],
       ["sql", (q) => q.sql, "sql"],
     ]);
     const t = s.timers.timers;
@@ -164,10 +216,15 @@
 
   function renderHistory(h) {
     const snaps = h.snapshots || [];
-    chart("chart-rate", snaps.map((x) => x.http.rate), (v) => num(v, 1));
-    chart("chart-p95", snaps.map((x) => (x.http.p95 === null ? null : x.http.p95 * 1000)), (v) => num(v, 1));
-    chart("chart-errors", snaps.map((x) => (x.http.error_rate === null ? null : x.http.error_rate * 100)), (v) => num(v, 1));
-    chart("chart-cpu", snaps.map((x) => x.system.cpu_percent), (v) => num(v, 1));
+    const times = snaps.map((x) => x.time);
+    const scaled = (v, k) => (v === null || v === undefined ? null : v * k);
+    chart("chart-rate", times, snaps.map((x) => x.http.rate), "req/s", (v) => num(v, 2));
+    chart("chart-p95", times, snaps.map((x) => scaled(x.http.p95, 1000)), "p95", (v) => num(v, 1) + " ms");
+    chart("chart-errors", times, snaps.map((x) => scaled(x.http.error_rate, 100)), "errors", (v) => num(v, 1) + "%");
+    chart("chart-cpu", times, snaps.map((x) => x.system.cpu_percent), "CPU", (v) => num(v, 1) + "%");
+    $("charts-note").textContent = h.enabled
+      ? `Charts: one point per monitor sample (each covering ${secs(h.interval)}), the last ${snaps.length}; hover for values.`
+      : "Charts need the monitor: asgi_perf.operations.enable(app, registry).";
   }
 
   function renderAlerts(a) {
@@ -201,7 +258,7 @@
   async function tick() {
     try {
       const [summary, history, alerts] = await Promise.all([
-        get("summary"), get("history?limit=120"), get("alerts"),
+        get("summary?window=" + win), get("history?limit=120"), get("alerts"),
       ]);
       renderSummary(summary);
       renderHistory(history);
@@ -216,6 +273,7 @@
     }
   }
 
+  $("refresh").textContent = secs(refresh / 1000);
   tick();
   setInterval(tick, refresh);
 })();
