@@ -11,7 +11,7 @@ from .__about__ import __version__
 from ._labels import OTHER, OVERFLOW, UNMATCHED
 from .catalogue import CATALOGUE, MetricSpec
 from .export import MetricsApp, metrics_app
-from .http import PerfMiddleware, RouteResolver, instrument
+from .http import PerfMiddleware, RequestInfo, RouteResolver, instrument
 from .registry import PerfRegistry
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "MetricsApp",
     "PerfMiddleware",
     "PerfRegistry",
+    "RequestInfo",
     "RouteResolver",
     "__version__",
     "instrument",

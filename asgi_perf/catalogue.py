@@ -22,6 +22,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 FAST_LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
+#: Many latency buckets for one label-less histogram (prometheus-fastapi-instrumentator's
+#: ``latency_highr_buckets``): no labels, so many buckets stay cheap.
+HIGHR_BUCKETS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 7.5, 10, 30,
+    60,
+)  # fmt: skip
 #: Item-count buckets for batches.
 COUNT_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 #: Per-request query-count buckets.
@@ -62,6 +68,15 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
         "Time from request start to the last response body byte (background tasks excluded).",
         ("method", "route", "status"),
         LATENCY_BUCKETS,
+        component="http",
+    ),
+    MetricSpec(
+        "http_request_duration_highr_seconds",
+        "histogram",
+        "Request duration without labels, with many buckets for accurate percentiles (only with "
+        "a compat setting that asks for it, such as prometheus-fastapi-instrumentator's).",
+        (),
+        HIGHR_BUCKETS,
         component="http",
     ),
     MetricSpec(
@@ -559,6 +574,35 @@ CATALOGUE: Mapping[str, MetricSpec] = _specs(
     ),
 )
 
+#: prometheus_client's process, platform and garbage-collector collectors, on every registry
+#: asgi-perf creates (``PerfRegistry(process_metrics=False)`` leaves them out). Their names are
+#: the standard ones every Prometheus client library uses and are never namespaced; in
+#: multi-worker mode each live worker's series carry a ``pid`` label (see docs/deployment.md).
+#: ``process_*`` exist where ``/proc`` does (Linux).
+STANDARD_METRICS: Mapping[str, MetricSpec] = _specs(
+    MetricSpec("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+               component="process"),
+    MetricSpec("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+               component="process"),
+    MetricSpec("process_start_time_seconds", "gauge",
+               "Start time of the process since unix epoch in seconds.", component="process"),
+    MetricSpec("process_cpu_seconds_total", "counter",
+               "Total user and system CPU time spent in seconds.", component="process"),
+    MetricSpec("process_open_fds", "gauge", "Number of open file descriptors.",
+               component="process"),
+    MetricSpec("process_max_fds", "gauge", "Maximum number of open file descriptors.",
+               component="process"),
+    MetricSpec("python_info", "gauge", "Python platform information",
+               ("version", "implementation", "major", "minor", "patchlevel"), component="process"),
+    MetricSpec("python_gc_objects_collected_total", "counter", "Objects collected during gc",
+               ("generation",), component="process"),
+    MetricSpec("python_gc_objects_uncollectable_total", "counter",
+               "Uncollectable objects found during GC", ("generation",), component="process"),
+    MetricSpec("python_gc_collections_total", "counter",
+               "Number of times this generation was collected", ("generation",),
+               component="process"),
+)  # fmt: skip
+
 #: Series suffixes a histogram (or summary) exposes next to its catalogue name.
 _SERIES_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -583,8 +627,10 @@ __all__ = [
     "CATALOGUE",
     "COUNT_BUCKETS",
     "FAST_LATENCY_BUCKETS",
+    "HIGHR_BUCKETS",
     "LATENCY_BUCKETS",
     "QUERY_COUNT_BUCKETS",
+    "STANDARD_METRICS",
     "Kind",
     "MetricSpec",
     "exposed_name",

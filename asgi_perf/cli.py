@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from .__about__ import __version__
 from ._optional import requires
-from .catalogue import CATALOGUE
+from .catalogue import CATALOGUE, STANDARD_METRICS
 
 if TYPE_CHECKING:
     from .operations import Summary
@@ -31,6 +31,10 @@ def metrics_reference() -> str:
     for spec in CATALOGUE.values():
         labels = ", ".join(f"`{label}`" for label in spec.labels) or "—"
         lines.append(f"| `{spec.name}` | {spec.kind} | {labels} | {spec.help} |")
+    for spec in STANDARD_METRICS.values():
+        labels = ", ".join(f"`{label}`" for label in spec.labels) or "—"
+        note = "prometheus_client's collector; never namespaced"
+        lines.append(f"| `{spec.name}` | {spec.kind} | {labels} | {spec.help} ({note}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -20,7 +21,15 @@ from typing import (
     cast,
 )
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -41,6 +50,7 @@ from ._exemplars import (
 from ._labels import OVERFLOW, SeriesCap
 from ._shared import HISTOGRAM, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
+from .compat import Compat, resolve
 
 if TYPE_CHECKING:
     from .operations import Summary, Timer, TimerStats
@@ -62,6 +72,18 @@ ERR_MAX_SERIES = "max_series_per_metric must be an int >= 1, got {!r}"
 ERR_UNKNOWN_METRIC = "unknown metric {!r}: every metric must be declared in asgi_perf.catalogue"
 ERR_KIND = "metric {!r} is a {}, not a {}"
 ERR_BUCKETS = "metric {!r} was already created with buckets {}; got {}"
+ERR_PROCESS_METRICS = "process_metrics must be True, False or None, got {!r}"
+ERR_PROCESS_DUPLICATE = (
+    "process_metrics=True, but the registry already has prometheus_client's process, platform or "
+    "GC collector ({}); leave process_metrics unset for a registry that has them"
+)
+ERR_NAME_CLASH = (
+    "the prometheus registry passed to PerfRegistry already has metrics of these names "
+    "(another library, such as prometheus-fastapi-instrumentator, or a second PerfRegistry on the "
+    "same registry): {}. Keep asgi-perf on a registry of its own (PerfRegistry() without "
+    "registry=, served at its own path), give it a namespace= of its own, or build one "
+    "PerfRegistry per prometheus registry and share it"
+)
 #: The ``component`` label of a scrape-time collector that raised (its families are skipped).
 COLLECT_COMPONENT = "collect"
 
@@ -79,12 +101,14 @@ class RequestHook(Protocol):
 
     ``request_started()`` runs in the request's task before the app, so a ``ContextVar`` it sets is
     visible to the app; its return value is handed to ``request_finished()`` after the app returns.
-    Both must be cheap; exceptions are caught and counted, never raised into the app.
+    ``request_finished`` may be a coroutine function: the middleware awaits it (bounded by its
+    ``callback_timeout``) once the response is complete. Both must be cheap; exceptions are caught
+    and counted, never raised into the app.
     """
 
     def request_started(self) -> Any: ...
 
-    def request_finished(self, state: Any) -> None: ...
+    def request_finished(self, state: Any) -> Awaitable[None] | None: ...
 
 
 class ComponentKey(Generic[T]):
@@ -161,6 +185,13 @@ class PerfRegistry:
         ``True`` (the default) the current OpenTelemetry span's ``trace_id`` and ``span_id`` when
         ``opentelemetry-api`` is installed, ``False`` none, or a callable returning the labels
         (``{"trace_id": ...}``) or ``None``. Decided here, once.
+    :param compat: expose the HTTP metrics the way another library does, so its dashboards keep
+        answering: a preset name (``"prometheus-fastapi-instrumentator"``,
+        ``"starlette-exporter"``, ``"opentelemetry"``) or a :class:`~asgi_perf.compat.Compat`.
+        Applied when ``/metrics`` is rendered; the summary and dashboard keep asgi-perf's names.
+    :param process_metrics: add prometheus_client's process, platform and garbage-collector
+        collectors (``process_*``, ``python_info``, ``python_gc_*``). Default: on for the registry
+        asgi-perf creates, off for one passed in (``prometheus_client.REGISTRY`` has them already).
     """
 
     def __init__(
@@ -170,11 +201,20 @@ class PerfRegistry:
         namespace: str = "",
         max_series_per_metric: int = DEFAULT_MAX_SERIES,
         exemplars: bool | LabelSource = True,
+        compat: Compat | str | None = None,
+        process_metrics: bool | None = None,
     ) -> None:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
         check(is_int_at_least(max_series_per_metric, 1), ERR_MAX_SERIES, max_series_per_metric)
         check(isinstance(exemplars, bool) or callable(exemplars), ERR_EXEMPLARS, exemplars)
+        check(
+            process_metrics is None or isinstance(process_metrics, bool),
+            ERR_PROCESS_METRICS,
+            process_metrics,
+        )
+        #: How the HTTP metrics are exposed (``None``: the catalogue's names).
+        self.compat: Compat | None = resolve(compat)
         self._contained: dict[int, ContainedCollector] = {}
         self.prometheus: CollectorRegistry = (
             registry if registry is not None else _ContainingRegistry(self)
@@ -207,6 +247,14 @@ class PerfRegistry:
         self.exemplar_source: ExemplarSource | None = resolve_source(exemplars, self)
         #: Multi-worker mode: this worker's exemplars, put on the merged view it serves.
         self.worker_exemplars = WorkerExemplars()
+        if process_metrics if process_metrics is not None else registry is None:
+            try:
+                # Each registers itself; a registry that has one already refuses the duplicate.
+                ProcessCollector(registry=self.prometheus)
+                PlatformCollector(registry=self.prometheus)
+                GCCollector(registry=self.prometheus)
+            except ValueError as exc:
+                raise ValueError(ERR_PROCESS_DUPLICATE.format(exc)) from None
 
     # -- names and specs -------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:
@@ -220,11 +268,12 @@ class PerfRegistry:
         except KeyError:
             raise ValueError(ERR_UNKNOWN_METRIC.format(name)) from None
 
-    def family(self, name: str) -> Metric:
+    def family(self, name: str, extra_labels: Sequence[str] = ()) -> Metric:
         """An empty metric family for catalogue metric ``name`` (its type, exposed name, help and
-        labels), for scrape-time collectors to fill with ``add_metric``."""
+        labels, then ``extra_labels``), for scrape-time collectors to fill with ``add_metric``."""
         spec = self.spec(name)
-        return _FAMILIES[spec.kind](self.metric_name(name), spec.help, labels=list(spec.labels))
+        labels = [*spec.labels, *extra_labels]
+        return _FAMILIES[spec.kind](self.metric_name(name), spec.help, labels=labels)
 
     # -- native metrics --------------------------------------------------------------------------
     def counter(self, name: str) -> BoundedMetric:
@@ -244,7 +293,7 @@ class PerfRegistry:
         if spec.kind != kind:
             raise ValueError(ERR_KIND.format(name, spec.kind, kind))
         want = tuple(float(b) for b in buckets) if buckets is not None else None
-        with self._lock:
+        with self._lock, self._clash():
             existing = self._metrics.get(name)
             if existing is not None:
                 have = existing.spec.buckets
@@ -305,7 +354,20 @@ class PerfRegistry:
         if isinstance(prometheus, _ContainingRegistry):
             prometheus.register(collector)  # contains every collector, however registered
             return
-        prometheus.register(self._contain(collector, prometheus))
+        with self._clash():
+            prometheus.register(self._contain(collector, prometheus))
+
+    @contextlib.contextmanager
+    def _clash(self) -> Iterator[None]:
+        """prometheus_client's "Duplicated timeseries" on a shared registry, explained."""
+        try:
+            yield
+        except ValueError as exc:
+            text = str(exc)
+            if not text.startswith("Duplicated timeseries"):
+                raise
+            names = text.partition(":")[2].strip()
+            raise ValueError(ERR_NAME_CLASH.format(names)) from exc
 
     def unregister(self, collector: Collector) -> None:
         """Remove a collector registered with :meth:`register`."""

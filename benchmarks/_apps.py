@@ -48,6 +48,48 @@ def asgi_perf(routes: int | None = None) -> Any:
     return app
 
 
+def asgi_perf_constant_labels(routes: int | None = None) -> Any:
+    """asgi-perf with the options decided at construction: constant labels, skip_methods."""
+    from asgi_perf import PerfMiddleware, PerfRegistry
+
+    app = base_app(routes)
+    app.add_middleware(
+        PerfMiddleware,
+        registry=PerfRegistry(),
+        labels={"app_name": "bench"},
+        skip_methods=["OPTIONS"],
+    )
+    return app
+
+
+def asgi_perf_featured(routes: int | None = None) -> Any:
+    """asgi-perf with the per-request features: a label_from callable and a sync hook."""
+    from asgi_perf import PerfMiddleware, PerfRegistry
+
+    def scheme(scope: Any) -> str:
+        return str(scope["scheme"])
+
+    def hook(info: Any) -> None:
+        return None
+
+    app = base_app(routes)
+    app.add_middleware(
+        PerfMiddleware, registry=PerfRegistry(), label_from={"scheme": scheme}, on_request=hook
+    )
+    return app
+
+
+def asgi_perf_pfi_compat(routes: int | None = None) -> Any:
+    """asgi-perf exposing the instrumentator's names: its high-resolution histogram is the one
+    knob that costs on the request path."""
+    from asgi_perf import PerfMiddleware, PerfRegistry
+
+    app = base_app(routes)
+    registry = PerfRegistry(compat="prometheus-fastapi-instrumentator")
+    app.add_middleware(PerfMiddleware, registry=registry)
+    return app
+
+
 def asgi_perf_multiworker(routes: int | None = None) -> Any:
     """asgi-perf in multi-worker mode: counters and histograms in a shared-memory file."""
     import atexit
@@ -168,6 +210,9 @@ CONTENDERS: dict[str, Callable[..., Any]] = {
     "bare": bare,
     "asgi-perf": asgi_perf,
     "asgi-perf multi-worker": asgi_perf_multiworker,
+    "asgi-perf constant labels": asgi_perf_constant_labels,
+    "asgi-perf label_from+hook": asgi_perf_featured,
+    "asgi-perf pfi-compat": asgi_perf_pfi_compat,
     "prometheus-fastapi-instrumentator": instrumentator,
     "starlette-exporter": starlette_exporter,
     "opentelemetry-asgi": opentelemetry,

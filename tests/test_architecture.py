@@ -34,6 +34,7 @@ CORE = frozenset(
         "__about__",
         "registry",
         "catalogue",
+        "compat",
         "_labels",
         "_histogram",
         "_shared",

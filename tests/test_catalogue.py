@@ -14,6 +14,7 @@ from asgi_perf import CATALOGUE, PerfMiddleware, PerfRegistry
 from asgi_perf._types import Receive, Scope, Send
 from asgi_perf.cache import LRUCache, TTLCache
 from asgi_perf.cache.redis import TieredCache
+from asgi_perf.catalogue import STANDARD_METRICS
 from asgi_perf.export import JobOutcome
 from asgi_perf.operations import AlertManager, SystemCollector
 from asgi_perf.registry import CatalogueCollector
@@ -62,7 +63,13 @@ async def registry_with_every_collector() -> PerfRegistry:
 
 
 def catalogue_entry(family_name: str) -> str:
-    """The catalogue name of an exposed family (prometheus_client drops a counter's ``_total``)."""
+    """The catalogue name of an exposed family (prometheus_client drops a counter's ``_total``).
+
+    prometheus_client's process, platform and GC families are in ``STANDARD_METRICS``, never
+    namespaced."""
+    for candidate in (family_name, f"{family_name}_total"):
+        if candidate in STANDARD_METRICS:
+            return candidate
     assert family_name.startswith(f"{NAMESPACE}_"), family_name
     name = family_name.removeprefix(f"{NAMESPACE}_")
     for candidate in (name, f"{name}_total"):
@@ -82,7 +89,8 @@ def test_every_exposed_family_matches_the_catalogue(registry_everything: PerfReg
     families = list(registry_everything.prometheus.collect())
     assert len(families) > 40
     for family in families:
-        spec = CATALOGUE[catalogue_entry(family.name)]
+        entry = catalogue_entry(family.name)
+        spec = CATALOGUE.get(entry) or STANDARD_METRICS[entry]
         assert (family.type, family.documentation) == (spec.kind, spec.help), family.name
         for sample in family.samples:
             labels = [name for name in sample.labels if name not in ("le", "quantile")]

@@ -26,7 +26,7 @@ FACES = [
     "asgi_perf.demo",
 ]
 #: Public modules that define what they export.
-DEFINING = ["asgi_perf.catalogue", "asgi_perf.testing"]
+DEFINING = ["asgi_perf.catalogue", "asgi_perf.compat", "asgi_perf.testing"]
 #: Where the docs show imports: every page, the README and the examples.
 DOCUMENTS = sorted(
     [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "examples").glob("*.py")]

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from .._types import OWN_ENDPOINT_KEY, Message, Receive, Scope, Send
+from ..compat import exposed
 from ..registry import PerfRegistry
 from ._multiprocess import MULTIPROCESS
 from ._render import RenderError, Renderers
@@ -246,10 +247,12 @@ class MetricsApp:
     def _renderer(self, accept: str, wants_gzip: bool) -> Callable[[], tuple[bytes, str, str]]:
         encoder, content_type = choose_encoder(accept)
         fast = self._fast.for_encoder(encoder)
-        registry = self.prometheus
+        registry: Any = self.prometheus
         merged = self.perf.find_component(MULTIPROCESS) if self.perf is not None else None
         if merged is not None:
             registry = merged.view
+        if self.perf is not None:
+            registry = exposed(registry, self.perf.compat, self.perf.namespace)
 
         def render() -> tuple[bytes, str, str]:
             body: Any = None

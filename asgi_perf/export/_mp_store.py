@@ -29,6 +29,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from .. import _shared as shared
+from ..catalogue import STANDARD_METRICS
 
 PREFIX = "asgi_perf_"
 COMPACTED = "asgi_perf_compacted.json"
@@ -36,6 +37,15 @@ LOCK = "asgi_perf.lock"
 
 #: Families whose samples add up across workers, dead ones included.
 SUMMED_TYPES = frozenset({"counter", "histogram", "summary"})
+#: prometheus_client's process, platform and GC families (as collected, a counter without its
+#: ``_total``): one series per live worker with a ``pid`` label, never summed. CPU seconds, memory,
+#: start times and file-descriptor limits of different processes add up to nothing one can read,
+#: and a dead worker's would stay in the totals forever; a live worker's own series can be read
+#: (``sum by (instance)``, ``max``) and vanish with it, so their number stays the worker count.
+PER_WORKER = frozenset(
+    name.removesuffix("_total") if spec.kind == "counter" else name
+    for name, spec in STANDARD_METRICS.items()
+)
 #: How a gauge is merged across live workers.
 GAUGE_MODES = frozenset({"livesum", "livemax", "livemin", "liveall"})
 
@@ -186,7 +196,8 @@ def merge_into(
 ) -> None:
     """Add one worker's families to ``families`` (gauges only when the worker is ``live``)."""
     for name, typ, help_text, samples in snapshot.families:
-        summed = typ in SUMMED_TYPES
+        per_worker = name in PER_WORKER
+        summed = typ in SUMMED_TYPES and not per_worker
         if not summed and not live:
             continue
         entry = families.get(name)
@@ -195,7 +206,7 @@ def merge_into(
         elif entry[0] != typ:
             continue  # a family that changed type between versions: keep the first seen
         values = entry[2]
-        mode = "sum" if summed else gauge_modes.get(name, "livesum")
+        mode = "sum" if summed else "liveall" if per_worker else gauge_modes.get(name, "livesum")
         for sample_name, labels, value in samples:
             label_key: LabelKey = tuple((str(k), str(v)) for k, v in labels)
             if mode == "liveall":

@@ -27,7 +27,6 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import (
     basic_auth_handler,
     default_handler,
@@ -39,6 +38,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .._checks import check, is_positive
+from ..compat import Collects, exposed
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 from ._multiprocess import MULTIPROCESS
 
@@ -223,7 +223,8 @@ class _Pushed(Collector):
 
     def __init__(self, registry: PerfRegistry) -> None:
         merged = registry.find_component(MULTIPROCESS)
-        self._source: CollectorRegistry = merged.view if merged is not None else registry.prometheus
+        source = merged.view if merged is not None else registry.prometheus
+        self._source: Collects = exposed(source, registry.compat, registry.namespace)
 
     def collect(self) -> Iterator[Metric]:
         for family in self._source.collect():

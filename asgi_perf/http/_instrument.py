@@ -6,6 +6,7 @@ from typing import Any
 
 from ..export import OPS_ENDPOINTS, metrics_app
 from ..registry import PerfRegistry
+from ._features import DISABLE_ENV, disabled_by_env
 from ._middleware import PerfMiddleware
 
 ERR_NOT_STARLETTE = (
@@ -41,7 +42,9 @@ def instrument(
         ``basic_auth`` or ``allow`` in ``metrics_options`` it logs one warning.
     :param middleware_options: keyword arguments for :class:`PerfMiddleware`
         (``record_own_endpoints=True`` records the requests to the routes added here, too).
-    :returns: the registry everything reports into (a fresh one unless given).
+    :returns: the registry everything reports into (a fresh one unless given). When the
+        middleware's ``disable_env`` variable (``ASGI_PERF_DISABLED`` by default) switches
+        asgi-perf off, the options are still validated but nothing is added to the app.
     :raises ValueError: on any bad option, and when the registry already records HTTP metrics
         with other buckets; both are checked here, not when Starlette first builds its stack.
     """
@@ -64,6 +67,8 @@ def instrument(
     # Built on the real registry, so its buckets are claimed there and a conflict with another
     # middleware on the same registry is a ValueError now.
     PerfMiddleware(_noop_app, registry=registry, **middleware_options)
+    if disabled_by_env(middleware_options.get("disable_env", DISABLE_ENV)):
+        return registry
     if metrics_path is not None and not middleware_options.get("record_own_endpoints", False):
         # Skipped before the app runs, so a scrape or a dashboard poll is not even "in progress"
         # while it builds the figures it shows (the metrics app's own mark comes too late for

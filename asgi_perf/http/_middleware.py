@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -22,13 +23,33 @@ from .._labels import (
 from .._types import OWN_ENDPOINT_KEY, ASGIApp, Message, Receive, Scope, Send
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import PerfRegistry, RequestHook
-from ._routing import RouteResolver
+from ._features import (
+    DEFAULT_CALLBACK_TIMEOUT,
+    DEFAULT_LABEL_VALUES,
+    DISABLE_ENV,
+    ERR_TIMEOUT,
+    LabelCallable,
+    LabelValues,
+    RequestHookCallable,
+    RequestInfo,
+    check_limit,
+    check_positive,
+    constant_labels,
+    disabled_by_env,
+    hook_callables,
+    label_callables,
+    settle,
+    skip_method_labels,
+)
+from ._routing import RouteResolver, app_path
 from ._stats import (
     HTTP_STATS,
-    ExemplarHttpStats,
-    ExemplarSharedHttpStats,
+    ExtraLabels,
+    HighrHttpStats,
     HttpStats,
+    SharedHighrHttpStats,
     SharedHttpStats,
+    keep_exemplars,
 )
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
@@ -52,6 +73,7 @@ WARN_TWO_REGISTRIES = (
     "add_middleware()); each registry records every request once: pass the same registry= to "
     "both to keep one"
 )
+WARN_DISABLED = "{} is set: PerfMiddleware passes every request through unrecorded"
 WARN_NESTED = (
     "a request reached a PerfMiddleware inside another one on the same registry (an app mounted "
     "in an app instrumented with its registry?); it is recorded once, by the outer one"
@@ -59,6 +81,10 @@ WARN_NESTED = (
 
 ERR_EXCLUDE_PATH = "exclude_paths entries must be strings starting with '/', got {!r}"
 ERR_EXCLUDE_PATTERN = "exclude_patterns entry {!r} is not a valid regular expression: {}"
+ERR_LABEL_COMPAT = (
+    "label {!r} is one the registry's compat setting already exposes (a renamed or constant "
+    "label); pick another name"
+)
 ERR_ROUTE_GETTER = "route_getter must be callable, got {!r}"
 
 RouteGetter = Callable[[Scope], "str | None"]
@@ -76,21 +102,46 @@ class PerfMiddleware:
     :param app: the ASGI application to wrap.
     :param registry: where to report; a fresh :class:`PerfRegistry` if omitted (read it back from
         ``middleware.registry``).
-    :param exclude_paths: exact request paths not to record (e.g. ``"/healthz"``).
+    :param exclude_paths: exact request paths not to record (e.g. ``"/healthz"``), matched against
+        the path the route label describes: without a proxy prefix (``root_path``), with the prefix
+        of the mounts the app sits under.
     :param exclude_patterns: regular expressions; a path that ``re.match``-es one is not recorded.
-    :param group_status: label status classes (``2xx``) instead of codes.
-    :param buckets: duration histogram bounds in seconds.
+    :param group_status: label status classes (``2xx``) instead of codes (default: the
+        registry's ``compat`` setting's, else off).
+    :param buckets: duration histogram bounds in seconds (default: the registry's ``compat``
+        setting's, else :data:`~asgi_perf.catalogue.LATENCY_BUCKETS`).
     :param ttfb_buckets: time-to-first-byte bounds in seconds (default: ``buckets``).
     :param route_getter: ``scope -> label | None`` for routers asgi-perf does not know; called after
         the app ran. ``None`` means unmatched. Its results are still capped per metric.
     :param record_own_endpoints: also record the requests the package's own metrics app serves
         (``/metrics`` and the operations endpoints); left out by default.
+    :param labels: constant labels added to every HTTP series (``{"app_name": "shop"}``).
+    :param label_from: ``{name: callable(scope) -> str}``, sync or async, called after the app ran;
+        each label keeps its first ``label_values_limit`` distinct values, the rest (and faults)
+        become ``__other__``.
+    :param label_values_limit: the cap on distinct values per ``label_from`` label.
+    :param skip_methods: methods not to record (``["OPTIONS", "HEAD"]``).
+    :param drop_unmatched: do not record requests no route matched (``__unmatched__``).
+    :param on_request: callables (sync or async) receiving a :class:`RequestInfo` after each
+        recorded request; faults are counted, never raised.
+    :param callback_timeout: seconds each async ``label_from`` callable or hook may take.
+    :param disable_env: environment variable that, set to ``1``/``true``/``yes``/``on`` when the
+        middleware is built, makes it pass every request through untouched (``None``: ignore).
 
     Installed twice on one app, it records each request once: a middleware that wraps another
     one (found down the ``.app`` chain at construction) steps aside and logs a warning. One
     nested out of sight (an app mounted in another) passes through a request its registry is
     already recording, with a warning; on a registry of its own it records as usual.
     """
+
+    def __new__(cls, app: ASGIApp, **options: Any) -> PerfMiddleware:
+        # Decided at construction: the features that need the request after the app ran (and an
+        # await there) live in a subclass, so without them the request path is exactly the plain
+        # one, not the plain one plus a test per request.
+        featured = options.get("label_from") or options.get("drop_unmatched")
+        if cls is PerfMiddleware and (featured or options.get("on_request")):
+            return object.__new__(_FeaturedMiddleware)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -99,11 +150,19 @@ class PerfMiddleware:
         registry: PerfRegistry | None = None,
         exclude_paths: Iterable[str] = (),
         exclude_patterns: Iterable[str | re.Pattern[str]] = (),
-        group_status: bool = False,
-        buckets: Sequence[float] = LATENCY_BUCKETS,
+        group_status: bool | None = None,
+        buckets: Sequence[float] | None = None,
         ttfb_buckets: Sequence[float] | None = None,
         route_getter: RouteGetter | None = None,
         record_own_endpoints: bool = False,
+        labels: Mapping[str, str] | None = None,
+        label_from: Mapping[str, LabelCallable] | None = None,
+        label_values_limit: int = DEFAULT_LABEL_VALUES,
+        skip_methods: Iterable[str] = (),
+        drop_unmatched: bool = False,
+        on_request: Iterable[RequestHookCallable] | RequestHookCallable | None = None,
+        callback_timeout: float = DEFAULT_CALLBACK_TIMEOUT,
+        disable_env: str | None = DISABLE_ENV,
     ) -> None:
         if registry is None:
             registry = PerfRegistry()
@@ -125,8 +184,33 @@ class PerfMiddleware:
                 raise ValueError(ERR_EXCLUDE_PATTERN.format(pattern, exc)) from None
         if route_getter is not None and not callable(route_getter):
             raise ValueError(ERR_ROUTE_GETTER.format(route_getter))
+        compat = registry.compat
+        if group_status is None:
+            group_status = compat is not None and compat.group_status
+        if buckets is None:
+            buckets = compat.buckets if compat is not None and compat.buckets else LATENCY_BUCKETS
+        highr = compat.highr_buckets if compat is not None else None
         duration_b = check_buckets(buckets)
         ttfb_b = check_buckets(ttfb_buckets) if ttfb_buckets is not None else duration_b
+        constant = constant_labels(labels)
+        dynamic = label_callables(label_from, constant)
+        extra = ExtraLabels(constant, tuple(name for name, _ in dynamic))
+        if compat is not None:
+            # The compat setting adds and renames labels at render time: a clash would expose
+            # one label twice.
+            taken = {*compat.extra_labels, *compat.label_names.values()}
+            for name in extra.names():
+                if name in taken:
+                    raise ValueError(ERR_LABEL_COMPAT.format(name))
+        limit = check_limit(label_values_limit)
+        self._timeout = check_positive(callback_timeout, ERR_TIMEOUT)
+        self._skip_methods = skip_method_labels(skip_methods)
+        self._on_request = hook_callables(on_request)
+        self._drop_unmatched = bool(drop_unmatched)
+        self._label_values = (
+            LabelValues(registry, dynamic, limit, self._timeout) if dynamic else None
+        )
+        disabled = disabled_by_env(disable_env)
 
         self.app = app
         self.registry = registry
@@ -136,7 +220,7 @@ class PerfMiddleware:
         self._exclude_re = (
             re.compile("|".join(f"(?:{p.pattern})" for p in compiled)) if compiled else None
         )
-        self._excluding = bool(paths or compiled)
+        self._excluding = bool(paths or compiled or self._skip_methods)
         self._skip_own = not record_own_endpoints
         self._nested_reported = False
         self._mark = (registry,)  # built once: the common case stores it without allocating
@@ -145,8 +229,12 @@ class PerfMiddleware:
         # Only on the same registry: one on another registry is that registry's only view of the
         # traffic (e.g. a default-registry add_middleware() under instrument()), so both record.
         inner = _wrapped_middleware(app)
-        self._duplicate = inner is not None and inner.registry is registry
-        if self._duplicate:
+        self._duplicate = disabled or (inner is not None and inner.registry is registry)
+        if disabled:
+            # Switched off: step aside exactly as a duplicate does, touching nothing.
+            logger.warning(WARN_DISABLED.format(disable_env))
+            self._excluding = True
+        elif self._duplicate:
             logger.warning(WARN_DUPLICATE)
             self._excluding = True
         elif inner is not None:
@@ -162,14 +250,17 @@ class PerfMiddleware:
             # Decided once, here: the request path never asks which store it writes to.
             source = registry.exemplar_source
             if registry.shared is not None:
-                if source is not None:
-                    return ExemplarSharedHttpStats(
-                        registry, duration_b, ttfb_b, registry.shared, source
+                if highr:
+                    stats: HttpStats = SharedHighrHttpStats(
+                        registry, duration_b, ttfb_b, registry.shared, highr, extra
                     )
-                return SharedHttpStats(registry, duration_b, ttfb_b, registry.shared)
-            if source is not None:
-                return ExemplarHttpStats(registry, duration_b, ttfb_b, source)
-            return HttpStats(registry, duration_b, ttfb_b)
+                else:
+                    stats = SharedHttpStats(registry, duration_b, ttfb_b, registry.shared, extra)
+            elif highr:
+                stats = HighrHttpStats(registry, duration_b, ttfb_b, highr, extra)
+            else:
+                stats = HttpStats(registry, duration_b, ttfb_b, extra)
+            return stats if source is None else keep_exemplars(stats, source)
 
         if self._duplicate:
             return
@@ -178,6 +269,7 @@ class PerfMiddleware:
             registry.register(self._stats)
         else:
             self._stats.check_buckets(duration_b, ttfb_b)
+            self._stats.check_labels(extra)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -188,7 +280,7 @@ class PerfMiddleware:
             self._pass_nested()
             await self.app(scope, receive, send)
             return
-        if self._excluding and self._excluded(scope.get("path")):
+        if self._excluding and self._excluded(scope):
             await self.app(scope, receive, send)
             return
         # Another registry further out records into itself: both count, each once.
@@ -243,7 +335,9 @@ class PerfMiddleware:
         except BaseException as exc:
             in_progress[method] -= 1
             if hook_states is not None:
-                self._finish_hooks(hook_states)
+                waiting = self._finish_hooks(hook_states)
+                if waiting:
+                    await self._settle_hooks(waiting, isinstance(exc, asyncio.CancelledError))
             if self._skip_own and OWN_ENDPOINT_KEY in scope:
                 raise
             self._finish(
@@ -261,7 +355,9 @@ class PerfMiddleware:
             raise
         in_progress[method] -= 1
         if hook_states is not None:
-            self._finish_hooks(hook_states)
+            waiting = self._finish_hooks(hook_states)
+            if waiting:
+                await self._settle_hooks(waiting, False)
         if self._skip_own and OWN_ENDPOINT_KEY in scope:
             return  # the package's own endpoint, set by the metrics app this request reached
         if response_ended and not disconnected and status != 405:
@@ -298,14 +394,19 @@ class PerfMiddleware:
             self._nested_reported = True
             logger.warning(WARN_NESTED)
 
-    def _excluded(self, path: object) -> bool:
-        if self._duplicate or path in self._exclude_paths:
+    def _excluded(self, scope: Scope) -> bool:
+        if self._duplicate or scope.get("method") in self._skip_methods:
             return True
-        return (
-            self._exclude_re is not None
-            and isinstance(path, str)
-            and self._exclude_re.match(path) is not None
-        )
+        path = scope.get("path")
+        if not isinstance(path, str):
+            return path in self._exclude_paths
+        # The path the route label describes: the same request is excluded behind any proxy prefix
+        # (no call at all in the common case, an app served at the server's root).
+        if scope.get("root_path") or scope.get("app_root_path"):
+            path = app_path(scope, path)
+        if path in self._exclude_paths:
+            return True
+        return self._exclude_re is not None and self._exclude_re.match(path) is not None
 
     def _start_hooks(self, hooks: list[RequestHook]) -> list[tuple[RequestHook, Any]]:
         states = []
@@ -316,12 +417,21 @@ class PerfMiddleware:
                 self.registry.report_error("http", exc)
         return states
 
-    def _finish_hooks(self, states: list[tuple[RequestHook, Any]]) -> None:
+    def _finish_hooks(self, states: list[tuple[RequestHook, Any]]) -> list[Awaitable[Any]]:
+        """Call every hook's ``request_finished``; return the awaitables the async ones gave."""
+        waiting: list[Awaitable[Any]] = []
         for hook, state in states:
             try:
-                hook.request_finished(state)
+                result = hook.request_finished(state)
+                if result is not None:
+                    waiting.append(result)
             except Exception as exc:  # noqa: BLE001
                 self.registry.report_error("http", exc)
+        return waiting
+
+    async def _settle_hooks(self, waiting: list[Awaitable[Any]], cancelled: bool) -> None:
+        for result in waiting:
+            await settle(self.registry, "http", result, self._timeout, cancelled)
 
     def _finish(
         self,
@@ -385,6 +495,136 @@ class PerfMiddleware:
         )
         if error is not None and not isinstance(error, asyncio.CancelledError):
             self._stats.record_exception(method, route, type(error).__name__)
+
+
+class _Pending:
+    """What the plain path would have recorded for one request, for the featured path to finish."""
+
+    __slots__ = ("args", "exception")
+
+    def __init__(self) -> None:
+        self.args: tuple[str, str, str, float, float | None, int, int] | None = None
+        self.exception: str | None = None
+
+
+#: The request being recorded by a featured middleware, in the request's own context.
+_PENDING: contextvars.ContextVar[_Pending] = contextvars.ContextVar("asgi_perf.http.pending")
+
+
+class _Capture:
+    """Stands in for the registry's HTTP series in a featured middleware: the plain path records
+    into it, and it keeps the values for the featured path to label, filter and hand to hooks."""
+
+    __slots__ = ("in_progress", "stats")
+
+    def __init__(self, stats: HttpStats) -> None:
+        self.stats = stats
+        self.in_progress = stats.in_progress
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        _PENDING.get().args = (
+            method,
+            route,
+            status,
+            duration,
+            ttfb,
+            request_bytes,
+            response_bytes,
+        )
+
+    def record_exception(self, method: str, route: str, exception: str) -> None:
+        _PENDING.get().exception = exception
+
+
+class _FeaturedMiddleware(PerfMiddleware):
+    """:class:`PerfMiddleware` with ``label_from``, ``drop_unmatched`` or ``on_request``: it times
+    the request on the plain path, then labels, filters and reports it once the app has ended
+    (the response is complete by then, so an async callable never delays it)."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        super().__init__(app, **options)
+        if not self._duplicate:
+            self._series: HttpStats = self._stats
+            self._stats = _Capture(self._stats)  # type: ignore[assignment]
+            self._label_names = self._series.labels.names()
+            self._constant_values = tuple(value for _, value in self._series.labels.constant)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._duplicate:
+            await self.app(scope, receive, send)
+            return
+        pending = _Pending()
+        token = _PENDING.set(pending)
+        status_code: int | None = None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message.get("status")
+            await send(message)
+
+        cancelled = False
+        try:
+            await PerfMiddleware.__call__(self, scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            _PENDING.reset(token)
+            if pending.args is not None:
+                await self._complete(scope, pending, status_code, cancelled)
+
+    async def _complete(
+        self, scope: Scope, pending: _Pending, status_code: int | None, cancelled: bool
+    ) -> None:
+        assert pending.args is not None
+        method, route, status, duration, ttfb, request_bytes, response_bytes = pending.args
+        series = self._series
+        recorded = not (self._drop_unmatched and route == UNMATCHED)
+        values: tuple[str, ...] = ()
+        if recorded and self._label_values is not None:
+            values = await self._label_values(scope, cancelled)
+        try:
+            if recorded:
+                key = series.series_key(route, values) if values else route
+                series.record(method, key, status, duration, ttfb, request_bytes, response_bytes)
+                if pending.exception is not None:
+                    series.record_exception(method, key, pending.exception)
+        except Exception as exc:  # noqa: BLE001 - never let recording change the response
+            self.registry.report_error("http", exc)
+        if not self._on_request:
+            return
+        info = RequestInfo(
+            method=method,
+            route=route,
+            status=status,
+            status_code=status_code if isinstance(status_code, int) else None,
+            duration=duration,
+            ttfb=ttfb,
+            request_bytes=request_bytes,
+            response_bytes=response_bytes,
+            exception=pending.exception,
+            labels=dict(zip(self._label_names, (*self._constant_values, *values), strict=False)),
+            scope=scope,
+            recorded=recorded,
+        )
+        for hook in self._on_request:
+            try:
+                result = hook(info)
+            except Exception as exc:  # noqa: BLE001 - a hook's fault never reaches the app
+                self.registry.report_error("http_hooks", exc)
+                continue
+            if result is not None:
+                await settle(self.registry, "http_hooks", result, self._timeout, cancelled)
 
 
 def _wrapped_middleware(app: object) -> PerfMiddleware | None:

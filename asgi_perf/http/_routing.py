@@ -329,6 +329,26 @@ def _actual_prefix(scope: Scope) -> str:
     return root[len(app_root) :] if root.startswith(app_root) else root
 
 
+def app_path(scope: Scope, path: str) -> str:
+    """``path`` as the route labels see it: relative to the server's ``root_path`` (a proxy prefix
+    is not part of it), with the prefixes of the mounts it went through.
+
+    Starlette's ``Mount`` keeps the server's root in ``app_root_path``; where no mount set it, the
+    ``root_path`` is the server's. A ``root_path`` the path does not start with (a server that
+    leaves it out of ``path``) is not stripped.
+    """
+    root = scope.get("app_root_path")
+    if root is None:
+        root = scope.get("root_path")
+    if root and isinstance(root, str) and path.startswith(root):
+        rest = path[len(root) :]
+        if not rest:
+            return "/"
+        if rest[0] == "/":
+            return rest
+    return path
+
+
 def _route_path(scope: Scope) -> str:
     """The path the innermost router matched, as Starlette's ``get_route_path`` computes it."""
     path: str = scope.get("path", "") or ""
@@ -339,4 +359,4 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
-__all__ = ["RouteResolver"]
+__all__ = ["RouteResolver", "app_path"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client.metrics_core import Metric
 
@@ -12,12 +12,32 @@ from .._exemplars import ExemplarSource
 from .._histogram import PlainHistogram, bucket_labels
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._shared import SharedStore
+from ..compat import HIGHR_METRIC
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 
 ERR_SHARED_BUCKETS = (
     "this registry already records HTTP metrics with other buckets; "
     "use one bucket configuration per registry"
 )
+ERR_SHARED_LABELS = (
+    "this registry already records HTTP metrics with other extra labels ({} there, {} here); "
+    "use one labels= / label_from= configuration per registry"
+)
+#: Joins a route and its ``label_from`` values into one series key (never in a label value).
+_KEY_SEP = "\x00"
+
+
+class ExtraLabels(NamedTuple):
+    """Labels added to every HTTP series besides method, route and status."""
+
+    constant: tuple[tuple[str, str], ...] = ()  # (name, value): the same on every series
+    dynamic: tuple[str, ...] = ()  # names of the label_from labels, in order
+
+    def names(self) -> tuple[str, ...]:
+        return (*(name for name, _ in self.constant), *self.dynamic)
+
+
+NO_EXTRA_LABELS = ExtraLabels()
 
 
 class _RouteSeries:
@@ -42,7 +62,7 @@ class HttpStats(CatalogueCollector):
     stored separately: it is each duration histogram's count, so the two can never disagree.
     """
 
-    metrics = (
+    metrics: ClassVar[tuple[str, ...]] = (
         "http_requests_total",
         "http_request_duration_seconds",
         "http_request_ttfb_seconds",
@@ -57,10 +77,16 @@ class HttpStats(CatalogueCollector):
         registry: PerfRegistry,
         duration_buckets: tuple[float, ...],
         ttfb_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
     ) -> None:
         super().__init__(registry)
         self.duration_buckets = duration_buckets
         self.ttfb_buckets = ttfb_buckets
+        self.labels = labels
+        self._constant_values = tuple(value for _, value in labels.constant)
+        # Series key -> (route, label_from values): a key is the route itself without label_from.
+        self._keys: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._overflow_values = (OVERFLOW,) * len(labels.dynamic)
         self.limit = registry.max_series_per_metric
         # route -> method -> series: two string-keyed lookups, no tuple built per request.
         self.routes: dict[str, dict[str, _RouteSeries]] = {}
@@ -72,6 +98,45 @@ class HttpStats(CatalogueCollector):
     def check_buckets(self, duration: tuple[float, ...], ttfb: tuple[float, ...]) -> None:
         if (duration, ttfb) != (self.duration_buckets, self.ttfb_buckets):
             raise ValueError(ERR_SHARED_BUCKETS)
+
+    def check_labels(self, labels: ExtraLabels) -> None:
+        if labels != self.labels:
+            raise ValueError(ERR_SHARED_LABELS.format(self.labels.names(), labels.names()))
+
+    # -- extra labels: resolved off the common path, expanded at scrape time -----------------------
+    def series_key(self, route: str, values: tuple[str, ...]) -> str:
+        """The key :meth:`record` files a route under with these ``label_from`` values."""
+        key = _KEY_SEP.join((route, *values))
+        if key not in self._keys:
+            if len(self._keys) >= self.limit:
+                self.registry.count_overflow("http_request_duration_seconds")
+                return OVERFLOW
+            self._keys[key] = (route, values)
+        return key
+
+    def expand(self, key: str) -> tuple[str, tuple[str, ...]]:
+        """``(route, extra label values)`` of a series key, constant labels included."""
+        found = self._keys.get(key)
+        if found is None:  # a plain route, or the overflow series
+            return key, (*self._constant_values, *self._overflow_values)
+        return found[0], (*self._constant_values, *found[1])
+
+    def families(self) -> dict[str, Any]:
+        if not (self.labels.constant or self.labels.dynamic):
+            return super().families()
+        names = self.labels.names()
+        constant = tuple(name for name, _ in self.labels.constant)
+        return {
+            metric: self.registry.family(
+                metric,
+                ()
+                if metric == HIGHR_METRIC  # label-less by definition
+                else constant
+                if metric == "http_requests_in_progress"
+                else names,
+            )
+            for metric in self.metrics
+        }
 
     def record(
         self,
@@ -139,65 +204,27 @@ class HttpStats(CatalogueCollector):
         ttfb = f["http_request_ttfb_seconds"]
         req_size = f["http_request_size_bytes"]
         resp_size = f["http_response_size_bytes"]
-        for route, by_method in list(self.routes.items()):
+        for key, by_method in list(self.routes.items()):
+            route, extra = self.expand(key)
             for method, series in list(by_method.items()):
                 served = 0
                 for status, hist in list(series.by_status.items()):
                     buckets, total, count = hist.exported()
                     served += count
-                    labels = [method, route, status]
+                    labels = [method, route, status, *extra]
                     requests.add_metric(labels, count)
                     duration.add_metric(labels, buckets, total)
-                req_size.add_metric([method, route], served, series.request_bytes)
-                resp_size.add_metric([method, route], served, series.response_bytes)
+                req_size.add_metric([method, route, *extra], served, series.request_bytes)
+                resp_size.add_metric([method, route, *extra], served, series.response_bytes)
                 buckets, total, count = series.ttfb.cumulative()
                 if count:
-                    ttfb.add_metric([method, route], buckets, total)
+                    ttfb.add_metric([method, route, *extra], buckets, total)
         for method, value in list(self.in_progress.items()):
-            f["http_requests_in_progress"].add_metric([method], value)
-        for key, value in list(self.exceptions.items()):
-            f["http_exceptions_total"].add_metric(list(key), value)
+            f["http_requests_in_progress"].add_metric([method, *self._constant_values], value)
+        for (method, key, exception), value in list(self.exceptions.items()):
+            route, extra = self.expand(key)
+            f["http_exceptions_total"].add_metric([method, route, exception, *extra], value)
         return iter(f.values())
-
-
-class ExemplarHttpStats(HttpStats):
-    """:class:`HttpStats` for a registry with an exemplar source: each request asks it once,
-    and a request it gives labels to leaves them on its duration bucket.
-
-    Chosen at construction, so a registry without a source runs the plain ``record``.
-    """
-
-    def __init__(
-        self,
-        registry: PerfRegistry,
-        duration_buckets: tuple[float, ...],
-        ttfb_buckets: tuple[float, ...],
-        source: ExemplarSource,
-    ) -> None:
-        super().__init__(registry, duration_buckets, ttfb_buckets)
-        self._source = source
-
-    def record(
-        self,
-        method: str,
-        route: str,
-        status: str,
-        duration: float,
-        ttfb: float | None,
-        request_bytes: int,
-        response_bytes: int,
-    ) -> None:
-        labels = self._source()
-        HttpStats.record(self, method, route, status, duration, ttfb, request_bytes, response_bytes)
-        if labels is not None:
-            # The series exists now; a route or status folded by the cap is found under the
-            # overflow value, as record() put it there.
-            by_method = self.routes.get(route)
-            series = by_method.get(method) if by_method is not None else None
-            if series is None:
-                series = self.routes[OVERFLOW][method]
-            hist = series.by_status.get(status) or series.by_status[OVERFLOW]
-            hist.put_exemplar(duration, labels)
 
 
 #: The registry's HTTP series, shared by every middleware on it.
@@ -231,8 +258,9 @@ class SharedHttpStats(HttpStats):
         duration_buckets: tuple[float, ...],
         ttfb_buckets: tuple[float, ...],
         store: SharedStore,
+        labels: ExtraLabels = NO_EXTRA_LABELS,
     ) -> None:
-        super().__init__(registry, duration_buckets, ttfb_buckets)
+        super().__init__(registry, duration_buckets, ttfb_buckets, labels)
         self.store = store
         self.shared_routes: dict[str, dict[str, _SharedRouteSeries]] = {}
         self.exception_slots: dict[tuple[str, str, str], int] = {}
@@ -262,6 +290,14 @@ class SharedHttpStats(HttpStats):
             also = (self._names[derived].removesuffix("_total"), self.registry.spec(derived).help)
         return self.store.allocate(self._names[metric], kind, spec.help, labels, bounds, also)
 
+    def _labelled(
+        self, head: list[tuple[str, str]], key: str, tail: tuple[tuple[str, str], ...] = ()
+    ) -> list[tuple[str, str]]:
+        """Label pairs of a shared series: ``head``, the route (and extra labels) of ``key``,
+        ``tail``."""
+        route, extra = self.expand(key)
+        return [*head, ("route", route), *tail, *zip(self.labels.names(), extra, strict=True)]
+
     def record(
         self,
         method: str,
@@ -288,7 +324,7 @@ class SharedHttpStats(HttpStats):
                 slot = series.ttfb = self._allocate(
                     "http_request_ttfb_seconds",
                     "histogram",
-                    [("method", method), ("route", route)],
+                    self._labelled([("method", method)], route),
                     self.ttfb_buckets,
                 )
             values[slot + bisect_left(self.ttfb_buckets, ttfb)] += 1
@@ -307,7 +343,7 @@ class SharedHttpStats(HttpStats):
         by_method = self.shared_routes.setdefault(route, {})
         series = by_method.get(method)
         if series is None:
-            labels = [("method", method), ("route", route)]
+            labels = self._labelled([("method", method)], route)
             series = by_method[method] = _SharedRouteSeries(
                 self._allocate("http_request_size_bytes", "summary", labels),
                 self._allocate("http_response_size_bytes", "summary", labels),
@@ -326,7 +362,7 @@ class SharedHttpStats(HttpStats):
         slot = series.by_status[status] = self._allocate(
             "http_request_duration_seconds",
             "histogram",
-            [("method", method), ("route", route), ("status", status)],
+            self._labelled([("method", method)], route, (("status", status),)),
             self.duration_buckets,
             derived="http_requests_total",
         )
@@ -345,7 +381,7 @@ class SharedHttpStats(HttpStats):
                 slot = self.exception_slots[key] = self._allocate(
                     "http_exceptions_total",
                     "counter",
-                    list(zip(("method", "route", "exception"), key, strict=True)),
+                    self._labelled([("method", key[0])], key[1], (("exception", key[2]),)),
                 )
         self.store.values[slot] += 1
 
@@ -353,72 +389,30 @@ class SharedHttpStats(HttpStats):
     def collect(self) -> Iterator[Metric]:
         f = self.families()
         values = self.store.values
-        for route, by_method in list(self.shared_routes.items()):
+        for key, by_method in list(self.shared_routes.items()):
+            route, extra = self.expand(key)
             for method, series in list(by_method.items()):
                 for status, slot in list(series.by_status.items()):
                     buckets, total, count = _cumulative(values, slot, self.duration_buckets)
-                    labels = [method, route, status]
+                    labels = [method, route, status, *extra]
                     f["http_requests_total"].add_metric(labels, count)
                     f["http_request_duration_seconds"].add_metric(labels, buckets, total)
                 for name, slot in (
                     ("http_request_size_bytes", series.request_bytes),
                     ("http_response_size_bytes", series.response_bytes),
                 ):
-                    f[name].add_metric([method, route], values[slot], values[slot + 1])
+                    f[name].add_metric([method, route, *extra], values[slot], values[slot + 1])
                 if series.ttfb >= 0:
                     buckets, total, count = _cumulative(values, series.ttfb, self.ttfb_buckets)
-                    f["http_request_ttfb_seconds"].add_metric([method, route], buckets, total)
+                    f["http_request_ttfb_seconds"].add_metric(
+                        [method, route, *extra], buckets, total
+                    )
         for method, value in list(self.in_progress.items()):
-            f["http_requests_in_progress"].add_metric([method], value)
-        for key, slot in list(self.exception_slots.items()):
-            f["http_exceptions_total"].add_metric(list(key), values[slot])
+            f["http_requests_in_progress"].add_metric([method, *self._constant_values], value)
+        for (method, key, exception), slot in list(self.exception_slots.items()):
+            route, extra = self.expand(key)
+            f["http_exceptions_total"].add_metric([method, route, exception, *extra], values[slot])
         return iter(f.values())
-
-
-class ExemplarSharedHttpStats(SharedHttpStats):
-    """:class:`SharedHttpStats` for a registry with an exemplar source: the counts go to shared
-    memory, the exemplar to this worker's :class:`~asgi_perf._exemplars.WorkerExemplars`, which
-    the merged view this worker serves carries."""
-
-    def __init__(
-        self,
-        registry: PerfRegistry,
-        duration_buckets: tuple[float, ...],
-        ttfb_buckets: tuple[float, ...],
-        store: SharedStore,
-        source: ExemplarSource,
-    ) -> None:
-        super().__init__(registry, duration_buckets, ttfb_buckets, store)
-        self._source = source
-
-    def record(
-        self,
-        method: str,
-        route: str,
-        status: str,
-        duration: float,
-        ttfb: float | None,
-        request_bytes: int,
-        response_bytes: int,
-    ) -> None:
-        labels = self._source()
-        SharedHttpStats.record(
-            self, method, route, status, duration, ttfb, request_bytes, response_bytes
-        )
-        if labels is not None:
-            by_method = self.shared_routes.get(route)
-            if by_method is None or method not in by_method:
-                route = OVERFLOW
-                by_method = self.shared_routes[OVERFLOW]
-            if status not in by_method[method].by_status:
-                status = OVERFLOW
-            self.registry.worker_exemplars.put(
-                self._names["http_request_duration_seconds"],
-                (("method", method), ("route", route), ("status", status)),
-                self.duration_buckets,
-                duration,
-                labels,
-            )
 
 
 def _cumulative(
@@ -433,3 +427,146 @@ def _cumulative(
     running += values[slot + len(bounds)]
     out.append(("+Inf", running))
     return out, float(values[slot + len(bounds) + 1]), running
+
+
+class HighrHttpStats(HttpStats):
+    """:class:`HttpStats` that also records the label-less high-resolution duration histogram
+    (prometheus-fastapi-instrumentator's ``http_request_duration_highr_seconds``).
+
+    Chosen at construction when the registry's compat setting asks for it, so the request path of
+    everyone else is untouched; here it costs one more bucket search per request.
+    """
+
+    metrics = (*HttpStats.metrics, HIGHR_METRIC)
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, labels)
+        self.highr = PlainHistogram(highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        h = self.highr
+        h.counts[bisect_left(h.bounds, duration)] += 1
+        h.sum += duration
+
+    def collect(self) -> Iterator[Metric]:
+        # The parent fills every family it knows; the last one, this class's, is left empty.
+        families: list[Any] = list(super().collect())
+        buckets, total, _ = self.highr.cumulative()
+        families[-1].add_metric([], buckets, total)
+        return iter(families)
+
+
+class SharedHighrHttpStats(SharedHttpStats):
+    """:class:`HighrHttpStats` for multi-worker mode: the histogram lives in shared memory."""
+
+    metrics = HighrHttpStats.metrics
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        store: SharedStore,
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, store, labels)
+        self.highr_buckets = highr_buckets
+        self._highr_sum = len(highr_buckets) + 1
+        self.highr_slot = self._allocate(HIGHR_METRIC, "histogram", [], highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        values: Any = self.store.values
+        slot = self.highr_slot
+        values[slot + bisect_left(self.highr_buckets, duration)] += 1
+        values[slot + self._highr_sum] += duration
+
+    def collect(self) -> Iterator[Metric]:
+        families: list[Any] = list(super().collect())
+        buckets, total, _ = _cumulative(self.store.values, self.highr_slot, self.highr_buckets)
+        families[-1].add_metric([], buckets, total)
+        return iter(families)
+
+
+def keep_exemplars(stats: HttpStats, source: ExemplarSource) -> HttpStats:
+    """Make ``stats`` ask ``source`` once per request and leave the labels it gives on the
+    request's duration bucket, whatever its class (plain, shared, with the high-resolution
+    histogram).
+
+    Done at construction and only for a registry with a source: ``record`` is replaced on this
+    instance, so every other one runs its class's method untouched.
+    """
+    record = stats.record
+
+    def put_plain(method: str, route: str, status: str, duration: float, labels: Any) -> None:
+        # The series exists now; a route or status folded by the cap is found under the overflow
+        # value, as record() put it there.
+        by_method = stats.routes.get(route)
+        series = by_method.get(method) if by_method is not None else None
+        if series is None:
+            series = stats.routes[OVERFLOW][method]
+        hist = series.by_status.get(status) or series.by_status[OVERFLOW]
+        hist.put_exemplar(duration, labels)
+
+    def put_shared(method: str, route: str, status: str, duration: float, labels: Any) -> None:
+        # Counts in shared memory; the exemplar stays with this worker (see WorkerExemplars).
+        assert isinstance(stats, SharedHttpStats)
+        by_method = stats.shared_routes.get(route)
+        if by_method is None or method not in by_method:
+            route = OVERFLOW
+            by_method = stats.shared_routes[OVERFLOW]
+        if status not in by_method[method].by_status:
+            status = OVERFLOW
+        stats.registry.worker_exemplars.put(
+            stats._names["http_request_duration_seconds"],
+            (("method", method), ("route", route), ("status", status)),
+            stats.duration_buckets,
+            duration,
+            labels,
+        )
+
+    put = put_shared if isinstance(stats, SharedHttpStats) else put_plain
+
+    def record_with_exemplar(
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        labels = source()
+        record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        if labels is not None:
+            put(method, route, status, duration, labels)
+
+    vars(stats)["record"] = record_with_exemplar
+    return stats

@@ -58,6 +58,16 @@ def test_every_worker_is_counted_and_totals_survive_a_killed_worker(
     wait_until(lambda: requests_total() == SENT, f"the merged total reaches {SENT}")
     assert total(scrape(base), "cache_entries") == 3 * WORKERS
 
+    def process_pids() -> set[str]:
+        """Whose process metrics the merged scrape shows: one series per worker, by pid."""
+        return {
+            dict(labels).get("pid", "")
+            for (name, labels) in scrape(base)
+            if name == "process_resident_memory_bytes"
+        }
+
+    assert process_pids() == {str(pid) for pid in worker_pids(directory)}
+
     victim = sorted(worker_pids(directory))[0]
     os.kill(victim, signal.SIGKILL)
     seen = []
@@ -72,6 +82,12 @@ def test_every_worker_is_counted_and_totals_survive_a_killed_worker(
     wait_until(
         lambda: total(scrape(base), "cache_entries") == 3 * WORKERS, "gauges of live workers"
     )
+    # The killed worker's process series left with it (and were not compacted into a total).
+    wait_until(
+        lambda: process_pids() == {str(pid) for pid in worker_pids(directory)},
+        "process metrics of the live workers only",
+    )
+    assert str(victim) not in process_pids()
     assert (directory / store.COMPACTED).exists()
     with httpx.Client(base_url=base, timeout=10) as client:
         for _ in range(SENT):
