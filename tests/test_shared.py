@@ -469,3 +469,23 @@ def test_a_forked_child_without_files_of_its_own_never_writes_the_parents(tmp_pa
     store.values[other] += 1
     assert parents[slot] == 1.0
     assert store.values[slot] == 100.0
+
+
+def test_every_route_past_the_cap_shares_one_overflow_series_in_shared_memory(
+    mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many new routes arrive past the cap, they all land in the one ``__overflow__``
+    series (one set of slots), counted exactly."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(mpdir))
+    stats = stats_of(PerfRegistry(max_series_per_metric=1))
+    stats.record("GET", "/a", "200", 0.2, None, 0, 0)
+    for route in ("/b", "/c", "/d"):
+        stats.record("GET", route, "200", 0.2, None, 1, 2)
+    values = read_all(mpdir)
+    by_labels = {labels: v for (name, labels), v in values.items() if name == "http_requests_total"}
+    assert by_labels == {
+        (("method", "GET"), ("route", "/a"), ("status", "200")): 1,
+        (("method", "GET"), ("route", "__overflow__"), ("status", "200")): 3,
+    }
+    overflow = (("method", "GET"), ("route", "__overflow__"))
+    assert values[("http_response_size_bytes_sum", overflow)] == 6

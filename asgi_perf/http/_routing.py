@@ -226,6 +226,9 @@ class RouteResolver:
     def __init__(self) -> None:
         # id(key) -> (key, constant label or matcher); the key keeps its id from reuse.
         self._cache: dict[int, tuple[Any, str | _Matcher]] = {}
+        # The subset of _cache whose value is a template (not a matcher, not unmatched): resolve()
+        # answers these without a further call.
+        self._constant: dict[int, tuple[Any, str]] = {}
         self._index: dict[int, tuple[Any, list[_Option]]] = {}
         # Keys that already caused a walk when the index had no place for a request of theirs.
         self._rewalked: dict[int, Any] = {}
@@ -235,6 +238,20 @@ class RouteResolver:
 
     def resolve(self, scope: Scope) -> str:
         """The route label for a scope the router has finished with."""
+        key = scope.get("route")
+        if key is not None:
+            fastapi = scope.get("fastapi")
+            if fastapi:
+                ctx = fastapi.get("effective_route_context")
+                if ctx is not None and getattr(ctx, "original_route", None) is key:
+                    key = ctx
+            # The common case, inline: a route object already known to be one template.
+            entry = self._constant.get(id(key))
+            if entry is not None and entry[0] is key:
+                return entry[1]
+        return self._resolve(scope)
+
+    def _resolve(self, scope: Scope) -> str:
         endpoint = scope.get("endpoint")
         key = scope.get("route")
         if key is None:
@@ -310,6 +327,8 @@ class RouteResolver:
     def _remember(self, key: Any, value: str | _Matcher) -> None:
         if len(self._cache) < MAX_CACHED_ROUTES:
             self._cache[id(key)] = (key, value)
+            if isinstance(value, str) and value != UNMATCHED:
+                self._constant[id(key)] = (key, value)
 
 
 def _compile(options: list[_Option]) -> str | _Matcher:

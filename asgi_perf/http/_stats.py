@@ -148,13 +148,12 @@ class HttpStats(CatalogueCollector):
         request_bytes: int,
         response_bytes: int,
     ) -> None:
-        by_method = self.routes.get(route)
-        series = by_method.get(method) if by_method is not None else None
-        if series is None:
-            series, route = self._new_series(method, route)
-        hist = series.by_status.get(status)
-        if hist is None:
-            hist = self._new_status(series, route, status)
+        # Subscripts in a try, not .get(): no method calls on the path every request takes.
+        try:
+            series = self.routes[route][method]
+            hist = series.by_status[status]
+        except KeyError:
+            series, hist = self._new(method, route, status)
         # PlainHistogram.observe, inlined: a method call per observation would cost more than the
         # observation itself on this path.
         hist.counts[bisect_left(hist.bounds, duration)] += 1
@@ -165,6 +164,16 @@ class HttpStats(CatalogueCollector):
             h.sum += ttfb
         series.request_bytes += request_bytes
         series.response_bytes += response_bytes
+
+    def _new(self, method: str, route: str, status: str) -> tuple[_RouteSeries, PlainHistogram]:
+        by_method = self.routes.get(route)
+        series = by_method.get(method) if by_method is not None else None
+        if series is None:
+            series, route = self._new_series(method, route)
+        hist = series.by_status.get(status)
+        if hist is None:
+            hist = self._new_status(series, route, status)
+        return series, hist
 
     def _new_series(self, method: str, route: str) -> tuple[_RouteSeries, str]:
         if self.series_count >= self.limit and route != OVERFLOW:
@@ -308,13 +317,11 @@ class SharedHttpStats(HttpStats):
         request_bytes: int,
         response_bytes: int,
     ) -> None:
-        by_method = self.shared_routes.get(route)
-        series = by_method.get(method) if by_method is not None else None
-        if series is None:
-            series, route = self._new_shared_series(method, route)
-        slot = series.by_status.get(status)
-        if slot is None:
-            slot = self._new_shared_status(series, method, route, status)
+        try:
+            series = self.shared_routes[route][method]
+            slot = series.by_status[status]
+        except KeyError:
+            series, slot = self._new_shared(method, route, status)
         values: Any = self.store.values
         values[slot + bisect_left(self.duration_buckets, duration)] += 1
         values[slot + self._duration_sum] += duration
@@ -335,6 +342,16 @@ class SharedHttpStats(HttpStats):
         slot = series.response_bytes
         values[slot] += 1
         values[slot + 1] += response_bytes
+
+    def _new_shared(self, method: str, route: str, status: str) -> tuple[_SharedRouteSeries, int]:
+        by_method = self.shared_routes.get(route)
+        series = by_method.get(method) if by_method is not None else None
+        if series is None:
+            series, route = self._new_shared_series(method, route)
+        slot = series.by_status.get(status)
+        if slot is None:
+            slot = self._new_shared_status(series, method, route, status)
+        return series, slot
 
     def _new_shared_series(self, method: str, route: str) -> tuple[_SharedRouteSeries, str]:
         if self.series_count >= self.limit and route != OVERFLOW:

@@ -117,3 +117,27 @@ async def test_malformed_messages_from_server_are_tolerated(registry: PerfRegist
         "asgi_perf_instrumentation_errors_total", component
     )
     assert errors == 3  # two bad receive messages, one bad body
+
+
+async def test_statuses_and_routes_past_the_cap_fold_into_one_series_each() -> None:
+    """Past the cap a new status on a known route folds into that route's ``__overflow__``
+    status, and every new route into the one ``__overflow__`` route: nothing is lost."""
+    registry = PerfRegistry(max_series_per_metric=1)
+
+    async def status_app(scope: Any, receive: Any, send: Any) -> None:
+        status = int(scope["path"].rsplit("/", 1)[1])
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    mw = PerfMiddleware(status_app, registry=registry, route_getter=lambda s: s["path"][:2])
+    for path in ("/a/200", "/a/500", "/a/503", "/b/200", "/c/200"):
+        await mw(http_scope(path), Receiver(), Sender())
+    counts = {
+        (s["route"], s["status"]): registry.prometheus.get_sample_value("http_requests_total", s)
+        for s in samples(registry, "http_requests_total")
+    }
+    assert counts == {
+        ("/a", "200"): 1,
+        ("/a", OVERFLOW): 2,
+        (OVERFLOW, "200"): 2,
+    }
