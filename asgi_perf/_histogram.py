@@ -10,10 +10,13 @@ observation on another thread can never show a ``+Inf`` bucket that disagrees wi
 from __future__ import annotations
 
 import math
+import time
 from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Any
 
+from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
 ERR_BUCKETS = (
@@ -50,15 +53,25 @@ def bucket_labels(bounds: tuple[float, ...]) -> tuple[str, ...]:
 
 
 class PlainHistogram:
-    """One histogram series: per-bucket (non-cumulative) counts and a sum."""
+    """One histogram series: per-bucket (non-cumulative) counts and a sum, and the latest
+    exemplar per bucket once one is put (``exemplars`` stays ``None`` until then)."""
 
-    __slots__ = ("bounds", "counts", "labels", "sum")
+    __slots__ = ("bounds", "counts", "exemplars", "labels", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.labels = bucket_labels(bounds)
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
+        self.exemplars: list[Exemplar | None] | None = None
+
+    def put_exemplar(self, value: float, labels: dict[str, str]) -> None:
+        """Keep ``labels`` as the exemplar of the bucket ``value`` falls in (the latest wins)."""
+        exemplars = self.exemplars
+        if exemplars is None:
+            exemplars = self.exemplars = [None] * (len(self.bounds) + 1)
+        # Timestamped, so a scrape that finds the same exemplar again does not store it twice.
+        exemplars[bisect_left(self.bounds, value)] = Exemplar(labels, value, time.time())
 
     def observe(self, value: float) -> None:
         # bisect_left: the first bound >= value, i.e. Prometheus' "le" semantics.
@@ -81,6 +94,19 @@ class PlainHistogram:
         running += counts[-1]
         out.append(("+Inf", running))
         return out, total, running
+
+    def exported(self) -> tuple[list[Any], float, int]:
+        """:meth:`cumulative`, each bucket with an exemplar as ``(le, count, exemplar)``: what
+        ``HistogramMetricFamily.add_metric`` takes."""
+        buckets, total, count = self.cumulative()
+        exemplars = self.exemplars
+        if exemplars is None:
+            return buckets, total, count
+        out: list[Any] = [
+            bucket if exemplar is None else (*bucket, exemplar)
+            for bucket, exemplar in zip(buckets, list(exemplars), strict=False)
+        ]
+        return out, total, count
 
 
 __all__ = ["PlainHistogram", "bucket_labels", "check_buckets", "quantile"]

@@ -363,15 +363,15 @@ class NativeFamily:
 
 
 def add_histogram(family: Any, labels: list[str], hist: PlainHistogram) -> int:
-    """Add ``hist`` to a ``HistogramMetricFamily`` (classic samples, and the native part as the
-    family's ``native`` attribute when ``hist`` keeps one); returns the count."""
+    """Add ``hist`` to a ``HistogramMetricFamily`` (classic samples with their exemplars, and the
+    native part as the family's ``native`` attribute when ``hist`` keeps one); returns the count."""
     if not isinstance(hist, NativeHistogram):
-        buckets, total, count = hist.cumulative()
+        buckets, total, count = hist.exported()
         family.add_metric(labels, buckets, total)
         return count
     snap = hist.snapshot()
     if hist.bounds:
-        buckets, total, _ = hist.cumulative()
+        buckets, total, _ = hist.exported()
     else:
         # Native only: the text formats show +Inf, _count and _sum from the same copy.
         buckets, total = [("+Inf", snap.observations)], snap.sum

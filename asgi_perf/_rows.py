@@ -46,6 +46,9 @@ class FamilyRows:
     #: Label names after the catalogue's (the HTTP middleware's ``labels=`` / ``label_from=``);
     #: row label values hold the catalogue's labels, then these.
     extra_labels: tuple[str, ...] = ()
+    #: A histogram's exemplars by row label values, one entry per bucket (``None`` where a
+    #: bucket has none); only series that have any are listed.
+    exemplars: dict[LabelValues, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,8 +133,16 @@ def _fill(empty: Metric, rows: FamilyRows) -> Metric:
     kind = rows.kind
     if kind == "histogram":
         les = (*bucket_labels(rows.bounds), "+Inf")
+        exemplars = rows.exemplars
         for labels, (cumulative, total) in rows.rows:
-            metric.add_metric(labels, list(zip(les, cumulative, strict=True)), total)
+            buckets: list[Any] = list(zip(les, cumulative, strict=True))
+            kept = exemplars.get(labels) if exemplars else None
+            if kept is not None:
+                buckets = [
+                    bucket if exemplar is None else (*bucket, exemplar)
+                    for bucket, exemplar in zip(buckets, kept, strict=True)
+                ]
+            metric.add_metric(labels, buckets, total)
     elif kind == "summary":
         for labels, (count, total) in rows.rows:
             metric.add_metric(labels, count, total)

@@ -40,6 +40,13 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from ._checks import check, is_int_at_least
+from ._exemplars import (
+    ERR_EXEMPLARS,
+    ExemplarSource,
+    LabelSource,
+    WorkerExemplars,
+    resolve_source,
+)
 from ._labels import OVERFLOW, SeriesCap
 from ._native import NativeHistograms
 from ._rows import FamilyRows, attach, current_request, to_metric
@@ -185,6 +192,10 @@ class PerfRegistry:
         served over the protobuf exposition: ``True`` for the defaults or a
         :class:`~asgi_perf.NativeHistograms` (schema, zero threshold, bucket limit, classic
         buckets kept or not). Off by default.
+    :param exemplars: what duration histogram buckets carry as exemplars in OpenMetrics scrapes:
+        ``True`` (the default) the current OpenTelemetry span's ``trace_id`` and ``span_id`` when
+        ``opentelemetry-api`` is installed, ``False`` none, or a callable returning the labels
+        (``{"trace_id": ...}``) or ``None``. Decided here, once.
     :param compat: expose the HTTP metrics the way another library does, so its dashboards keep
         answering: a preset name (``"prometheus-fastapi-instrumentator"``,
         ``"starlette-exporter"``, ``"opentelemetry"``) or a :class:`~asgi_perf.compat.Compat`.
@@ -201,12 +212,14 @@ class PerfRegistry:
         namespace: str = "",
         max_series_per_metric: int = DEFAULT_MAX_SERIES,
         native_histograms: NativeHistograms | bool | None = None,
+        exemplars: bool | LabelSource = True,
         compat: Compat | str | None = None,
         process_metrics: bool | None = None,
     ) -> None:
         if not isinstance(namespace, str) or (namespace and not _NAMESPACE_RE.match(namespace)):
             raise ValueError(ERR_NAMESPACE.format(namespace))
         check(is_int_at_least(max_series_per_metric, 1), ERR_MAX_SERIES, max_series_per_metric)
+        check(isinstance(exemplars, bool) or callable(exemplars), ERR_EXEMPLARS, exemplars)
         check(
             process_metrics is None or isinstance(process_metrics, bool),
             ERR_PROCESS_METRICS,
@@ -247,6 +260,11 @@ class PerfRegistry:
         # Self-metrics exist from the start so a dashboard can alert on them before they move.
         self._errors = self.counter("asgi_perf_instrumentation_errors_total")
         self._overflows = self.counter("asgi_perf_series_overflow_total")
+        #: Where instruments get an observation's exemplar labels; ``None``: no exemplars, and
+        #: the instruments record without asking.
+        self.exemplar_source: ExemplarSource | None = resolve_source(exemplars, self)
+        #: Multi-worker mode: this worker's exemplars, put on the merged view it serves.
+        self.worker_exemplars = WorkerExemplars()
         if process_metrics if process_metrics is not None else registry is None:
             try:
                 # Each registers itself; a registry that has one already refuses the duplicate.

@@ -268,6 +268,43 @@ def with_opentelemetry(app: Starlette) -> Any:
     return app
 
 
+def _in_span(app: Any) -> Any:
+    """``app`` served inside one recording, sampled OpenTelemetry span (attached per request and
+    never ended): what an app traced by OpenTelemetry's middleware looks like to asgi-perf, minus
+    the cost of creating the span."""
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    span = TracerProvider().get_tracer("bench").start_span("request")
+    traced = trace.set_span_in_context(span)
+
+    async def in_span(scope: Any, receive: Any, send: Any) -> None:
+        token = context.attach(traced)
+        try:
+            await app(scope, receive, send)
+        finally:
+            context.detach(token)
+
+    return in_span
+
+
+def bare_in_span(routes: int | None = None) -> Any:
+    return _in_span(bare(routes))
+
+
+def asgi_perf_no_exemplars(routes: int | None = None) -> Any:
+    """exemplars=False: the code path of an install without opentelemetry-api."""
+    from asgi_perf import PerfMiddleware, PerfRegistry
+
+    app = base_app(routes)
+    app.add_middleware(PerfMiddleware, registry=PerfRegistry(exemplars=False))
+    return app
+
+
+def asgi_perf_in_span(routes: int | None = None) -> Any:
+    return _in_span(asgi_perf(routes))
+
+
 #: Every contender by name; ``bare`` returns the app as it is.
 INSTRUMENT: dict[str, Callable[[Starlette], Any]] = {
     "bare": lambda app: app,
@@ -321,6 +358,15 @@ CONTENDERS: dict[str, Callable[..., Any]] = {
 }
 if os.environ.get("BENCH_BEFORE_PATH"):
     CONTENDERS = {"bare": bare, "asgi-perf before": asgi_perf_before, **CONTENDERS}
+
+#: ``bench_http.py --exemplars``: the cost of exemplars (opentelemetry-api installed).
+EXEMPLAR_CONTENDERS: dict[str, Callable[..., Any]] = {
+    "bare": bare,
+    "asgi-perf exemplars off": asgi_perf_no_exemplars,
+    "asgi-perf no span": asgi_perf,
+    "bare in span": bare_in_span,
+    "asgi-perf in span": asgi_perf_in_span,
+}
 
 
 def served() -> Any:

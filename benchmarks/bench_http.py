@@ -6,6 +6,8 @@
 (c) /metrics render time for a registry of ~20k samples.
 
 Usage: ./scripts/bench http [--rounds 15] [--requests 2000] [--http-seconds 5] [--skip-http]
+       [--exemplars]  (asgi-perf with exemplars off, with no span, and inside a span, instead of
+                       the peers; compare "asgi-perf in span" with "bare in span")
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._apps import CONTENDERS
+from benchmarks._apps import CONTENDERS, EXEMPLAR_CONTENDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,7 +191,11 @@ def main() -> None:
     parser.add_argument("--http-seconds", type=float, default=5)
     parser.add_argument("--http-rounds", type=int, default=3)
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--exemplars", action="store_true")
     args = parser.parse_args()
+    if args.exemplars:
+        CONTENDERS.clear()
+        CONTENDERS.update(EXEMPLAR_CONTENDERS)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
 
     print("\n(a) in-process, µs/request (median of interleaved rounds); overhead vs bare")
@@ -222,6 +228,8 @@ def main() -> None:
             for name, value in rps.items():
                 print(f"| {name} | {value:,.0f} | {value / rps['bare']:.2f}x |")
 
+    if args.exemplars:
+        return
     print("\n(c) /metrics render (generate_latest), 398 routes x 3 requests of traffic")
     print("| contender | samples | ms/render |\n|---|---|---|")
     for name, (n, ms) in render_times(max(5, args.rounds)).items():

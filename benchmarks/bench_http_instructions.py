@@ -8,6 +8,8 @@ the same warm-up, and the difference divided by N is the cost of one request (``
 code path from collector passes whose cost grows with everything alive in the process.
 
 Usage: ./scripts/bench http_instructions [--requests 1000] [--no-gc] [--contenders bare,...]
+The exemplar cases: --contenders
+  "bare,asgi-perf exemplars off,asgi-perf no span,bare in span,asgi-perf in span"
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ CASES.append((10, "/stream", "10 routes, 10-chunk stream"))
 
 def child(contender: str, routes: int, path: str, requests: int, no_gc: bool) -> None:
     """Serve ``requests`` requests to one app in this process (run under callgrind)."""
-    from benchmarks._apps import CONTENDERS
+    from benchmarks._apps import CONTENDERS, EXEMPLAR_CONTENDERS
     from benchmarks.bench_http import _receive, _send, scope_for
 
     if no_gc:
         gc.disable()
-    app = CONTENDERS[contender](routes)
+    app = {**CONTENDERS, **EXEMPLAR_CONTENDERS}[contender](routes)
 
     async def serve() -> None:
         for _ in range(20):  # warm-up: route caches, label children, lazy imports

@@ -43,6 +43,7 @@ CORE = frozenset(
         "_types",
         "_checks",
         "_optional",
+        "_exemplars",
     )
 )
 #: Feature subpackages: each imports the core and itself only.

@@ -228,7 +228,8 @@ class Multiprocess:
             # total would make every counter jump backwards.
             self.registry.report_error(COMPONENT, exc)
             raise
-        return store.to_metrics(families)
+        # Exemplars are this worker's own: each scrape shows those of the worker that served it.
+        return self.registry.worker_exemplars.attach(store.to_metrics(families))
 
     def skipped(self, path: Path, exc: BaseException) -> None:
         """A snapshot left out of a scrape: counted every time, logged once per file.

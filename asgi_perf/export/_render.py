@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from prometheus_client import exposition as _text
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as _om
-from prometheus_client.samples import Sample
+from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
 from .._histogram import bucket_labels
@@ -282,6 +282,8 @@ class FastRenderer:
             # As HistogramMetricFamily: no _count/_sum when a bucket bound is negative.
             totals = float(les[0]) >= 0
             buckets = len(les)
+            # Exemplars are OpenMetrics only; the 0.0.4 format has none.
+            exemplars = family.exemplars if self.openmetrics else None
             for values, (cumulative, total) in family.rows:
                 prefixes = prev.get(values) or self._series_prefixes(
                     metric.name, kind, labelnames, values, les
@@ -289,9 +291,15 @@ class FastRenderer:
                 table[values] = prefixes
                 if len(cumulative) != buckets:
                     raise ValueError(f"{len(cumulative)} bucket counts for {buckets} buckets")
-                # The prefixes end with _count's and _sum's: zip stops at the buckets.
-                for prefix, value in zip(prefixes, cumulative, strict=False):
-                    append(prefix + fmt(value))
+                kept = exemplars.get(values) if exemplars else None
+                if kept is None:
+                    # The prefixes end with _count's and _sum's: zip stops at the buckets.
+                    for prefix, value in zip(prefixes, cumulative, strict=False):
+                        append(prefix + fmt(value))
+                else:
+                    for prefix, value, exemplar in zip(prefixes, cumulative, kept, strict=False):
+                        line = prefix + fmt(value)
+                        append(line if exemplar is None else line + _exemplar_text(exemplar))
                 if totals:
                     append(prefixes[-2] + fmt(cumulative[-1]))
                     append(prefixes[-1] + fmt(total))
@@ -452,11 +460,16 @@ class FastRenderer:
             raise ValueError(
                 f"Metric {metric.name} has exemplars, but is not a histogram bucket or counter"
             )
-        labels = ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(exemplar.labels.items()))
-        text = f" # {{{labels}}} {_go_string(exemplar.value)}"
-        if exemplar.timestamp is not None:
-            text += f" {exemplar.timestamp}"
-        return text
+        return _exemplar_text(exemplar)
+
+
+def _exemplar_text(exemplar: Exemplar) -> str:
+    """`` # {labels} value [timestamp]``: an OpenMetrics exemplar as prometheus_client writes it."""
+    labels = ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(exemplar.labels.items()))
+    text = f" # {{{labels}}} {_go_string(exemplar.value)}"
+    if exemplar.timestamp is not None:
+        text += f" {exemplar.timestamp}"
+    return text
 
 
 class SeriesCache:

@@ -50,6 +50,7 @@ from ._stats import (
     NativeHttpStats,
     SharedHighrHttpStats,
     SharedHttpStats,
+    keep_exemplars,
 )
 
 #: Status recorded when the client went away before the response completed (nginx's convention).
@@ -248,17 +249,21 @@ class PerfMiddleware:
             nonlocal created
             created = True
             # Decided once, here: the request path never asks which store it writes to.
+            source = registry.exemplar_source
             if registry.shared is not None:
                 if highr:
-                    return SharedHighrHttpStats(
+                    stats: HttpStats = SharedHighrHttpStats(
                         registry, duration_b, ttfb_b, registry.shared, highr, extra
                     )
-                return SharedHttpStats(registry, duration_b, ttfb_b, registry.shared, extra)
-            if highr:
-                return HighrHttpStats(registry, duration_b, ttfb_b, highr, extra)
-            if registry.native is not None:
-                return NativeHttpStats(registry, duration_b, ttfb_b, registry.native, extra)
-            return HttpStats(registry, duration_b, ttfb_b, extra)
+                else:
+                    stats = SharedHttpStats(registry, duration_b, ttfb_b, registry.shared, extra)
+            elif highr:
+                stats = HighrHttpStats(registry, duration_b, ttfb_b, highr, extra)
+            elif registry.native is not None:
+                stats = NativeHttpStats(registry, duration_b, ttfb_b, registry.native, extra)
+            else:
+                stats = HttpStats(registry, duration_b, ttfb_b, extra)
+            return stats if source is None else keep_exemplars(stats, source)
 
         if self._duplicate:
             return

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import ExemplarSource
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._native import NativeHistograms, add_histogram
@@ -63,6 +64,9 @@ class HttpStats(CatalogueCollector):
     Writers are the event-loop thread(s); the collector reads copies. ``http_requests_total`` is not
     stored separately: it is each duration histogram's count, so the two can never disagree.
     """
+
+    #: Whether the duration buckets keep exemplars (set by :func:`keep_exemplars`).
+    keeps_exemplars: ClassVar[bool] = False
 
     metrics: ClassVar[tuple[str, ...]] = (
         "http_requests_total",
@@ -243,12 +247,25 @@ class HttpStats(CatalogueCollector):
         }
         if any(name not in skip for name in _PER_ROUTE):
             self._route_rows(*(out[name].rows for name in _PER_ROUTE))
+        if self.keeps_exemplars and "http_request_duration_seconds" not in skip:
+            self._exemplar_rows(out["http_request_duration_seconds"].exemplars)
         values = self._constant_values
         out["http_requests_in_progress"].rows = [
             ((method, *values), value) for method, value in list(self.in_progress.items())
         ]
         out["http_exceptions_total"].rows = self._exception_rows()
         return [family for name, family in out.items() if name not in skip]
+
+    def _exemplar_rows(self, out: dict[tuple[str, ...], list[Any]]) -> None:
+        """The duration buckets' exemplars, by the rows' label values (series that have any)."""
+        for key, by_method in list(self.routes.items()):
+            route, extra = self.expand(key)
+            for method, series in list(by_method.items()):
+                for status, hist in list(series.by_status.items()):
+                    exemplars = hist.exemplars
+                    if exemplars is not None:
+                        labels = (method, route, status, *extra)
+                        out[labels] = list(exemplars)
 
     def _route_rows(
         self, requests: _Rows, duration: _Rows, ttfb: _Rows, req: _Rows, resp: _Rows
@@ -655,3 +672,61 @@ class SharedHighrHttpStats(SharedHttpStats):
             row = ((), (cumulative, float(values[slot + n])))
             out.append(FamilyRows(HIGHR_METRIC, "histogram", [row], self.highr_buckets))
         return out
+
+
+def keep_exemplars(stats: HttpStats, source: ExemplarSource) -> HttpStats:
+    """Make ``stats`` ask ``source`` once per request and leave the labels it gives on the
+    request's duration bucket, whatever its class (plain, shared, with the high-resolution
+    histogram).
+
+    Done at construction and only for a registry with a source: ``record`` is replaced on this
+    instance, so every other one runs its class's method untouched.
+    """
+    record = stats.record
+
+    def put_plain(method: str, route: str, status: str, duration: float, labels: Any) -> None:
+        # The series exists now; a route or status folded by the cap is found under the overflow
+        # value, as record() put it there.
+        by_method = stats.routes.get(route)
+        series = by_method.get(method) if by_method is not None else None
+        if series is None:
+            series = stats.routes[OVERFLOW][method]
+        hist = series.by_status.get(status) or series.by_status[OVERFLOW]
+        hist.put_exemplar(duration, labels)
+
+    def put_shared(method: str, route: str, status: str, duration: float, labels: Any) -> None:
+        # Counts in shared memory; the exemplar stays with this worker (see WorkerExemplars).
+        assert isinstance(stats, SharedHttpStats)
+        by_method = stats.shared_routes.get(route)
+        if by_method is None or method not in by_method:
+            route = OVERFLOW
+            by_method = stats.shared_routes[OVERFLOW]
+        if status not in by_method[method].by_status:
+            status = OVERFLOW
+        stats.registry.worker_exemplars.put(
+            stats._names["http_request_duration_seconds"],
+            (("method", method), ("route", route), ("status", status)),
+            stats.duration_buckets,
+            duration,
+            labels,
+        )
+
+    put = put_shared if isinstance(stats, SharedHttpStats) else put_plain
+
+    def record_with_exemplar(
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        labels = source()
+        record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        if labels is not None:
+            put(method, route, status, duration, labels)
+
+    vars(stats)["record"] = record_with_exemplar
+    vars(stats)["keeps_exemplars"] = put is put_plain  # shared ones stay with WorkerExemplars
+    return stats

@@ -19,10 +19,11 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram, check_buckets, quantile
 from .._labels import NameLimiter
-from .._native import NativeHistograms, add_histogram
-from .._shared import COUNTER, SharedCounterDict, SharedPlainHistogram, SharedStore
+from .._native import add_histogram
+from .._shared import COUNTER, SharedCounterDict, SharedStore
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry
 from ._keys import TIMINGS
@@ -54,21 +55,15 @@ class _Series:
 
     __slots__ = ("errors", "hist", "max", "min")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.hist = PlainHistogram(bounds)
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        histogram: Callable[[tuple[float, ...]], PlainHistogram] = PlainHistogram,
+    ) -> None:
+        self.hist = histogram(bounds)
         self.min = math.inf
         self.max = -math.inf
         self.errors = 0
-
-
-class _NativeSeries(_Series):
-    """A timer whose histogram also keeps native buckets (``PerfRegistry(native_histograms=)``)."""
-
-    __slots__ = ()
-
-    def __init__(self, bounds: tuple[float, ...], native: NativeHistograms) -> None:
-        super().__init__(bounds)
-        self.hist = native.histogram(bounds)
 
 
 class _SharedSeries(_Series):
@@ -86,7 +81,7 @@ class _SharedSeries(_Series):
         self._errors_slot = store.allocate(family, COUNTER, spec.help, [("name", name)])
         super().__init__(bounds)
         spec = registry.spec("app_timer_duration_seconds")
-        self.hist = SharedPlainHistogram(
+        self.hist = shared_histogram_class(registry)(
             bounds, store, registry.metric_name(spec.name), spec.help, [("name", name)]
         )
 
@@ -149,10 +144,8 @@ class Timings(CatalogueCollector):
         self._counter_names = NameLimiter(max_names=max_names)
         self._timers: dict[str, _Series] = {}
         self._counters: MutableMapping[str, float] = {}
-        self._new_series: Callable[[str], _Series] = lambda _name: _Series(self.bounds)
-        native = registry.native
-        if native is not None:
-            self._new_series = lambda _name: _NativeSeries(self.bounds, native)
+        histogram = histogram_class(registry)  # native and/or with exemplars, as the registry says
+        self._new_series: Callable[[str], _Series] = lambda _name: _Series(self.bounds, histogram)
         self._lock = threading.Lock()
         store = registry.shared
         if store is not None:

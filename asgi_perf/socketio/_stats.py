@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from .._native import add_histogram
@@ -84,6 +85,7 @@ class SocketIOStats(CatalogueCollector):
         self.handler_buckets: tuple[float, ...] | None = None
         self.limit = registry.max_series_per_metric
         self._shared = registry.shared
+        self._handler_histogram = histogram_class(registry)
         self.counters: dict[str, MutableMapping[Key, float]] = {
             name: self._counter_dict(name) for name in _COUNTERS
         }
@@ -114,15 +116,19 @@ class SocketIOStats(CatalogueCollector):
 
     def _histogram(self, name: str, bounds: tuple[float, ...], key: Key) -> PlainHistogram:
         if self._shared is None:
-            native = self.registry.native
-            if native is not None and name == "socketio_handler_duration_seconds":
-                return native.histogram(bounds)
+            if name == "socketio_handler_duration_seconds":
+                return self._handler_histogram(
+                    bounds
+                )  # native and/or with exemplars, as the registry says
             return PlainHistogram(bounds)
         spec = self.registry.spec(name)
         labels = list(zip(spec.labels, key, strict=True))
-        return SharedPlainHistogram(
-            bounds, self._shared, self.registry.metric_name(name), spec.help, labels
+        make = (
+            shared_histogram_class(self.registry)
+            if name == "socketio_handler_duration_seconds"
+            else SharedPlainHistogram
         )
+        return make(bounds, self._shared, self.registry.metric_name(name), spec.help, labels)
 
     def claim_buckets(self, buckets: tuple[float, ...]) -> None:
         """Fix the handler-duration buckets; ``ValueError`` if a hook already chose others."""

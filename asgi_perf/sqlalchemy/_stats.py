@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 
 from prometheus_client.metrics_core import Metric
 
+from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
 from .._native import add_histogram
@@ -89,6 +90,8 @@ class SqlStats(CatalogueCollector):
         self.series_count = 0
         self._lock = threading.Lock()
         self._shared = registry.shared
+        self._durations = histogram_class(registry)
+        self._shared_durations = shared_histogram_class(registry)
         if self._shared is not None:
             # Multi-worker mode: the histograms live in shared memory (exact at every scrape);
             # the pool gauges are still read from the pools and published.
@@ -101,12 +104,14 @@ class SqlStats(CatalogueCollector):
     ) -> PlainHistogram:
         """A histogram of ``metric`` in the store this registry records into."""
         if self._shared is None:
-            native = self.registry.native
-            if native is not None and metric == "db_query_duration_seconds":
-                return native.histogram(bounds)
+            # Query durations: native buckets and/or exemplars, as the registry says.
+            if metric == "db_query_duration_seconds":
+                return self._durations(bounds)
             return PlainHistogram(bounds)
         spec = self.registry.spec(metric)
         name = self.registry.metric_name(metric)
+        if metric == "db_query_duration_seconds":
+            return self._shared_durations(bounds, self._shared, name, spec.help, labels)
         return SharedPlainHistogram(bounds, self._shared, name, spec.help, labels)
 
     def add(self, source: PoolSource, buckets: tuple[float, ...]) -> EngineSeries:

@@ -59,8 +59,11 @@ class Prometheus:
 
 
 @contextmanager
-def run_prometheus(binary: str, tmp_path: Path, targets: list[str]) -> Iterator[Prometheus]:
-    """A Prometheus on 127.0.0.1 scraping ``targets`` every 0.5 s, with the shipped rules loaded."""
+def run_prometheus(
+    binary: str, tmp_path: Path, targets: list[str], *, features: tuple[str, ...] = ()
+) -> Iterator[Prometheus]:
+    """A Prometheus on 127.0.0.1 scraping ``targets`` every 0.5 s, with the shipped rules loaded
+    (and ``--enable-feature=`` each of ``features``)."""
     rules = subprocess.run(
         [sys.executable, "-m", "asgi_perf", "rules"],
         cwd=ROOT,
@@ -84,6 +87,7 @@ def run_prometheus(binary: str, tmp_path: Path, targets: list[str]) -> Iterator[
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
+            *(f"--enable-feature={feature}" for feature in features),
         ],
         stderr=subprocess.DEVNULL,
     )

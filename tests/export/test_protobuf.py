@@ -505,6 +505,40 @@ async def test_metrics_app_negotiates_protobuf_with_native_buckets() -> None:
     assert b"http_request_duration_seconds_bucket{" in text.content
 
 
+async def test_native_buckets_and_exemplars_together() -> None:
+    """With native histograms and an exemplar source both on, the HTTP and timer histograms keep
+    both: protobuf carries the native buckets and the classic buckets' exemplars, OpenMetrics
+    the exemplars."""
+    from asgi_perf._exemplars import NativeExemplarHistogram, histogram_class
+
+    registry = PerfRegistry(
+        native_histograms=True, exemplars=lambda: {"trace_id": "0af7651916cd43dd"}
+    )
+    assert isinstance(histogram_class(registry)((0.1, 1.0)), NativeExemplarHistogram)
+    middleware = PerfMiddleware(_app, registry=registry)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(middleware), base_url="http://t"
+    ) as client:
+        await client.get("/x")
+    with registry.timer("job"):
+        pass
+    app = metrics_app(registry, render_in_thread=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        r = await client.get("/metrics", headers={"accept": PROMETHEUS_NATIVE_ACCEPT})
+        text = await client.get("/metrics", headers={"accept": PROMETHEUS_TEXT_ACCEPT})
+    families = {one(f, "name"): f for f in decode(r.content)}
+    for name in ("http_request_duration_seconds", "app_timer_duration_seconds"):
+        hist = one(families[name]["metric"][0], "histogram")
+        assert one(hist, "schema") == 3
+        exemplars = [one(b, "exemplar") for b in hist["bucket"] if "exemplar" in b]
+        assert [labels(e) for e in exemplars] == [[("trace_id", "0af7651916cd43dd")]]
+    lines = text.content.decode().splitlines()
+    for name in ("http_request_duration_seconds", "app_timer_duration_seconds"):
+        marked = [x for x in lines if x.startswith(name + "_bucket{") and " # {" in x]
+        assert len(marked) == 1
+        assert 'trace_id="0af7651916cd43dd"' in marked[0]
+
+
 async def test_protobuf_is_gzipped_and_falls_back_to_text() -> None:
     """A large protobuf body is gzipped like text; a registry the encoder cannot represent is
     served as text 0.0.4 and the fault counted."""
