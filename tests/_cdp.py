@@ -123,7 +123,9 @@ class Page:
 def chromium_page() -> Iterator[Page]:
     """A fresh headless Chromium (its own profile) with one tab ready to drive."""
     binary = chromium()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can still be writing to the profile for a moment after the
+    # browser process exits: a removal racing them is not the test's failure.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [
                 binary,
