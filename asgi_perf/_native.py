@@ -373,8 +373,14 @@ def add_histogram(family: Any, labels: list[str], hist: PlainHistogram) -> int:
     if hist.bounds:
         buckets, total, _ = hist.exported()
     else:
-        # Native only: the text formats show +Inf, _count and _sum from the same copy.
-        buckets, total = [("+Inf", snap.observations)], snap.sum
+        # Native only: the text formats show +Inf, _count and _sum from the same copy, and the
+        # +Inf bucket's exemplar (the one bucket there is).
+        exemplars = hist.exemplars
+        kept = exemplars[-1] if exemplars is not None else None
+        inf: Any = (
+            ("+Inf", snap.observations) if kept is None else ("+Inf", snap.observations, kept)
+        )
+        buckets, total = [inf], snap.sum
     family.add_metric(labels, buckets, total)
     native = getattr(family, "native", None)
     if native is None:

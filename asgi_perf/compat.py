@@ -25,6 +25,7 @@ from prometheus_client.metrics_core import Metric
 
 from ._histogram import check_buckets
 from ._labels import UNMATCHED
+from ._native import NativeFamily
 from ._rows import materialize
 from .catalogue import CATALOGUE, HIGHR_BUCKETS, STANDARD_METRICS
 
@@ -236,18 +237,28 @@ class _Plan:
     def apply(self, family: Metric) -> Metric:
         copy = Metric(self.name, family.documentation, family.type, family.unit)
         cut = len(self.old)
-        rename = self.labels
-        route, unmatched, extra = self.route, self.unmatched, self.extra
-        samples = []
-        for sample in family.samples:
-            labels = {rename.get(k, k): v for k, v in sample.labels.items()}
-            if unmatched is not None and labels.get(route) == UNMATCHED:
-                labels[route] = unmatched
-            if extra:
-                labels.update(extra)
-            samples.append(sample._replace(name=self.name + sample.name[cut:], labels=labels))
-        copy.samples = samples
+        relabel = self._relabel
+        copy.samples = [
+            sample._replace(name=self.name + sample.name[cut:], labels=relabel(sample.labels))
+            for sample in family.samples
+        ]
+        native: NativeFamily | None = getattr(family, "native", None)
+        if native is not None:
+            # The native buckets travel beside the samples, keyed by the same labels: renamed too.
+            moved = NativeFamily()
+            for key, snapshot in native.series.items():
+                moved.series[tuple(sorted(relabel(dict(key)).items()))] = snapshot
+            copy.native = moved  # type: ignore[attr-defined]
         return copy
+
+    def _relabel(self, labels: Mapping[str, str]) -> dict[str, str]:
+        rename = self.labels
+        out = {rename.get(k, k): v for k, v in labels.items()}
+        if self.unmatched is not None and out.get(self.route) == UNMATCHED:
+            out[self.route] = self.unmatched
+        if self.extra:
+            out.update(self.extra)
+        return out
 
 
 class CompatView:

@@ -47,6 +47,7 @@ from ._stats import (
     ExtraLabels,
     HighrHttpStats,
     HttpStats,
+    NativeHighrHttpStats,
     NativeHttpStats,
     SharedHighrHttpStats,
     SharedHttpStats,
@@ -257,10 +258,15 @@ class PerfMiddleware:
                     )
                 else:
                     stats = SharedHttpStats(registry, duration_b, ttfb_b, registry.shared, extra)
+            elif registry.native is not None:
+                if highr:
+                    stats = NativeHighrHttpStats(
+                        registry, duration_b, ttfb_b, registry.native, highr, extra
+                    )
+                else:
+                    stats = NativeHttpStats(registry, duration_b, ttfb_b, registry.native, extra)
             elif highr:
                 stats = HighrHttpStats(registry, duration_b, ttfb_b, highr, extra)
-            elif registry.native is not None:
-                stats = NativeHttpStats(registry, duration_b, ttfb_b, registry.native, extra)
             else:
                 stats = HttpStats(registry, duration_b, ttfb_b, extra)
             return stats if source is None else keep_exemplars(stats, source)
@@ -579,7 +585,7 @@ class _FeaturedMiddleware(PerfMiddleware):
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status_code
-            if message["type"] == "http.response.start":
+            if message.get("type") == "http.response.start":
                 status_code = message.get("status")
             await send(message)
 

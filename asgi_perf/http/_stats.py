@@ -628,6 +628,45 @@ class HighrHttpStats(HttpStats):
         return out
 
 
+class NativeHighrHttpStats(NativeHttpStats):
+    """:class:`NativeHttpStats` with the label-less high-resolution histogram too (the
+    instrumentator's preset on a registry with native histograms)."""
+
+    metrics = HighrHttpStats.metrics
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        native: NativeHistograms,
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, native, labels)
+        self.highr = PlainHistogram(highr_buckets)
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        self.highr.observe(duration)
+
+    def collect(self) -> Iterator[Metric]:
+        # The parent fills every family it knows; the last one, the highr family, is left empty.
+        families: list[Any] = list(super().collect())
+        buckets, total, _ = self.highr.cumulative()
+        families[-1].add_metric([], buckets, total)
+        return iter(families)
+
+
 class SharedHighrHttpStats(SharedHttpStats):
     """:class:`HighrHttpStats` for multi-worker mode: the histogram lives in shared memory."""
 
@@ -705,7 +744,8 @@ def keep_exemplars(stats: HttpStats, source: ExemplarSource) -> HttpStats:
             status = OVERFLOW
         stats.registry.worker_exemplars.put(
             stats._names["http_request_duration_seconds"],
-            (("method", method), ("route", route), ("status", status)),
+            # The series' labels as shared memory holds them: extra labels included.
+            stats._labelled([("method", method)], route, (("status", status),)),
             stats.duration_buckets,
             duration,
             labels,

@@ -132,3 +132,29 @@ async def test_without_a_source_the_shared_recorders_are_plain(tmp_path: Path) -
         assert b"# {" not in om_latest(m.view)
     finally:
         m.close()
+
+
+async def test_extra_labels_keep_their_exemplars(tmp_path: Path, tracer: Tracer) -> None:
+    """Constant and per-request labels are part of a shared series' labels: the exemplar is found
+    on the series the request was counted in, extra labels and all."""
+    m = mp.enable_multiprocess(PerfRegistry(process_metrics=False), tmp_path, interval=60)
+    try:
+        app = PerfMiddleware(
+            status_app,
+            registry=m.registry,
+            route_getter=lambda scope: "/r",
+            labels={"app_name": "shop"},
+            label_from={"tenant": lambda scope: "acme"},
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            with tracer.start_as_current_span("request") as span:
+                await client.get("/")
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+        found = exemplar_lines(om_latest(m.view))
+        [key] = [k for k in found if k.startswith("http_request_duration_seconds_bucket")]
+        assert found[key] == trace_id
+        for label in ('app_name="shop"', 'tenant="acme"', 'route="/r"', 'status="200"'):
+            assert label in key
+    finally:
+        m.close()

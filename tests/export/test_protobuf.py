@@ -539,6 +539,60 @@ async def test_native_buckets_and_exemplars_together() -> None:
         assert 'trace_id="0af7651916cd43dd"' in marked[0]
 
 
+@pytest.mark.parametrize(
+    ("preset", "duration"),
+    [
+        ("opentelemetry", "http_server_request_duration_seconds"),
+        ("starlette-exporter", "starlette_request_duration_seconds"),
+        ("prometheus-fastapi-instrumentator", "http_request_duration_seconds"),
+    ],
+)
+async def test_a_compat_preset_keeps_the_native_buckets(preset: str, duration: str) -> None:
+    """Renamed families keep their native buckets under the new names and labels; the
+    instrumentator's preset keeps its label-less high-resolution histogram beside them."""
+    registry = PerfRegistry(native_histograms=True, compat=preset, process_metrics=False)
+    middleware = PerfMiddleware(_app, registry=registry)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(middleware), base_url="http://t"
+    ) as client:
+        await client.get("/x")
+    app = metrics_app(registry, render_in_thread=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        r = await client.get("/metrics", headers={"accept": PROMETHEUS_NATIVE_ACCEPT})
+    families = {one(f, "name"): f for f in decode(r.content)}
+    hist = one(families[duration]["metric"][0], "histogram")
+    assert one(hist, "schema") == 3
+    assert one(hist, "sample_count") == 1
+    if preset == "prometheus-fastapi-instrumentator":
+        highr = one(families["http_request_duration_highr_seconds"]["metric"][0], "histogram")
+        assert one(highr, "sample_count") == 1
+        assert labels(families[duration]["metric"][0])[0][0] == "handler"
+
+
+async def test_native_only_keeps_the_exemplar_on_its_one_bucket() -> None:
+    """Native only, the text formats show one +Inf bucket: it carries the latest exemplar."""
+    registry = PerfRegistry(
+        native_histograms=NativeHistograms(classic=False),
+        exemplars=lambda: {"trace_id": "abc"},
+        process_metrics=False,
+    )
+    middleware = PerfMiddleware(_app, registry=registry)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(middleware), base_url="http://t"
+    ) as client:
+        await client.get("/x")
+    app = metrics_app(registry, render_in_thread=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        text = await client.get("/metrics", headers={"accept": PROMETHEUS_TEXT_ACCEPT})
+    [line] = [
+        x
+        for x in text.content.decode().splitlines()
+        if x.startswith("http_request_duration_seconds_bucket{")
+    ]
+    assert 'le="+Inf"' in line
+    assert ' # {trace_id="abc"} ' in line
+
+
 async def test_protobuf_is_gzipped_and_falls_back_to_text() -> None:
     """A large protobuf body is gzipped like text; a registry the encoder cannot represent is
     served as text 0.0.4 and the fault counted."""

@@ -630,3 +630,25 @@ async def test_settle_closes_what_it_cannot_await() -> None:
         assert await settle(registry, "http_hooks", awaitable, 1.0, True) is FAILED
     assert future.cancelled()
     assert errors(registry, "http_hooks") == 2
+
+
+async def test_a_message_without_a_type_reaches_the_server_untouched() -> None:
+    """The featured path reads each message's type without failing on a malformed one: the
+    message reaches the server's send as the app gave it, and the request is still recorded."""
+    seen: list[RequestInfo] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"status": 200})  # malformed: no "type"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    registry = PerfRegistry(process_metrics=False)
+    middleware = PerfMiddleware(
+        app, registry=registry, route_getter=lambda scope: "/r", on_request=seen.append
+    )
+    sender = Sender()
+    await middleware(http_scope("/r"), Receiver(), sender)
+    assert sender.messages[0] == {"status": 200}
+    assert [info.status_code for info in seen] == [200]
+    labels = {"method": "GET", "route": "/r", "status": "200"}
+    assert sample(registry, "http_requests_total", labels) == 1.0
