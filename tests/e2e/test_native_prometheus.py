@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from asgi_perf.catalogue import LATENCY_BUCKETS
-from asgi_perf.export import rules_yaml
 
-from .._server import ServerFactory, free_port
+from .._server import ServerFactory
 from .._time import wait_until
-from .test_prometheus import Prometheus, prometheus_bin  # noqa: F401 - the fixture
+from .test_prometheus import (  # noqa: F401 - the fixture
+    Prometheus,
+    prometheus_bin,
+    run_prometheus,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,60 +37,7 @@ P99_CLASSIC = (
 )
 
 
-class Server(Prometheus):
-    def tsdb_series(self) -> int:
-        r = httpx.get(self.base + "/api/v1/status/tsdb", timeout=10)
-        r.raise_for_status()
-        return int(r.json()["data"]["headStats"]["numSeries"])
-
-    def series_names(self, match: str) -> set[str]:
-        r = httpx.get(self.base + "/api/v1/series", params={"match[]": match}, timeout=10)
-        r.raise_for_status()
-        return {s["__name__"] for s in r.json()["data"]}
-
-
-@contextmanager
-def run_prometheus(binary: str, directory: Path, target: str, *, native: bool) -> Iterator[Server]:
-    directory.mkdir()
-    (directory / "rules.yml").write_text(rules_yaml())
-    (directory / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 500ms\n  evaluation_interval: 500ms\n"
-        f"rule_files: ['{directory / 'rules.yml'}']\n"
-        "scrape_configs:\n  - job_name: app\n"
-        f"    static_configs:\n      - targets: ['{target.removeprefix('http://')}']\n"
-    )
-    port = free_port()
-    args = [
-        binary,
-        f"--config.file={directory / 'prometheus.yml'}",
-        f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    if native:
-        args.append("--enable-feature=native-histograms")
-    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(base + "/-/ready", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "Prometheus is ready")
-        yield Server(base)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _count(server: Server, promql: str) -> float | None:
+def _count(server: Prometheus, promql: str) -> float | None:
     return server.scalar(promql)
 
 
@@ -120,9 +66,14 @@ def test_native_and_classic_prometheus_agree_on_p99(
     its p99 agrees with a classic Prometheus' p99 within the classic bucket holding it, and the
     shipped p95 recording rule answers on both."""
     app = server(APP, ready_path="/metrics")
+    native_dir, classic_dir = tmp_path / "native", tmp_path / "classic"
+    native_dir.mkdir()
+    classic_dir.mkdir()
     with (
-        run_prometheus(prometheus_bin, tmp_path / "native", app, native=True) as native,
-        run_prometheus(prometheus_bin, tmp_path / "classic", app, native=False) as classic,
+        run_prometheus(
+            prometheus_bin, native_dir, [app], features=("native-histograms",)
+        ) as native,
+        run_prometheus(prometheus_bin, classic_dir, [app]) as classic,
     ):
         # One request first, so both hold the series before the traffic: rate() then sees it all.
         assert httpx.get(app + "/sleep/1", timeout=10).status_code == 200
@@ -158,7 +109,7 @@ def test_native_and_classic_prometheus_agree_on_p99(
         p95_rule = 'asgi_perf:http_request_duration_seconds:p95_5m{route="/sleep/{ms}"}'
         for prom in (native, classic):
 
-            def answers(p: Server = prom) -> bool:
+            def answers(p: Prometheus = prom) -> bool:
                 return p.scalar(p95_rule) is not None
 
             wait_until(answers, "the p95 rule answers")

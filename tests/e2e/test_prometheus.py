@@ -57,6 +57,17 @@ class Prometheus:
         result = self.query(promql)
         return float(result[0]["value"][1]) if result else None
 
+    def tsdb_series(self) -> int:
+        """Series in the TSDB's head block."""
+        r = httpx.get(self.base + "/api/v1/status/tsdb", timeout=10)
+        r.raise_for_status()
+        return int(r.json()["data"]["headStats"]["numSeries"])
+
+    def series_names(self, match: str) -> set[str]:
+        r = httpx.get(self.base + "/api/v1/series", params={"match[]": match}, timeout=10)
+        r.raise_for_status()
+        return {s["__name__"] for s in r.json()["data"]}
+
 
 @contextmanager
 def run_prometheus(
