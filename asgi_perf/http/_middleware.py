@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -13,8 +14,6 @@ from typing import Any
 from .._checks import ERR_REGISTRY
 from .._histogram import check_buckets
 from .._labels import (
-    METHOD_LABELS,
-    OTHER_METHOD,
     OTHER_STATUS,
     STATUS_CLASS_LABELS,
     STATUS_LABELS,
@@ -44,6 +43,7 @@ from ._features import (
 from ._routing import RouteResolver, app_path
 from ._stats import (
     HTTP_STATS,
+    ExemplarHttpStats,
     ExtraLabels,
     HighrHttpStats,
     HttpStats,
@@ -267,15 +267,21 @@ class PerfMiddleware:
                     stats = NativeHttpStats(registry, duration_b, ttfb_b, registry.native, extra)
             elif highr:
                 stats = HighrHttpStats(registry, duration_b, ttfb_b, highr, extra)
+            elif source is not None:
+                return ExemplarHttpStats(registry, duration_b, ttfb_b, extra, source)
             else:
                 stats = HttpStats(registry, duration_b, ttfb_b, extra)
             return stats if source is None else keep_exemplars(stats, source)
 
         if self._duplicate:
+            self._registry_stats: HttpStats | _Unattached = _UNATTACHED
             return
         self._stats = registry.component(HTTP_STATS, make)
+        self._registry_stats = self._stats  # the registry's own, even once a subclass wraps it
+        self._stats.recorders += 1
         self._record = self._stats.record
-        self._in_progress = self._stats.in_progress
+        self._flights = self._stats.flights
+        self._other_flight = self._stats.other_flight
         if created:
             registry.register(self._stats)
         else:
@@ -286,25 +292,29 @@ class PerfMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        recording = scope.get(RECORDING_KEY)
-        if recording is not None and self.registry in recording:
-            self._pass_nested()
-            await self.app(scope, receive, send)
-            return
+        recording: tuple[PerfRegistry, ...] | None = None
+        guard = self._registry_stats.recorders > 1  # else no other one to be nested in
+        if guard:
+            recording = scope.get(RECORDING_KEY)
+            if recording is not None and self.registry in recording:
+                self._pass_nested()
+                await self.app(scope, receive, send)
+                return
         if self._excluding and self._excluded(scope):
             await self.app(scope, receive, send)
             return
-        # Another registry further out records into itself: both count, each once.
-        scope[RECORDING_KEY] = self._mark if recording is None else (*recording, self.registry)
+        if guard:
+            # Another registry further out records into itself: both count, each once.
+            scope[RECORDING_KEY] = self._mark if recording is None else (*recording, self.registry)
 
         hooks = self._hooks
         hook_states = self._start_hooks(hooks) if hooks else None
         try:  # a subscript, not two .get() calls: the common case makes no method call
-            method = METHOD_LABELS[scope["method"]]
-        except KeyError:  # no method in the scope, or not a standard one
-            method = OTHER_METHOD
-        in_progress = self._in_progress
-        in_progress[method] += 1
+            flight = self._flights[scope["method"]]
+        except (KeyError, TypeError):  # no method in the scope, not a standard one, unhashable
+            flight = self._other_flight
+        flight.count += 1
+        method = flight.method
         start = perf_counter()
         ex = _new(_Exchange)
         ex.registry = self.registry
@@ -317,9 +327,9 @@ class PerfMiddleware:
         ex.response_bytes = 0
         ex.disconnected = False
         try:
-            await self.app(scope, ex.receive, ex.send)
+            await self.app(scope, ex, ex.send)
         except BaseException as exc:
-            in_progress[method] -= 1
+            flight.count -= 1
             if hook_states is not None:
                 waiting = self._finish_hooks(hook_states)
                 if waiting:
@@ -328,7 +338,7 @@ class PerfMiddleware:
                 raise
             self._finish(scope, method, start, ex, exc)
             raise
-        in_progress[method] -= 1
+        flight.count -= 1
         if hook_states is not None:
             waiting = self._finish_hooks(hook_states)
             if waiting:
@@ -435,6 +445,16 @@ class PerfMiddleware:
             self._stats.record_exception(method, route, type(error).__name__)
 
 
+class _Unattached:
+    """Where a middleware that steps aside (a duplicate, switched off) counts recorders."""
+
+    __slots__ = ()
+    recorders = 0
+
+
+_UNATTACHED = _Unattached()
+
+
 class _StatusLabels(dict[object, str]):
     """``status -> label``, :data:`OTHER_STATUS` for anything else: a subscript per request
     rather than a ``.get()`` call."""
@@ -446,11 +466,11 @@ class _StatusLabels(dict[object, str]):
 
 
 class _Exchange:
-    """One request in flight: what the server's messages said, and the app's ``receive`` and
-    ``send`` as this object's bound methods.
+    """One request in flight: what the server's messages said, and the app's ``receive`` (the
+    object, called) and ``send`` (a bound method).
 
     Two closures over the same state cost two function objects, their cell tuples and a cell per
-    variable, every request; this is one object with slots and two bound methods. Fewer objects
+    variable, every request; this is one object with slots and one bound method. Fewer objects
     also means less for the cyclic collector to trace when a request's frames end up in a
     reference cycle (a task group cancelled around a streamed response, on every ASGI 2.3 server).
     """
@@ -477,7 +497,9 @@ class _Exchange:
     response_bytes: int
     disconnected: bool  # http.disconnect received before the last body byte
 
-    async def receive(self) -> Message:
+    async def __call__(self) -> Message:
+        """The app's ``receive``: the object itself, so no bound method is made per request for
+        a callable that most requests (bodiless ones, on most frameworks) never call."""
         message = await self.server_receive()
         try:
             kind = message["type"]
@@ -491,21 +513,52 @@ class _Exchange:
             self.registry.report_error("http", exc)
         return message
 
-    async def send(self, message: Message) -> None:
-        await self.server_send(message)
+    def send(self, message: Message) -> Awaitable[None]:
+        """The app's ``send``: the server's own awaitable for every message but the last.
+
+        Not a coroutine function: a coroutine around each message would cost a frame and an
+        object per send, more than the bookkeeping (ten of them on a ten-chunk stream). The
+        response start and the chunks before the last are noted as they are handed over; the
+        last body message (and a pathsend) goes through :meth:`_send_last`, which notes the end
+        only once the server has taken it, so a send that fails leaves the response unfinished
+        as before. Marked as a coroutine function for code that asks (``asgiref``'s
+        ``async_to_sync``, ``inspect.iscoroutinefunction``).
+        """
         try:
             kind = message["type"]
             if kind == "http.response.body":
-                self.response_bytes += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    self.ended = perf_counter()
-            elif kind == "http.response.start":
+                if message.get("more_body", False):
+                    self.response_bytes += len(message.get("body", b""))
+                    return self.server_send(message)
+                return self._send_last(message)
+            if kind == "http.response.start":
+                status = message["status"]
                 self.started = perf_counter()
-                self.status = message["status"]
+                self.status = status
             elif kind == "http.response.pathsend":
-                self.ended = perf_counter()
+                return self._send_last(message)
+        except Exception as exc:  # noqa: BLE001 - a malformed message: the server's to refuse
+            return self._send_malformed(message, exc)
+        return self.server_send(message)
+
+    async def _send_last(self, message: Message) -> None:
+        await self.server_send(message)
+        try:
+            self.response_bytes += len(message.get("body", b""))
         except Exception as exc:  # noqa: BLE001
             self.registry.report_error("http", exc)
+        self.ended = perf_counter()
+
+    async def _send_malformed(self, message: Message, error: Exception) -> None:
+        await self.server_send(message)  # first: refusing it is the server's business
+        self.registry.report_error("http", error)  # it took it: ours could not read it
+
+
+# Code that asks whether ``send`` is async (asgiref's ``async_to_sync``, ``inspect`` on 3.12+)
+# gets the answer it got from a coroutine function.
+if hasattr(inspect, "markcoroutinefunction"):  # pragma: no branch - Python 3.12+
+    inspect.markcoroutinefunction(_Exchange.send)
+_Exchange.send._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)  # type: ignore[attr-defined]
 
 
 #: Allocates an _Exchange without running an ``__init__``: the middleware sets every slot itself,
@@ -531,11 +584,10 @@ class _Capture:
     """Stands in for the registry's HTTP series in a featured middleware: the plain path records
     into it, and it keeps the values for the featured path to label, filter and hand to hooks."""
 
-    __slots__ = ("in_progress", "stats")
+    __slots__ = ("stats",)
 
     def __init__(self, stats: HttpStats) -> None:
         self.stats = stats
-        self.in_progress = stats.in_progress
 
     def record(
         self,

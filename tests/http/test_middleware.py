@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
+import sys
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from asgi_perf.http._middleware import (
     ERR_EXCLUDE_PATH,
     ERR_EXCLUDE_PATTERN,
     ERR_ROUTE_GETTER,
+    RECORDING_KEY,
 )
 from asgi_perf.testing import sample, samples
 
@@ -447,3 +450,86 @@ async def test_response_sent_after_disconnect_is_499(registry: PerfRegistry) -> 
     mw = PerfMiddleware(app, registry=registry, route_getter=route_is("/late"))
     await mw(http_scope("/late"), Receiver(), Sender())
     assert count(registry, "GET", "/late", "499") == 1
+
+
+async def test_send_is_a_coroutine_function_to_code_that_asks(registry: PerfRegistry) -> None:
+    """``send`` hands the server's own awaitable over, yet answers like the coroutine function it
+    replaces to ``inspect`` (3.12+) and ``asyncio`` (what asgiref's ``async_to_sync`` asks)."""
+    seen: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if sys.version_info >= (3, 12):
+            seen.append(inspect.iscoroutinefunction(send))
+        else:
+            seen.append(asyncio.iscoroutinefunction(send))
+        await hello(scope, receive, send)
+
+    await PerfMiddleware(app, registry=registry)(http_scope(), Receiver(), Sender())
+    assert seen == [True]
+
+
+class FailingSender(Sender):
+    """A server whose ``send`` raises on one kind of message (a closed connection on a server of
+    ASGI 2.4, or a message out of order)."""
+
+    def __init__(self, fail_on: str, more_body: bool | None = None) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+        self.more_body = more_body
+
+    async def __call__(self, message: Message) -> None:
+        last = not message.get("more_body", False)
+        if message["type"] == self.fail_on and self.more_body in (None, not last):
+            raise OSError("connection closed")
+        await super().__call__(message)
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "more_body"),
+    [("http.response.start", None), ("http.response.body", True), ("http.response.body", False)],
+    ids=["start", "a chunk", "the last chunk"],
+)
+async def test_a_send_the_server_refuses_leaves_the_response_unfinished(
+    registry: PerfRegistry, fail_on: str, more_body: bool | None
+) -> None:
+    """Whichever message the server refuses, the request is recorded as a 500 with the server's
+    exception, never as the status the app meant to send, and the error reaches the app."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await send({"type": "http.response.body", "body": b"b"})
+
+    mw = PerfMiddleware(app, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="connection closed"):
+        await mw(http_scope("/r"), Receiver(), FailingSender(fail_on, more_body))
+    assert count(registry, "GET", "/r", "500") == 1
+    assert count(registry, "GET", "/r", "200") is None
+    labels = {"method": "GET", "route": "/r", "exception": "OSError"}
+    exceptions = sample(registry, "http_exceptions_total", labels)
+    assert exceptions == 1
+
+
+async def test_one_middleware_leaves_the_scope_alone(registry: PerfRegistry) -> None:
+    """With one middleware on a registry there is no other to be nested in: nothing is written
+    to the scope. A second one on the same registry marks the requests it records."""
+    scope = http_scope()
+    await PerfMiddleware(hello, registry=registry)(scope, Receiver(), Sender())
+    assert RECORDING_KEY not in scope
+    inner = PerfMiddleware(hello, registry=registry)
+    outer = PerfMiddleware(inner, registry=PerfRegistry())  # another registry: both count
+    mounted = PerfMiddleware(outer, registry=registry)  # the first registry again, outside
+    scope = http_scope()
+    await mounted(scope, Receiver(), Sender())
+    assert RECORDING_KEY in scope
+    assert count(registry, "GET", UNMATCHED, "200") == 2  # once before, once now
+
+
+async def test_an_unhashable_method_is_other(registry: PerfRegistry) -> None:
+    """A scope whose method cannot even be looked up is served and counted as ``OTHER``."""
+    sender = Sender()
+    scope = {**http_scope(), "method": ["GET"]}
+    await PerfMiddleware(hello, registry=registry)(scope, Receiver(), sender)
+    assert sender.body == b"hello"
+    assert count(registry, "OTHER", UNMATCHED, "200") == 1
+    assert sample(registry, "http_requests_in_progress", {"method": "OTHER"}) == 0
