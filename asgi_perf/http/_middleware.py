@@ -423,6 +423,8 @@ class PerfMiddleware:
         self, scope: Scope, method: str, start: float, ex: _Exchange, error: BaseException | None
     ) -> None:
         response_ended = ex.ended
+        if response_ended and error is not None and _refused_last(ex, error):
+            response_ended = 0.0  # handed over, never delivered: the response did not end
         status = ex.status
         duration = (response_ended or perf_counter()) - start
         if ex.disconnected or (isinstance(error, asyncio.CancelledError) and not response_ended):
@@ -443,6 +445,29 @@ class PerfMiddleware:
         )
         if error is not None and not isinstance(error, asyncio.CancelledError):
             self._stats.record_exception(method, route, type(error).__name__)
+
+
+def _refused_last(ex: _Exchange, error: BaseException) -> bool:
+    """Whether ``error`` came out of the server's ``send`` of the response's last message, which
+    the exchange noted as the end when it handed it over (a response's only body message).
+
+    Told by the traceback: the server's send (a coroutine or a method, as every server and
+    middleware has) is a frame in it. A server whose send is not Python code leaves no frame:
+    the message counts as delivered. A refusal of a message after the last is not the last's.
+    """
+    if getattr(ex, "refused_after_end", False):
+        return False
+    send: Any = ex.server_send
+    send = getattr(send, "func", send)  # functools.partial
+    code = getattr(getattr(send, "__func__", send), "__code__", None)
+    if code is None and callable(send):  # a callable object: its __call__
+        code = getattr(type(send).__call__, "__code__", None)
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class _Unattached:
@@ -478,6 +503,7 @@ class _Exchange:
     __slots__ = (
         "disconnected",
         "ended",
+        "refused_after_end",
         "registry",
         "request_bytes",
         "response_bytes",
@@ -496,6 +522,7 @@ class _Exchange:
     request_bytes: int
     response_bytes: int
     disconnected: bool  # http.disconnect received before the last body byte
+    refused_after_end: bool  # the server refused a message sent after the last (unset: no)
 
     async def __call__(self) -> Message:
         """The app's ``receive``: the object itself, so no bound method is made per request for
@@ -514,23 +541,32 @@ class _Exchange:
         return message
 
     def send(self, message: Message) -> Awaitable[None]:
-        """The app's ``send``: the server's own awaitable for every message but the last.
+        """The app's ``send``: the server's own awaitable, noted on the way.
 
         Not a coroutine function: a coroutine around each message would cost a frame and an
         object per send, more than the bookkeeping (ten of them on a ten-chunk stream). The
-        response start and the chunks before the last are noted as they are handed over; the
-        last body message (and a pathsend) goes through :meth:`_send_last`, which notes the end
-        only once the server has taken it, so a send that fails leaves the response unfinished
-        as before. Marked as a coroutine function for code that asks (``asgiref``'s
-        ``async_to_sync``, ``inspect.iscoroutinefunction``).
+        response start, the chunks before the last and a response's only body message are
+        noted as they are handed over; a server that refuses that only body message is found
+        in the traceback (see :func:`_refused_last`). The last message of a streamed response
+        (and a pathsend) goes through :meth:`_send_last`, which notes the end once the server
+        has taken it: the server may hold it until what came before has drained to the client.
+        Marked as a coroutine function for code that asks (``asgiref``'s ``async_to_sync``,
+        ``inspect.iscoroutinefunction``).
         """
+        if self.ended:  # trailers, or an app's protocol error: its failure is not the last one's
+            return self._send_after_end(message)
         try:
             kind = message["type"]
             if kind == "http.response.body":
                 if message.get("more_body", False):
                     self.response_bytes += len(message.get("body", b""))
                     return self.server_send(message)
-                return self._send_last(message)
+                if self.response_bytes:
+                    return self._send_last(message)
+                # The only body message (or the first with bytes): nothing before it to drain.
+                self.response_bytes = len(message.get("body", b""))
+                self.ended = perf_counter()
+                return self.server_send(message)
             if kind == "http.response.start":
                 status = message["status"]
                 self.started = perf_counter()
@@ -548,6 +584,13 @@ class _Exchange:
         except Exception as exc:  # noqa: BLE001
             self.registry.report_error("http", exc)
         self.ended = perf_counter()
+
+    async def _send_after_end(self, message: Message) -> None:
+        try:
+            await self.server_send(message)
+        except BaseException:
+            self.refused_after_end = True  # a slot set only here: read with getattr
+            raise
 
     async def _send_malformed(self, message: Message, error: Exception) -> None:
         await self.server_send(message)  # first: refusing it is the server's business

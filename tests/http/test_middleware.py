@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import re
 import sys
@@ -533,3 +534,80 @@ async def test_an_unhashable_method_is_other(registry: PerfRegistry) -> None:
     assert sender.body == b"hello"
     assert count(registry, "OTHER", UNMATCHED, "200") == 1
     assert sample(registry, "http_requests_in_progress", {"method": "OTHER"}) == 0
+
+
+def refusing_sends(fail_on_body: int) -> dict[str, Any]:
+    """The shapes a server's (or an outer middleware's) ``send`` comes in, each refusing the
+    ``fail_on_body``-th body message."""
+    state = {"bodies": 0}
+
+    def check(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            state["bodies"] += 1
+            if state["bodies"] == fail_on_body:
+                raise OSError("connection closed")
+
+    async def closure(message: Message) -> None:
+        check(message)
+
+    class Cycle:
+        async def send(self, message: Message) -> None:
+            check(message)
+
+    class Callable:
+        async def __call__(self, message: Message) -> None:
+            check(message)
+
+    async def takes_two(extra: int, message: Message) -> None:
+        check(message)
+
+    return {
+        "closure": closure,
+        "method": Cycle().send,
+        "callable object": Callable(),
+        "partial": functools.partial(takes_two, 1),
+    }
+
+
+@pytest.mark.parametrize("shape", ["closure", "method", "callable object", "partial"])
+async def test_the_only_body_refused_is_unfinished(registry: PerfRegistry, shape: str) -> None:
+    """A response's only body message is noted as the end when handed over; if the server
+    refuses it, the request is still a 500, whatever shape the server's send has."""
+    mw = PerfMiddleware(hello, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="connection closed"):
+        await mw(http_scope("/r"), Receiver(), refusing_sends(1)[shape])
+    assert count(registry, "GET", "/r", "500") == 1
+    assert count(registry, "GET", "/r", "200") is None
+
+
+@pytest.mark.parametrize("shape", ["closure", "method", "callable object", "partial"])
+async def test_a_message_refused_after_the_end_keeps_the_response(
+    registry: PerfRegistry, shape: str
+) -> None:
+    """A message sent after the last (an app's protocol error) that the server refuses does not
+    undo the response the client already has: its status stays, the exception is counted."""
+
+    async def twice(scope: Scope, receive: Receive, send: Send) -> None:
+        await hello(scope, receive, send)
+        await send({"type": "http.response.body", "body": b"again"})
+
+    mw = PerfMiddleware(twice, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="connection closed"):
+        await mw(http_scope("/r"), Receiver(), refusing_sends(2)[shape])
+    assert count(registry, "GET", "/r", "200") == 1
+    labels = {"method": "GET", "route": "/r", "exception": "OSError"}
+    assert sample(registry, "http_exceptions_total", labels) == 1
+
+
+async def test_an_error_after_the_response_keeps_it(registry: PerfRegistry) -> None:
+    """An app that fails after its response went out (a background task) keeps its status: the
+    error did not come out of the server's send."""
+
+    async def then_fail(scope: Scope, receive: Receive, send: Send) -> None:
+        await hello(scope, receive, send)
+        raise OSError("background task")
+
+    mw = PerfMiddleware(then_fail, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="background task"):
+        await mw(http_scope("/r"), Receiver(), Sender())
+    assert count(registry, "GET", "/r", "200") == 1
