@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -274,11 +273,8 @@ class PerfMiddleware:
             return stats if source is None else keep_exemplars(stats, source)
 
         if self._duplicate:
-            self._registry_stats: HttpStats | _Unattached = _UNATTACHED
             return
         self._stats = registry.component(HTTP_STATS, make)
-        self._registry_stats = self._stats  # the registry's own, even once a subclass wraps it
-        self._stats.recorders += 1
         self._record = self._stats.record
         self._flights = self._stats.flights
         self._other_flight = self._stats.other_flight
@@ -292,20 +288,16 @@ class PerfMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        recording: tuple[PerfRegistry, ...] | None = None
-        guard = self._registry_stats.recorders > 1  # else no other one to be nested in
-        if guard:
-            recording = scope.get(RECORDING_KEY)
-            if recording is not None and self.registry in recording:
-                self._pass_nested()
-                await self.app(scope, receive, send)
-                return
+        recording = scope.get(RECORDING_KEY)
+        if recording is not None and self.registry in recording:
+            self._pass_nested()
+            await self.app(scope, receive, send)
+            return
         if self._excluding and self._excluded(scope):
             await self.app(scope, receive, send)
             return
-        if guard:
-            # Another registry further out records into itself: both count, each once.
-            scope[RECORDING_KEY] = self._mark if recording is None else (*recording, self.registry)
+        # Another registry further out records into itself: both count, each once.
+        scope[RECORDING_KEY] = self._mark if recording is None else (*recording, self.registry)
 
         hooks = self._hooks
         hook_states = self._start_hooks(hooks) if hooks else None
@@ -327,7 +319,7 @@ class PerfMiddleware:
         ex.response_bytes = 0
         ex.disconnected = False
         try:
-            await self.app(scope, ex, ex.send)
+            await self.app(scope, ex.receive, ex.send)
         except BaseException as exc:
             flight.count -= 1
             if hook_states is not None:
@@ -423,8 +415,6 @@ class PerfMiddleware:
         self, scope: Scope, method: str, start: float, ex: _Exchange, error: BaseException | None
     ) -> None:
         response_ended = ex.ended
-        if response_ended and error is not None and _refused_last(ex, error):
-            response_ended = 0.0  # handed over, never delivered: the response did not end
         status = ex.status
         duration = (response_ended or perf_counter()) - start
         if ex.disconnected or (isinstance(error, asyncio.CancelledError) and not response_ended):
@@ -447,39 +437,6 @@ class PerfMiddleware:
             self._stats.record_exception(method, route, type(error).__name__)
 
 
-def _refused_last(ex: _Exchange, error: BaseException) -> bool:
-    """Whether ``error`` came out of the server's ``send`` of the response's last message, which
-    the exchange noted as the end when it handed it over (a response's only body message).
-
-    Told by the traceback: the server's send (a coroutine or a method, as every server and
-    middleware has) is a frame in it. A server whose send is not Python code leaves no frame:
-    the message counts as delivered. A refusal of a message after the last is not the last's.
-    """
-    if getattr(ex, "refused_after_end", False):
-        return False
-    send: Any = ex.server_send
-    send = getattr(send, "func", send)  # functools.partial
-    code = getattr(getattr(send, "__func__", send), "__code__", None)
-    if code is None and callable(send):  # a callable object: its __call__
-        code = getattr(type(send).__call__, "__code__", None)
-    tb = error.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code is code:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-class _Unattached:
-    """Where a middleware that steps aside (a duplicate, switched off) counts recorders."""
-
-    __slots__ = ()
-    recorders = 0
-
-
-_UNATTACHED = _Unattached()
-
-
 class _StatusLabels(dict[object, str]):
     """``status -> label``, :data:`OTHER_STATUS` for anything else: a subscript per request
     rather than a ``.get()`` call."""
@@ -491,11 +448,11 @@ class _StatusLabels(dict[object, str]):
 
 
 class _Exchange:
-    """One request in flight: what the server's messages said, and the app's ``receive`` (the
-    object, called) and ``send`` (a bound method).
+    """One request in flight: what the server's messages said, and the app's ``receive`` and
+    ``send`` as this object's bound methods.
 
     Two closures over the same state cost two function objects, their cell tuples and a cell per
-    variable, every request; this is one object with slots and one bound method. Fewer objects
+    variable, every request; this is one object with slots and two bound methods. Fewer objects
     also means less for the cyclic collector to trace when a request's frames end up in a
     reference cycle (a task group cancelled around a streamed response, on every ASGI 2.3 server).
     """
@@ -503,7 +460,6 @@ class _Exchange:
     __slots__ = (
         "disconnected",
         "ended",
-        "refused_after_end",
         "registry",
         "request_bytes",
         "response_bytes",
@@ -522,11 +478,8 @@ class _Exchange:
     request_bytes: int
     response_bytes: int
     disconnected: bool  # http.disconnect received before the last body byte
-    refused_after_end: bool  # the server refused a message sent after the last (unset: no)
 
-    async def __call__(self) -> Message:
-        """The app's ``receive``: the object itself, so no bound method is made per request for
-        a callable that most requests (bodiless ones, on most frameworks) never call."""
+    async def receive(self) -> Message:
         message = await self.server_receive()
         try:
             kind = message["type"]
@@ -540,68 +493,21 @@ class _Exchange:
             self.registry.report_error("http", exc)
         return message
 
-    def send(self, message: Message) -> Awaitable[None]:
-        """The app's ``send``: the server's own awaitable, noted on the way.
-
-        Not a coroutine function: a coroutine around each message would cost a frame and an
-        object per send, more than the bookkeeping (ten of them on a ten-chunk stream). The
-        response start, the chunks before the last and a response's only body message are
-        noted as they are handed over; a server that refuses that only body message is found
-        in the traceback (see :func:`_refused_last`). The last message of a streamed response
-        (and a pathsend) goes through :meth:`_send_last`, which notes the end once the server
-        has taken it: the server may hold it until what came before has drained to the client.
-        Marked as a coroutine function for code that asks (``asgiref``'s ``async_to_sync``,
-        ``inspect.iscoroutinefunction``).
-        """
-        if self.ended:  # trailers, or an app's protocol error: its failure is not the last one's
-            return self._send_after_end(message)
+    async def send(self, message: Message) -> None:
+        await self.server_send(message)
         try:
             kind = message["type"]
             if kind == "http.response.body":
-                if message.get("more_body", False):
-                    self.response_bytes += len(message.get("body", b""))
-                    return self.server_send(message)
-                if self.response_bytes:
-                    return self._send_last(message)
-                # The only body message (or the first with bytes): nothing before it to drain.
-                self.response_bytes = len(message.get("body", b""))
-                self.ended = perf_counter()
-                return self.server_send(message)
-            if kind == "http.response.start":
-                status = message["status"]
+                self.response_bytes += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self.ended = perf_counter()
+            elif kind == "http.response.start":
                 self.started = perf_counter()
-                self.status = status
+                self.status = message["status"]
             elif kind == "http.response.pathsend":
-                return self._send_last(message)
-        except Exception as exc:  # noqa: BLE001 - a malformed message: the server's to refuse
-            return self._send_malformed(message, exc)
-        return self.server_send(message)
-
-    async def _send_last(self, message: Message) -> None:
-        await self.server_send(message)
-        try:
-            self.response_bytes += len(message.get("body", b""))
+                self.ended = perf_counter()
         except Exception as exc:  # noqa: BLE001
             self.registry.report_error("http", exc)
-        self.ended = perf_counter()
-
-    async def _send_after_end(self, message: Message) -> None:
-        try:
-            await self.server_send(message)
-        except BaseException:
-            self.refused_after_end = True  # a slot set only here: read with getattr
-            raise
-
-    async def _send_malformed(self, message: Message, error: Exception) -> None:
-        await self.server_send(message)  # first: refusing it is the server's business
-        self.registry.report_error("http", error)  # it took it: ours could not read it
-
-
-# Code that asks whether ``send`` is async (asgiref's ``async_to_sync``, ``inspect`` on 3.12+)
-# gets the answer it got from a coroutine function.
-if hasattr(inspect, "markcoroutinefunction"):  # pragma: no branch - Python 3.12+
-    inspect.markcoroutinefunction(_Exchange.send)
-_Exchange.send._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)  # type: ignore[attr-defined]
 
 
 #: Allocates an _Exchange without running an ``__init__``: the middleware sets every slot itself,

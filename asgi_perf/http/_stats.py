@@ -114,11 +114,6 @@ class HttpStats(CatalogueCollector):
         self.flights: dict[object, InFlight] = {m: InFlight(m) for m in sorted(STANDARD_METHODS)}
         self.other_flight = InFlight(OTHER_METHOD)
         self.exceptions: dict[tuple[str, str, str], int] = {}
-        #: How many middlewares record into these series. Above one, a request may reach two of
-        #: them (an app instrumented with this registry mounted in another), and they mark the
-        #: requests they record in the scope so that it is recorded once; with one, nothing to
-        #: mark and no mark to look for.
-        self.recorders = 0
 
     @property
     def in_progress(self) -> dict[str, int]:

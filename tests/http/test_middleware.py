@@ -6,11 +6,15 @@ import asyncio
 import functools
 import inspect
 import re
-import sys
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
 from asgi_perf import UNMATCHED, PerfMiddleware, PerfRegistry
 from asgi_perf._checks import ERR_REGISTRY
@@ -20,7 +24,6 @@ from asgi_perf.http._middleware import (
     ERR_EXCLUDE_PATH,
     ERR_EXCLUDE_PATTERN,
     ERR_ROUTE_GETTER,
-    RECORDING_KEY,
 )
 from asgi_perf.testing import sample, samples
 
@@ -453,20 +456,31 @@ async def test_response_sent_after_disconnect_is_499(registry: PerfRegistry) -> 
     assert count(registry, "GET", "/late", "499") == 1
 
 
-async def test_send_is_a_coroutine_function_to_code_that_asks(registry: PerfRegistry) -> None:
-    """``send`` hands the server's own awaitable over, yet answers like the coroutine function it
-    replaces to ``inspect`` (3.12+) and ``asyncio`` (what asgiref's ``async_to_sync`` asks)."""
-    seen: list[bool] = []
+async def test_receive_and_send_are_coroutine_functions(registry: PerfRegistry) -> None:
+    """What the app gets are coroutine functions, as the server's usually are: code that asks
+    (``inspect``, Starlette's ``is_async_callable``, asgiref) or schedules a send as a task
+    (``asyncio.create_task``, anyio's ``start_soon``) keeps working, whatever the server's own
+    ``send`` returns (a Future on some servers)."""
+    seen: list[object] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if sys.version_info >= (3, 12):
-            seen.append(inspect.iscoroutinefunction(send))
-        else:
-            seen.append(asyncio.iscoroutinefunction(send))
-        await hello(scope, receive, send)
+        seen.append(inspect.iscoroutinefunction(receive) and inspect.iscoroutinefunction(send))
+        seen.append(receive.__name__)
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+        await asyncio.create_task(send(start))  # type: ignore[arg-type]  # a coroutine, as apps assume
+        await send({"type": "http.response.body", "body": b"ok"})
 
-    await PerfMiddleware(app, registry=registry)(http_scope(), Receiver(), Sender())
-    assert seen == [True]
+    loop = asyncio.get_running_loop()
+
+    def future_send(message: Message) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(done.set_result, None)
+        return done
+
+    mw = PerfMiddleware(app, registry=registry, route_getter=route_is("/r"))
+    await mw(http_scope("/r"), Receiver(), future_send)
+    assert seen == [True, "receive"]
+    assert count(registry, "GET", "/r", "200") == 1
 
 
 class FailingSender(Sender):
@@ -509,21 +523,6 @@ async def test_a_send_the_server_refuses_leaves_the_response_unfinished(
     labels = {"method": "GET", "route": "/r", "exception": "OSError"}
     exceptions = sample(registry, "http_exceptions_total", labels)
     assert exceptions == 1
-
-
-async def test_one_middleware_leaves_the_scope_alone(registry: PerfRegistry) -> None:
-    """With one middleware on a registry there is no other to be nested in: nothing is written
-    to the scope. A second one on the same registry marks the requests it records."""
-    scope = http_scope()
-    await PerfMiddleware(hello, registry=registry)(scope, Receiver(), Sender())
-    assert RECORDING_KEY not in scope
-    inner = PerfMiddleware(hello, registry=registry)
-    outer = PerfMiddleware(inner, registry=PerfRegistry())  # another registry: both count
-    mounted = PerfMiddleware(outer, registry=registry)  # the first registry again, outside
-    scope = http_scope()
-    await mounted(scope, Receiver(), Sender())
-    assert RECORDING_KEY in scope
-    assert count(registry, "GET", UNMATCHED, "200") == 2  # once before, once now
 
 
 async def test_an_unhashable_method_is_other(registry: PerfRegistry) -> None:
@@ -611,3 +610,74 @@ async def test_an_error_after_the_response_keeps_it(registry: PerfRegistry) -> N
     with pytest.raises(OSError, match="background task"):
         await mw(http_scope("/r"), Receiver(), Sender())
     assert count(registry, "GET", "/r", "200") == 1
+
+
+async def test_sizes_are_what_went_out_behind_a_middleware_that_rewrites_the_body() -> None:
+    """An outer middleware that rewrites the message in place (Starlette's GZipMiddleware, added
+    after PerfMiddleware) : the response size is the compressed size the server sent, read once
+    the server has taken each message."""
+    registry = PerfRegistry(exemplars=False)
+    app = Starlette(routes=[Route("/big", lambda request: PlainTextResponse("z" * 100_000))])
+    app.add_middleware(PerfMiddleware, registry=registry)
+    app.add_middleware(GZipMiddleware, minimum_size=100)
+    async with client(app) as c:
+        response = await c.get("/big", headers={"accept-encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    labels = {"method": "GET", "route": "/big"}
+    sent = sample(registry, "http_response_size_bytes", labels, suffix="_sum")
+    assert sent == response.num_bytes_downloaded < 100_000
+
+
+async def test_a_sub_app_built_at_its_first_request_records_it_once() -> None:
+    """An app instrumented with the registry of the app it is mounted in: Starlette builds the
+    sub-app's middleware at the first request that reaches it, while the outer one is already
+    recording that request. Every request, the first included, is counted once."""
+    registry = PerfRegistry(exemplars=False)
+    hello_route = Route("/hello", lambda request: PlainTextResponse("hi"))
+    sub = Starlette(
+        routes=[hello_route], middleware=[Middleware(PerfMiddleware, registry=registry)]
+    )
+    app = Starlette(
+        routes=[Mount("/sub", sub)], middleware=[Middleware(PerfMiddleware, registry=registry)]
+    )
+    async with client(app) as c:
+        await c.get("/sub/hello")
+        assert count(registry, "GET", "/sub/hello", "200") == 1
+        await c.get("/sub/hello")
+    assert count(registry, "GET", "/sub/hello", "200") == 2
+
+
+async def test_a_client_gone_while_the_only_body_drains_is_499(registry: PerfRegistry) -> None:
+    """The server still delivering the response's only body message when the client leaves (a
+    slow drain): the response never reached the client, the request is a 499."""
+    gone = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def listen() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        listening = asyncio.ensure_future(listen())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 1000})
+        await listening
+
+    first = True
+
+    async def receive() -> Message:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": b""}
+        await asyncio.sleep(0.01)
+        gone.set()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            await gone.wait()  # still draining when the client leaves; then dropped silently
+
+    await PerfMiddleware(app, registry=registry, route_getter=route_is("/r"))(
+        http_scope("/r"), receive, send
+    )
+    assert count(registry, "GET", "/r", str(CLIENT_CLOSED_REQUEST)) == 1
