@@ -412,7 +412,7 @@ INSTRUMENT: dict[str, Callable[[Starlette], Any]] = {
     "asgi-perf label_from+hook": with_asgi_perf_featured,
     "asgi-perf pfi-compat": with_asgi_perf_pfi_compat,
     "minimal": with_minimal,
-    "minimal, full set": with_minimal_full,
+    "minimal full-set": with_minimal_full,
     "prometheus-fastapi-instrumentator": with_instrumentator,
     "starlette-exporter": with_starlette_exporter,
     "opentelemetry-asgi": with_opentelemetry,
@@ -438,7 +438,7 @@ asgi_perf_constant_labels = _on_base("asgi-perf constant labels", "asgi_perf_con
 asgi_perf_featured = _on_base("asgi-perf label_from+hook", "asgi_perf_featured")
 asgi_perf_pfi_compat = _on_base("asgi-perf pfi-compat", "asgi_perf_pfi_compat")
 minimal = _on_base("minimal", "minimal")
-minimal_full = _on_base("minimal, full set", "minimal_full")
+minimal_full = _on_base("minimal full-set", "minimal_full")
 instrumentator = _on_base("prometheus-fastapi-instrumentator", "instrumentator")
 starlette_exporter = _on_base("starlette-exporter", "starlette_exporter")
 opentelemetry = _on_base("opentelemetry-asgi", "opentelemetry")
@@ -451,7 +451,7 @@ CONTENDERS: dict[str, Callable[..., Any]] = {
     "asgi-perf label_from+hook": asgi_perf_featured,
     "asgi-perf pfi-compat": asgi_perf_pfi_compat,
     "minimal": minimal,
-    "minimal, full set": minimal_full,
+    "minimal full-set": minimal_full,
     "prometheus-fastapi-instrumentator": instrumentator,
     "starlette-exporter": starlette_exporter,
     "opentelemetry-asgi": opentelemetry,
