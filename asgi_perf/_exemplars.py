@@ -98,7 +98,22 @@ def opentelemetry_source() -> ExemplarSource | None:
             return None
         return span_ids()
 
+    # The check itself, for a hot path to make without calling this function (see span_gate).
+    current_span.gate = span_in  # type: ignore[attr-defined]
     return current_span
+
+
+def span_gate(
+    source: ExemplarSource,
+) -> tuple[Callable[[], Mapping[str, object]] | None, str]:
+    """``(get_context, key)`` such that ``source()`` is ``None`` whenever
+    ``get_context().get(key)`` is: a caller on a hot path makes that check (two C calls) and
+    calls ``source`` only when it passes. ``(None, "")`` for a source without such a check."""
+    gate = getattr(source, "gate", None)
+    if gate is None:
+        return None, ""
+    get_context, key = gate
+    return get_context, key
 
 
 def _span_lookup() -> tuple[Callable[[], Mapping[str, object]], str] | None:

@@ -149,6 +149,98 @@ class MinimalMiddleware:
             child.observe(perf_counter() - start)
 
 
+class MinimalFullMiddleware:
+    """The hand-written minimal grown to record what asgi-perf records by default: duration to
+    the last body byte, TTFB, request and response body sizes, requests in progress, exceptions
+    and client disconnects (499), with prometheus_client metrics and children cached by label
+    tuple. What one would write by hand to compare like with like."""
+
+    def __init__(self, app: Any) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+
+        self.app = app
+        registry = CollectorRegistry()
+        labels = ["method", "route", "status"]
+        self.duration = Histogram("http_request_duration_seconds", "d", labels, registry=registry)
+        self.ttfb = Histogram(
+            "http_request_ttfb_seconds", "t", ["method", "route"], registry=registry
+        )
+        self.req_size = Summary(
+            "http_request_size_bytes", "q", ["method", "route"], registry=registry
+        )
+        self.resp_size = Summary(
+            "http_response_size_bytes", "r", ["method", "route"], registry=registry
+        )
+        self.in_progress = Gauge("http_requests_in_progress", "i", ["method"], registry=registry)
+        self.exceptions = Counter(
+            "http_exceptions", "e", ["method", "route", "exception"], registry=registry
+        )
+        self.children: dict[Any, Any] = {}
+
+    def child(self, metric: Any, *key: Any) -> Any:
+        found = self.children.get((id(metric), key))
+        if found is None:
+            found = self.children[(id(metric), key)] = metric.labels(*key)
+        return found
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        gauge = self.child(self.in_progress, method)
+        gauge.inc()
+        start = perf_counter()
+        status = 500
+        started = ended = 0.0
+        received = sent = 0
+        disconnected = False
+
+        async def receive_wrapper() -> Any:
+            nonlocal received, disconnected
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            elif message["type"] == "http.disconnect" and not ended:
+                disconnected = True
+            return message
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status, started, ended, sent
+            await send(message)
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = perf_counter()
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    ended = perf_counter()
+
+        error: BaseException | None = None
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            gauge.dec()
+            route = scope.get("route")
+            path = route.path if route is not None else "__unmatched__"
+            if disconnected:
+                status = 499
+            elif error is not None and not ended:
+                status = 500
+            self.child(self.duration, method, path, status).observe(
+                (ended or perf_counter()) - start
+            )
+            if started:
+                self.child(self.ttfb, method, path).observe(started - start)
+            self.child(self.req_size, method, path).observe(received)
+            self.child(self.resp_size, method, path).observe(sent)
+            if error is not None:
+                self.child(self.exceptions, method, path, type(error).__name__).inc()
+
+
 # -- the contenders: each takes a Starlette app and returns it instrumented ---------------------
 
 
@@ -237,6 +329,11 @@ def with_minimal(app: Starlette) -> Any:
     return app
 
 
+def with_minimal_full(app: Starlette) -> Any:
+    app.add_middleware(MinimalFullMiddleware)
+    return app
+
+
 def with_instrumentator(app: Starlette) -> Any:
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
@@ -315,6 +412,7 @@ INSTRUMENT: dict[str, Callable[[Starlette], Any]] = {
     "asgi-perf label_from+hook": with_asgi_perf_featured,
     "asgi-perf pfi-compat": with_asgi_perf_pfi_compat,
     "minimal": with_minimal,
+    "minimal full-set": with_minimal_full,
     "prometheus-fastapi-instrumentator": with_instrumentator,
     "starlette-exporter": with_starlette_exporter,
     "opentelemetry-asgi": with_opentelemetry,
@@ -340,6 +438,7 @@ asgi_perf_constant_labels = _on_base("asgi-perf constant labels", "asgi_perf_con
 asgi_perf_featured = _on_base("asgi-perf label_from+hook", "asgi_perf_featured")
 asgi_perf_pfi_compat = _on_base("asgi-perf pfi-compat", "asgi_perf_pfi_compat")
 minimal = _on_base("minimal", "minimal")
+minimal_full = _on_base("minimal full-set", "minimal_full")
 instrumentator = _on_base("prometheus-fastapi-instrumentator", "instrumentator")
 starlette_exporter = _on_base("starlette-exporter", "starlette_exporter")
 opentelemetry = _on_base("opentelemetry-asgi", "opentelemetry")
@@ -352,6 +451,7 @@ CONTENDERS: dict[str, Callable[..., Any]] = {
     "asgi-perf label_from+hook": asgi_perf_featured,
     "asgi-perf pfi-compat": asgi_perf_pfi_compat,
     "minimal": minimal,
+    "minimal full-set": minimal_full,
     "prometheus-fastapi-instrumentator": instrumentator,
     "starlette-exporter": starlette_exporter,
     "opentelemetry-asgi": opentelemetry,

@@ -13,8 +13,6 @@ from typing import Any
 from .._checks import ERR_REGISTRY
 from .._histogram import check_buckets
 from .._labels import (
-    METHOD_LABELS,
-    OTHER_METHOD,
     OTHER_STATUS,
     STATUS_CLASS_LABELS,
     STATUS_LABELS,
@@ -44,6 +42,7 @@ from ._features import (
 from ._routing import RouteResolver, app_path
 from ._stats import (
     HTTP_STATS,
+    ExemplarHttpStats,
     ExtraLabels,
     HighrHttpStats,
     HttpStats,
@@ -267,6 +266,8 @@ class PerfMiddleware:
                     stats = NativeHttpStats(registry, duration_b, ttfb_b, registry.native, extra)
             elif highr:
                 stats = HighrHttpStats(registry, duration_b, ttfb_b, highr, extra)
+            elif source is not None:
+                return ExemplarHttpStats(registry, duration_b, ttfb_b, extra, source)
             else:
                 stats = HttpStats(registry, duration_b, ttfb_b, extra)
             return stats if source is None else keep_exemplars(stats, source)
@@ -275,7 +276,8 @@ class PerfMiddleware:
             return
         self._stats = registry.component(HTTP_STATS, make)
         self._record = self._stats.record
-        self._in_progress = self._stats.in_progress
+        self._flights = self._stats.flights
+        self._other_flight = self._stats.other_flight
         if created:
             registry.register(self._stats)
         else:
@@ -300,11 +302,11 @@ class PerfMiddleware:
         hooks = self._hooks
         hook_states = self._start_hooks(hooks) if hooks else None
         try:  # a subscript, not two .get() calls: the common case makes no method call
-            method = METHOD_LABELS[scope["method"]]
-        except KeyError:  # no method in the scope, or not a standard one
-            method = OTHER_METHOD
-        in_progress = self._in_progress
-        in_progress[method] += 1
+            flight = self._flights[scope["method"]]
+        except (KeyError, TypeError):  # no method in the scope, not a standard one, unhashable
+            flight = self._other_flight
+        flight.count += 1
+        method = flight.method
         start = perf_counter()
         ex = _new(_Exchange)
         ex.registry = self.registry
@@ -319,7 +321,7 @@ class PerfMiddleware:
         try:
             await self.app(scope, ex.receive, ex.send)
         except BaseException as exc:
-            in_progress[method] -= 1
+            flight.count -= 1
             if hook_states is not None:
                 waiting = self._finish_hooks(hook_states)
                 if waiting:
@@ -328,7 +330,7 @@ class PerfMiddleware:
                 raise
             self._finish(scope, method, start, ex, exc)
             raise
-        in_progress[method] -= 1
+        flight.count -= 1
         if hook_states is not None:
             waiting = self._finish_hooks(hook_states)
             if waiting:
@@ -531,11 +533,10 @@ class _Capture:
     """Stands in for the registry's HTTP series in a featured middleware: the plain path records
     into it, and it keeps the values for the featured path to label, filter and hand to hooks."""
 
-    __slots__ = ("in_progress", "stats")
+    __slots__ = ("stats",)
 
     def __init__(self, stats: HttpStats) -> None:
         self.stats = stats
-        self.in_progress = stats.in_progress
 
     def record(
         self,

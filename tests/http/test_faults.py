@@ -9,7 +9,7 @@ import pytest
 from asgi_perf import PerfMiddleware, PerfRegistry
 from asgi_perf.http import PerfMiddleware as MW
 from asgi_perf.http import RouteResolver
-from asgi_perf.http._stats import HttpStats
+from asgi_perf.http._stats import ExemplarHttpStats, HttpStats
 
 from .._asgi import Receiver, Sender, http_scope
 
@@ -36,6 +36,7 @@ def boom(*args: Any, **kwargs: Any) -> Any:
 FAULTS = [
     (RouteResolver, "resolve"),
     (HttpStats, "record"),
+    (ExemplarHttpStats, "record"),  # the store a registry with exemplars (the default) uses
 ]
 
 
@@ -45,7 +46,8 @@ async def test_internal_step_raising_leaves_response_unchanged(
 ) -> None:
     """Each internal step raising: the app's messages are unchanged and the error is counted."""
     monkeypatch.setattr(owner, attr, boom)
-    registry = PerfRegistry()
+    # An exemplar source of its own: the store with exemplars, with or without OpenTelemetry.
+    registry = PerfRegistry(exemplars=False if owner is HttpStats else lambda: None)
     mw = PerfMiddleware(app, registry=registry)
     sender = Sender()
     await mw(http_scope("/x"), Receiver(), sender)
@@ -63,7 +65,7 @@ async def test_recording_failure_on_error_path_reraises_the_app_error(
 ) -> None:
     """If recording a failed request fails, the app's own exception still propagates unchanged
     and the recording error is counted."""
-    registry = PerfRegistry()
+    registry = PerfRegistry(exemplars=False)  # the plain store, the one patched
 
     async def failing(scope: Any, receive: Any, send: Any) -> None:
         raise KeyError("app error")

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import re
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 
 from asgi_perf import UNMATCHED, PerfMiddleware, PerfRegistry
 from asgi_perf._checks import ERR_REGISTRY
@@ -447,3 +454,230 @@ async def test_response_sent_after_disconnect_is_499(registry: PerfRegistry) -> 
     mw = PerfMiddleware(app, registry=registry, route_getter=route_is("/late"))
     await mw(http_scope("/late"), Receiver(), Sender())
     assert count(registry, "GET", "/late", "499") == 1
+
+
+async def test_receive_and_send_are_coroutine_functions(registry: PerfRegistry) -> None:
+    """What the app gets are coroutine functions, as the server's usually are: code that asks
+    (``inspect``, Starlette's ``is_async_callable``, asgiref) or schedules a send as a task
+    (``asyncio.create_task``, anyio's ``start_soon``) keeps working, whatever the server's own
+    ``send`` returns (a Future on some servers)."""
+    seen: list[object] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(inspect.iscoroutinefunction(receive) and inspect.iscoroutinefunction(send))
+        seen.append(receive.__name__)
+        start = {"type": "http.response.start", "status": 200, "headers": []}
+        await asyncio.create_task(send(start))  # type: ignore[arg-type]  # a coroutine, as apps assume
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    loop = asyncio.get_running_loop()
+
+    def future_send(message: Message) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(done.set_result, None)
+        return done
+
+    mw = PerfMiddleware(app, registry=registry, route_getter=route_is("/r"))
+    await mw(http_scope("/r"), Receiver(), future_send)
+    assert seen == [True, "receive"]
+    assert count(registry, "GET", "/r", "200") == 1
+
+
+class FailingSender(Sender):
+    """A server whose ``send`` raises on one kind of message (a closed connection on a server of
+    ASGI 2.4, or a message out of order)."""
+
+    def __init__(self, fail_on: str, more_body: bool | None = None) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+        self.more_body = more_body
+
+    async def __call__(self, message: Message) -> None:
+        last = not message.get("more_body", False)
+        if message["type"] == self.fail_on and self.more_body in (None, not last):
+            raise OSError("connection closed")
+        await super().__call__(message)
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "more_body"),
+    [("http.response.start", None), ("http.response.body", True), ("http.response.body", False)],
+    ids=["start", "a chunk", "the last chunk"],
+)
+async def test_a_send_the_server_refuses_leaves_the_response_unfinished(
+    registry: PerfRegistry, fail_on: str, more_body: bool | None
+) -> None:
+    """Whichever message the server refuses, the request is recorded as a 500 with the server's
+    exception, never as the status the app meant to send, and the error reaches the app."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        await send({"type": "http.response.body", "body": b"b"})
+
+    mw = PerfMiddleware(app, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="connection closed"):
+        await mw(http_scope("/r"), Receiver(), FailingSender(fail_on, more_body))
+    assert count(registry, "GET", "/r", "500") == 1
+    assert count(registry, "GET", "/r", "200") is None
+    labels = {"method": "GET", "route": "/r", "exception": "OSError"}
+    exceptions = sample(registry, "http_exceptions_total", labels)
+    assert exceptions == 1
+
+
+async def test_an_unhashable_method_is_other(registry: PerfRegistry) -> None:
+    """A scope whose method cannot even be looked up is served and counted as ``OTHER``."""
+    sender = Sender()
+    scope = {**http_scope(), "method": ["GET"]}
+    await PerfMiddleware(hello, registry=registry)(scope, Receiver(), sender)
+    assert sender.body == b"hello"
+    assert count(registry, "OTHER", UNMATCHED, "200") == 1
+    assert sample(registry, "http_requests_in_progress", {"method": "OTHER"}) == 0
+
+
+def refusing_sends(fail_on_body: int) -> dict[str, Any]:
+    """The shapes a server's (or an outer middleware's) ``send`` comes in, each refusing the
+    ``fail_on_body``-th body message."""
+    state = {"bodies": 0}
+
+    def check(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            state["bodies"] += 1
+            if state["bodies"] == fail_on_body:
+                raise OSError("connection closed")
+
+    async def closure(message: Message) -> None:
+        check(message)
+
+    class Cycle:
+        async def send(self, message: Message) -> None:
+            check(message)
+
+    class Callable:
+        async def __call__(self, message: Message) -> None:
+            check(message)
+
+    async def takes_two(extra: int, message: Message) -> None:
+        check(message)
+
+    return {
+        "closure": closure,
+        "method": Cycle().send,
+        "callable object": Callable(),
+        "partial": functools.partial(takes_two, 1),
+    }
+
+
+@pytest.mark.parametrize("shape", ["closure", "method", "callable object", "partial"])
+async def test_the_only_body_refused_is_unfinished(registry: PerfRegistry, shape: str) -> None:
+    """A response's only body message is noted as the end when handed over; if the server
+    refuses it, the request is still a 500, whatever shape the server's send has."""
+    mw = PerfMiddleware(hello, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="connection closed"):
+        await mw(http_scope("/r"), Receiver(), refusing_sends(1)[shape])
+    assert count(registry, "GET", "/r", "500") == 1
+    assert count(registry, "GET", "/r", "200") is None
+
+
+@pytest.mark.parametrize("shape", ["closure", "method", "callable object", "partial"])
+async def test_a_message_refused_after_the_end_keeps_the_response(
+    registry: PerfRegistry, shape: str
+) -> None:
+    """A message sent after the last (an app's protocol error) that the server refuses does not
+    undo the response the client already has: its status stays, the exception is counted."""
+
+    async def twice(scope: Scope, receive: Receive, send: Send) -> None:
+        await hello(scope, receive, send)
+        await send({"type": "http.response.body", "body": b"again"})
+
+    mw = PerfMiddleware(twice, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="connection closed"):
+        await mw(http_scope("/r"), Receiver(), refusing_sends(2)[shape])
+    assert count(registry, "GET", "/r", "200") == 1
+    labels = {"method": "GET", "route": "/r", "exception": "OSError"}
+    assert sample(registry, "http_exceptions_total", labels) == 1
+
+
+async def test_an_error_after_the_response_keeps_it(registry: PerfRegistry) -> None:
+    """An app that fails after its response went out (a background task) keeps its status: the
+    error did not come out of the server's send."""
+
+    async def then_fail(scope: Scope, receive: Receive, send: Send) -> None:
+        await hello(scope, receive, send)
+        raise OSError("background task")
+
+    mw = PerfMiddleware(then_fail, registry=registry, route_getter=route_is("/r"))
+    with pytest.raises(OSError, match="background task"):
+        await mw(http_scope("/r"), Receiver(), Sender())
+    assert count(registry, "GET", "/r", "200") == 1
+
+
+async def test_sizes_are_what_went_out_behind_a_middleware_that_rewrites_the_body() -> None:
+    """An outer middleware that rewrites the message in place (Starlette's GZipMiddleware, added
+    after PerfMiddleware) : the response size is the compressed size the server sent, read once
+    the server has taken each message."""
+    registry = PerfRegistry(exemplars=False)
+    app = Starlette(routes=[Route("/big", lambda request: PlainTextResponse("z" * 100_000))])
+    app.add_middleware(PerfMiddleware, registry=registry)
+    app.add_middleware(GZipMiddleware, minimum_size=100)
+    async with client(app) as c:
+        response = await c.get("/big", headers={"accept-encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    labels = {"method": "GET", "route": "/big"}
+    sent = sample(registry, "http_response_size_bytes", labels, suffix="_sum")
+    assert sent == response.num_bytes_downloaded < 100_000
+
+
+async def test_a_sub_app_built_at_its_first_request_records_it_once() -> None:
+    """An app instrumented with the registry of the app it is mounted in: Starlette builds the
+    sub-app's middleware at the first request that reaches it, while the outer one is already
+    recording that request. Every request, the first included, is counted once."""
+    registry = PerfRegistry(exemplars=False)
+    hello_route = Route("/hello", lambda request: PlainTextResponse("hi"))
+    sub = Starlette(
+        routes=[hello_route], middleware=[Middleware(PerfMiddleware, registry=registry)]
+    )
+    app = Starlette(
+        routes=[Mount("/sub", sub)], middleware=[Middleware(PerfMiddleware, registry=registry)]
+    )
+    async with client(app) as c:
+        await c.get("/sub/hello")
+        assert count(registry, "GET", "/sub/hello", "200") == 1
+        await c.get("/sub/hello")
+    assert count(registry, "GET", "/sub/hello", "200") == 2
+
+
+async def test_a_client_gone_while_the_only_body_drains_is_499(registry: PerfRegistry) -> None:
+    """The server still delivering the response's only body message when the client leaves (a
+    slow drain): the response never reached the client, the request is a 499."""
+    gone = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def listen() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        listening = asyncio.ensure_future(listen())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 1000})
+        await listening
+
+    first = True
+
+    async def receive() -> Message:
+        nonlocal first
+        if first:
+            first = False
+            return {"type": "http.request", "body": b""}
+        await asyncio.sleep(0.01)
+        gone.set()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            await gone.wait()  # still draining when the client leaves; then dropped silently
+
+    await PerfMiddleware(app, registry=registry, route_getter=route_is("/r"))(
+        http_scope("/r"), receive, send
+    )
+    assert count(registry, "GET", "/r", str(CLIENT_CLOSED_REQUEST)) == 1

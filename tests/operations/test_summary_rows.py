@@ -69,7 +69,7 @@ def _traffic(stats: HttpStats, routes: int) -> None:
                 stats.record("GET", f"/r{i}/{{id}}", status, duration, duration / 2, k, 100 * k)
         stats.record("POST", f"/r{i}/{{id}}", "201", 0.02, None, 10, 0)
     stats.record_exception("GET", "/r0/{id}", "ValueError")
-    stats.in_progress["GET"] += 2
+    stats.flights["GET"].count += 2
 
 
 def test_no_traffic_is_the_same_summary(registry: PerfRegistry) -> None:
