@@ -22,6 +22,7 @@ protobuf exposition both.
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left
 from dataclasses import dataclass
 from math import frexp
@@ -51,6 +52,31 @@ ERR_NATIVE = "native_histograms must be a NativeHistograms, True, False or None,
 _FRAC_BOUNDS: dict[int, tuple[float, ...]] = {
     s: tuple(2 ** (j / 2**s) / 2 for j in range(2**s)) for s in range(1, MAX_SCHEMA + 1)
 }
+
+
+def frac_bounds(schema: int) -> tuple[float, ...]:
+    """The mantissa boundaries of a positive schema (empty for schema <= 0)."""
+    return _FRAC_BOUNDS.get(schema, ())
+
+
+def bucket_key(value: float, schema: int) -> int:
+    """The index of the bucket a positive ``value`` falls in at ``schema`` (what
+    :meth:`NativeHistogram.observe` computes inline)."""
+    frac, exp = frexp(value)
+    if schema > 0:
+        return bisect_left(_FRAC_BOUNDS[schema], frac) + (exp - 1) * (1 << schema)
+    if frac == 0.5:
+        exp -= 1
+    shift = -schema
+    return (exp + (1 << shift) - 1) >> shift
+
+
+def buckets_at_min_schema(zero_threshold: float) -> int:
+    """How many buckets (both signs) values beyond ``zero_threshold`` can populate at schema -4:
+    past ``max_buckets`` the schema stops there, so a series may hold this many."""
+    lowest = bucket_key(math.nextafter(zero_threshold, math.inf), MIN_SCHEMA)
+    highest = bucket_key(sys.float_info.max, MIN_SCHEMA)
+    return 2 * (highest - lowest + 1)
 
 
 def schema_for_factor(factor: float) -> int:
@@ -272,23 +298,7 @@ class NativeHistogram(PlainHistogram):
         pairs, so quantile estimates (timer stats, summaries) keep the native resolution."""
         if self.bounds:
             return super().cumulative()
-        snap = self.snapshot()
-        base = 2.0 ** (2.0**-snap.schema)
-        bounds: list[tuple[float, int]] = []
-        # Negative buckets, most negative first: bucket i holds [-base**i, -base**(i-1)).
-        for index, count in sorted(expand(snap.negative).items(), reverse=True):
-            bounds.append((-(base ** (index - 1)), count))
-        bounds.append((snap.zero_threshold, snap.zero_count))
-        bounds.extend(
-            (base**index, count) for index, count in sorted(expand(snap.positive).items())
-        )
-        out: list[tuple[str, float]] = []
-        running = 0
-        for bound, count in bounds:
-            running += count
-            out.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
-        out.append(("+Inf", running))
-        return out, snap.sum, running
+        return native_cumulative(self.snapshot())
 
     def snapshot(self) -> NativeSnapshot:
         """The native part, copied consistently (a scrape may race observations)."""
@@ -310,6 +320,101 @@ class NativeHistogram(PlainHistogram):
             spans_of(positive),
             spans_of(negative),
         )
+
+
+def native_cumulative(snap: NativeSnapshot) -> tuple[list[tuple[str, float]], float, int]:
+    """``([(le, cumulative count), ...], sum, count)`` with the native buckets' upper bounds as
+    ``le``: what :meth:`PlainHistogram.cumulative` gives for a native-only series."""
+    base = 2.0 ** (2.0**-snap.schema)
+    bounds: list[tuple[float, int]] = []
+    # Negative buckets, most negative first: bucket i holds [-base**i, -base**(i-1)).
+    for index, count in sorted(expand(snap.negative).items(), reverse=True):
+        bounds.append((-(base ** (index - 1)), count))
+    bounds.append((snap.zero_threshold, snap.zero_count))
+    bounds.extend((base**index, count) for index, count in sorted(expand(snap.positive).items()))
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in bounds:
+        running += count
+        out.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
+    out.append(("+Inf", running))
+    return out, snap.sum, running
+
+
+def quantile_points(snap: NativeSnapshot) -> list[tuple[float, float]]:
+    """Cumulative ``(upper bound, count)`` pairs for :func:`asgi_perf._histogram.quantile`, each
+    populated bucket opened at its own lower bound, so an estimate interpolates inside that bucket
+    (as PromQL does) rather than across the empty buckets before it."""
+    base = 2.0 ** (2.0**-snap.schema)
+    points: list[tuple[float, float]] = []
+    running = 0.0
+    for index, count in sorted(expand(snap.negative).items(), reverse=True):
+        points.append((-(base**index), running))
+        running += count
+        points.append((-(base ** (index - 1)), running))
+    if snap.zero_count:
+        points.append((-snap.zero_threshold, running))
+        running += snap.zero_count
+        points.append((snap.zero_threshold, running))
+    for index, count in sorted(expand(snap.positive).items()):
+        points.append((base ** (index - 1), running))
+        running += count
+        points.append((base**index, running))
+    points.append((math.inf, running))
+    return points
+
+
+def to_json(snap: NativeSnapshot) -> list[Any]:
+    """A snapshot as JSON-able lists (what a multi-worker snapshot file carries)."""
+    return [
+        snap.schema,
+        snap.zero_threshold,
+        snap.zero_count,
+        snap.sum,
+        sorted(expand(snap.positive).items()),
+        sorted(expand(snap.negative).items()),
+    ]
+
+
+def from_json(raw: Any) -> NativeSnapshot:
+    """The inverse of :func:`to_json`; ``ValueError``/``TypeError`` for anything else."""
+    schema, threshold, zero, total, positive, negative = raw
+    if type(schema) is not int or not MIN_SCHEMA <= schema <= MAX_SCHEMA:
+        raise ValueError(f"bad schema {schema!r}")
+    sides = []
+    for side in (positive, negative):
+        buckets: dict[int, int] = {}
+        for index, count in side:
+            if type(index) is not int or type(count) is not int or count < 0:
+                raise TypeError(f"bad bucket {index!r}: {count!r}")
+            buckets[index] = count
+        sides.append(buckets)
+    if type(zero) is not int or zero < 0:
+        raise TypeError(f"bad zero count {zero!r}")
+    if isinstance(threshold, bool) or isinstance(total, bool):
+        raise TypeError("expected numbers")
+    return make_snapshot(schema, float(threshold), zero, float(total), sides[0], sides[1])
+
+
+def make_snapshot(
+    schema: int,
+    zero_threshold: float,
+    zero_count: int,
+    total: float,
+    positive: dict[int, int],
+    negative: dict[int, int],
+) -> NativeSnapshot:
+    """A snapshot of these buckets (its count is theirs, so the two never disagree)."""
+    count = zero_count + sum(positive.values()) + sum(negative.values())
+    return NativeSnapshot(
+        count,
+        total,
+        schema,
+        zero_threshold,
+        zero_count,
+        spans_of(positive),
+        spans_of(negative),
+    )
 
 
 def merge(snapshots: list[NativeSnapshot]) -> NativeSnapshot:
@@ -364,12 +469,15 @@ class NativeFamily:
 
 def add_histogram(family: Any, labels: list[str], hist: PlainHistogram) -> int:
     """Add ``hist`` to a ``HistogramMetricFamily`` (classic samples with their exemplars, and the
-    native part as the family's ``native`` attribute when ``hist`` keeps one); returns the count."""
-    if not isinstance(hist, NativeHistogram):
+    native part as the family's ``native`` attribute when ``hist`` keeps one: a
+    :class:`NativeHistogram`, or its shared-memory twin in multi-worker mode, whichever has a
+    ``snapshot()``); returns the count."""
+    snapshot = getattr(hist, "snapshot", None)
+    if snapshot is None:
         buckets, total, count = hist.exported()
         family.add_metric(labels, buckets, total)
         return count
-    snap = hist.snapshot()
+    snap: NativeSnapshot = snapshot()
     if hist.bounds:
         buckets, total, _ = hist.exported()
     else:
@@ -400,9 +508,17 @@ __all__ = [
     "NativeSnapshot",
     "Spans",
     "add_histogram",
+    "bucket_key",
+    "buckets_at_min_schema",
     "downscale",
     "expand",
+    "frac_bounds",
+    "from_json",
+    "make_snapshot",
     "merge",
+    "native_cumulative",
+    "quantile_points",
     "schema_for_factor",
     "spans_of",
+    "to_json",
 ]

@@ -1,0 +1,358 @@
+"""Native histograms in shared memory: the run layout, its writer and its lock-free reader
+(asgi_perf._native_layout, and SharedNativeHistogram in asgi_perf._shared)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asgi_perf import NativeHistograms
+from asgi_perf import _native_layout as layout_mod
+from asgi_perf import _shared as shared
+from asgi_perf._native import MIN_SCHEMA, NativeSnapshot, buckets_at_min_schema
+from asgi_perf._native_layout import NativeLayout, read_run
+
+BOUNDS = (0.1, 0.5, 1.0)
+VALUES = st.lists(
+    st.one_of(
+        st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+        st.sampled_from([0.0, 1.0, 0.5, 2.0, -4.0, 1e-300, 5e-324, 1e300]),
+    ),
+    max_size=300,
+)
+
+
+@pytest.fixture
+def mpdir(tmp_path: Path) -> Path:
+    d = tmp_path / "mp"
+    d.mkdir()
+    return d
+
+
+def new(
+    store: shared.SharedStore, native: NativeHistograms, labels: tuple[str, str] = ("k", "v")
+) -> shared.SharedNativeHistogram:
+    return shared.SharedNativeHistogram(BOUNDS, store, "lat", "Latency.", [labels], native=native)
+
+
+def read(store: shared.SharedStore) -> list[shared.Series]:
+    return list(shared.read_worker(store.keys_path))
+
+
+# -- the writer keeps what the in-process histogram keeps ----------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=VALUES,
+    schema=st.integers(MIN_SCHEMA, 8),
+    max_buckets=st.integers(1, 40),
+    classic=st.booleans(),
+)
+def test_shared_native_equals_the_in_process_histogram(
+    tmp_path_factory: pytest.TempPathFactory,
+    values: list[float],
+    schema: int,
+    max_buckets: int,
+    classic: bool,
+) -> None:
+    """Whatever is observed, the shared series reads back as NativeHistogram holds it: same
+    schema after every reduction, same buckets, zero count, sum and classic buckets."""
+    native = NativeHistograms(schema=schema, max_buckets=max_buckets, classic=classic)
+    store = shared.SharedStore(tmp_path_factory.mktemp("mp"))
+    hist = new(store, native)
+    reference = native.histogram(BOUNDS)
+    for v in values:
+        hist.observe(v)
+        reference.observe(v)
+    assert hist.snapshot() == reference.snapshot()
+    assert hist.cumulative() == reference.cumulative()
+    if values:
+        (series,) = read(store)
+        assert series.kind == shared.NATIVE
+        assert series.native == reference.snapshot()
+
+
+def test_the_run_is_sized_for_every_bucket_schema_minus_4_can_hold() -> None:
+    """A zero threshold of 0 lets values reach 264 buckets at schema -4, where the schema stops
+    lowering: the run has room for them even with a small bucket limit."""
+    assert buckets_at_min_schema(0.0) == 264
+    assert NativeLayout.of(3, (3, 0.0, 10)).capacity == 265
+    assert NativeLayout.of(3, (3, 2.0**-128, 160)).capacity == 161
+
+
+def test_every_representable_magnitude_fits_a_small_bucket_limit(mpdir: Path) -> None:
+    """Observations over the whole float range (zero threshold 0, bucket limit 2) stay within
+    the run and read back exactly."""
+    native = NativeHistograms(zero_threshold=0.0, max_buckets=2)
+    store = shared.SharedStore(mpdir)
+    hist = new(store, native)
+    reference = native.histogram(BOUNDS)
+    exponent = -1074
+    while exponent < 1024:
+        for sign in (1, -1):
+            value = sign * math.ldexp(1.0, exponent)
+            hist.observe(value)
+            reference.observe(value)
+        exponent += 7
+    snap = hist.snapshot()
+    assert snap == reference.snapshot()
+    assert snap.schema == MIN_SCHEMA
+    assert hist._used <= hist._layout.capacity
+
+
+def test_a_reduction_rewrites_into_the_spare_area_and_flips(mpdir: Path) -> None:
+    """Past max_buckets the schema drops; the buckets are written into the other area, the
+    header flips to it and the sequence is even again (two increments per rewrite)."""
+    store = shared.SharedStore(mpdir)
+    hist = new(store, NativeHistograms(schema=3, max_buckets=4))
+    for v in (1.0, 1.1, 1.2, 1.3):
+        hist.observe(v)
+    lay = hist._layout
+    values = store.values
+    slot = hist._slot
+    assert (values[slot + lay.seq], values[slot + lay.area]) == (0, 0)
+    hist.observe(1.5)  # the fifth bucket
+    assert values[slot + lay.seq] == 2
+    assert values[slot + lay.area] == 1
+    snap = hist.snapshot()
+    assert snap.schema < 3
+    assert snap.observations == 5
+    assert len(hist._positions) <= 4
+
+
+# -- the reader ------------------------------------------------------------------------------------
+
+
+class MidRewrite:
+    """A view over the mapped slots that runs ``action`` once, when the reader takes its
+    ``n``-th slice: what a writer in another process or thread does between two of its reads."""
+
+    def __init__(self, view: Any, n: int, action: Any) -> None:
+        self.view = view
+        self.n = n
+        self.action = action
+        self.slices = 0
+
+    def __getitem__(self, item: Any) -> Any:
+        if isinstance(item, slice):
+            self.slices += 1
+            if self.slices == self.n:
+                self.action()
+        return self.view[item]
+
+
+def wide(hist: shared.SharedNativeHistogram, start: int, n: int) -> None:
+    """``n`` observations, each in a new bucket at schema 3 (they force rewrites)."""
+    for i in range(start, start + n):
+        hist.observe(1.1 ** (i * 3))
+
+
+def test_a_reader_that_races_two_rewrites_retries_and_reads_whole(mpdir: Path) -> None:
+    """Two rewrites between the reader's copy of the header and of the bucket area (the second
+    reuses the area the reader is copying): the sequence moved, the reader copies again and
+    gets the histogram as it is after them, never a mix."""
+    store = shared.SharedStore(mpdir)
+    hist = new(store, NativeHistograms(schema=8, max_buckets=3))
+    wide(hist, 0, 4)
+    schema = hist._schema
+
+    def two_rewrites() -> None:
+        step = 100
+        while hist._schema > schema - 2:
+            step += 10
+            hist.observe(2.0**step)
+
+    racing = MidRewrite(store.values, 2, two_rewrites)
+    _, snap, torn = read_run(racing, hist._slot, hist._layout)
+    assert not torn
+    assert racing.slices > 3  # it read again
+    assert snap == read_run(store.values, hist._slot, hist._layout)[1]
+    assert snap.schema <= schema - 2
+
+
+def test_an_odd_sequence_is_retried_then_read_as_the_area_the_header_names(
+    mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer killed half-way through a rewrite: the sequence stays odd and the spare area
+    half-written. The reader retries a bounded number of times, says the read was torn, and
+    reads the area the header still names: the histogram before the rewrite, whole."""
+    monkeypatch.setattr(layout_mod, "READ_RETRIES", 5)
+    store = shared.SharedStore(mpdir)
+    hist = new(store, NativeHistograms(schema=3, max_buckets=4))
+    wide(hist, 0, 4)
+    before = hist.snapshot()
+    lay = hist._layout
+    values = store.values
+    slot = hist._slot
+    values[slot + lay.seq] += 1  # what _reduce does first...
+    spare = slot + lay.area_at(1)
+    values[spare] = 99.0  # ... then a garbage half of the new area, and no flip
+    values[spare + 1] = 1.0
+    _, snap, torn = read_run(values, slot, lay)
+    assert torn
+    assert snap == before
+
+
+def test_a_worker_killed_inside_a_rewrite_loses_nothing(mpdir: Path) -> None:
+    """A real worker SIGKILLed while its native series is being rewritten (stopped between the
+    odd sequence and the flip): the reader gets every observation it had made, from the area
+    the header still names."""
+    script = f"""
+import os, signal, sys
+from asgi_perf import NativeHistograms
+from asgi_perf import _shared as shared
+store = shared.SharedStore({str(mpdir)!r})
+hist = shared.SharedNativeHistogram(
+    (0.1,), store, "lat", "Latency.", [], native=NativeHistograms(schema=3, max_buckets=4)
+)
+for i in range(4):
+    hist.observe(1.1 ** (i * 3))
+values = store.values
+class Stop:
+    def __getattr__(self, name):
+        return getattr(values, name)
+    def __getitem__(self, i):
+        return values[i]
+    def __setitem__(self, i, v):
+        values[i] = v
+        if i == hist._slot + hist._layout.area_at(1) + 3:
+            print("inside", flush=True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+store.values = Stop()
+hist.observe(1.1 ** 12)
+"""
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"inside\n"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    (keys,) = shared.worker_files(mpdir)
+    (series,) = shared.read_worker(keys)
+    assert series.native is not None
+    # The bucket that set off the rewrite was appended before it began: all five are there, at
+    # the schema before the rewrite.
+    assert series.native.observations == 5
+    assert series.native.schema == 3
+    assert series.values[1] == 5
+
+
+def test_a_second_process_reading_during_rewrites_never_sees_a_torn_histogram(
+    mpdir: Path,
+) -> None:
+    """A real writer process makes many rewrites (new series, a bucket limit of 2, values over
+    many magnitudes) while this process reads its file continuously: every series' count only
+    grows from read to read, and the last read holds every observation."""
+    script = f"""
+from asgi_perf import NativeHistograms
+from asgi_perf import _shared as shared
+store = shared.SharedStore({str(mpdir)!r})
+native = NativeHistograms(schema=8, max_buckets=2)
+for s in range(60):
+    hist = shared.SharedNativeHistogram((0.1,), store, "lat", "L.", [("s", str(s))], native=native)
+    for i in range(300):
+        hist.observe(1.01 ** (i * 37 % 2000) * (-1) ** i)
+print("done", flush=True)
+"""
+    seen: dict[tuple[tuple[str, str], ...], int] = {}
+    reads = 0
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) as proc:
+        while proc.poll() is None:
+            files = shared.worker_files(mpdir)
+            if not files:
+                continue
+            reads += 1
+            for series in shared.read_worker(files[0]):
+                assert series.native is not None
+                count = series.native.observations
+                assert count >= seen.get(series.labels, 0)
+                assert count <= 300
+                seen[series.labels] = count
+        assert proc.stdout is not None
+        assert proc.stdout.read() == b"done\n"
+    assert reads > 1
+    final = {s.labels: s.native for s in shared.read_worker(shared.worker_files(mpdir)[0])}
+    assert len(final) == 60
+    assert all(
+        isinstance(n, NativeSnapshot) and n.observations == 300 and n.schema < 8
+        for n in final.values()
+    )
+
+
+# -- fork, a full file ---------------------------------------------------------------------------
+
+
+def test_a_forked_child_starts_its_native_series_from_zero(mpdir: Path) -> None:
+    """After fork the child writes files of its own, zeroed, at the same offsets: its native
+    series starts again at the configured schema with no buckets, and the parent's stays whole
+    in the parent's file."""
+    store = shared.SharedStore(mpdir)
+    hist = new(store, NativeHistograms(schema=3, max_buckets=4))
+    wide(hist, 0, 6)
+    parent = hist.snapshot()
+    assert parent.schema < 3
+    parent_keys = store.keys_path
+    shared._after_fork(weakref.ref(store))  # what os.fork() runs in the child
+    assert hist._positions == {}
+    assert hist._schema == 3
+    assert hist.snapshot().observations == 0
+    hist.observe(1.0)
+    child = hist.snapshot()
+    assert (child.observations, child.schema) == (1, 3)
+    (series,) = shared.read_worker(parent_keys)
+    assert series.native == parent
+
+
+def test_a_real_fork_keeps_parent_and_child_apart(mpdir: Path) -> None:
+    """os.fork() (gunicorn --preload): both keep observing their own series; each file holds
+    exactly its process' observations."""
+    store = shared.SharedStore(mpdir)
+    hist = new(store, NativeHistograms(schema=3, max_buckets=4))
+    wide(hist, 0, 6)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        try:
+            wide(hist, 0, 3)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    wide(hist, 0, 1)
+    counts = sorted(
+        s.native.observations
+        for keys in shared.worker_files(mpdir)
+        for s in shared.read_worker(keys)
+        if s.native is not None
+    )
+    assert counts == [3, 7]
+
+
+def test_a_full_file_raises_store_full_and_writes_nothing(mpdir: Path) -> None:
+    """No room for the run: StoreFull, as for every shared series (the instrumentation around
+    it counts the error), and the next observation tries again."""
+    store = shared.SharedStore(mpdir, capacity=100)
+    hist = new(store, NativeHistograms())
+    with pytest.raises(shared.StoreFull):
+        hist.observe(1.0)
+    assert not hist.allocated
+    assert hist.snapshot().observations == 0
+    with pytest.raises(shared.StoreFull):
+        hist.observe(1.0)
+
+
+def test_a_bad_native_index_line_is_refused(mpdir: Path) -> None:
+    """An index line of kind native without a sane configuration is not one of ours."""
+    line = b'[0, "lat", "native", "L.", [], [], [], [], ["3", 0.0, 160]]\n'
+    with pytest.raises(ValueError, match="native configuration"):
+        shared.parse_index(line)
