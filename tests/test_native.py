@@ -34,7 +34,7 @@ from asgi_perf._native import (
     schema_for_factor,
     spans_of,
 )
-from asgi_perf.registry import WARN_NATIVE_SHARED
+from asgi_perf._shared import NATIVE_CAPACITY
 
 POSITIVE = st.floats(1e-9, 1e9)
 VALUES = st.lists(st.one_of(POSITIVE, POSITIVE.map(lambda v: -v), st.just(0.0)), max_size=80)
@@ -120,16 +120,18 @@ def test_registry_setting() -> None:
     assert ERR_NATIVE.startswith("native_histograms must be")
 
 
-def test_multi_worker_mode_keeps_classic_buckets_only(
+def test_multi_worker_mode_keeps_native_histograms(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR set, native buckets are not kept (shared-memory slots have a
-    fixed size): one warning, and the classic histograms as before."""
+    """With PROMETHEUS_MULTIPROC_DIR set, native buckets are kept in shared memory: no warning,
+    the configuration as given, and a shared-memory file sized for native series."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="asgi_perf"):
         registry = PerfRegistry(native_histograms=True)
-    assert registry.native is None
-    assert WARN_NATIVE_SHARED in caplog.messages
+    assert registry.native == NativeHistograms()
+    assert registry.shared is not None
+    assert registry.shared.capacity == NATIVE_CAPACITY
+    assert not caplog.messages
 
 
 # -- indexing ------------------------------------------------------------------------------------
