@@ -439,6 +439,26 @@ def merge(snapshots: list[NativeSnapshot]) -> NativeSnapshot:
     )
 
 
+def subtract(new: NativeSnapshot, old: NativeSnapshot) -> NativeSnapshot:
+    """The observations in ``new`` that ``old`` (an earlier copy of the same series) did not
+    have, at the lower of their schemas (a bucket that would go negative counts as empty)."""
+    schema = min(new.schema, old.schema)
+    sides = []
+    for now, before in ((new.positive, old.positive), (new.negative, old.negative)):
+        buckets = downscale(expand(now), new.schema - schema)
+        for index, count in downscale(expand(before), old.schema - schema).items():
+            buckets[index] = max(buckets.get(index, 0) - count, 0)
+        sides.append(buckets)
+    return make_snapshot(
+        schema,
+        new.zero_threshold,
+        max(new.zero_count - old.zero_count, 0),
+        new.sum - old.sum,
+        sides[0],
+        sides[1],
+    )
+
+
 def expand(side: Spans) -> dict[int, int]:
     """``{index: count}`` from spans and deltas (the inverse of :func:`spans_of`)."""
     out: dict[int, int] = {}
@@ -520,5 +540,6 @@ __all__ = [
     "quantile_points",
     "schema_for_factor",
     "spans_of",
+    "subtract",
     "to_json",
 ]
