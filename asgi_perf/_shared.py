@@ -65,7 +65,7 @@ SLOTS_SUFFIX = ".slots"
 KEYS_SUFFIX = ".keys"
 #: Slots per worker file (float64 each; the file is sparse: only pages in use take memory).
 DEFAULT_CAPACITY = 1 << 21
-#: ... for a registry with native histograms, whose series take a run of ~670 slots each by
+#: ... for a registry with native histograms, whose series take a run of ~666 slots each by
 #: default (the bucket areas: pages are only touched as buckets fill).
 NATIVE_CAPACITY = 1 << 23
 
