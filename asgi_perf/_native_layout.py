@@ -97,10 +97,6 @@ class NativeLayout:
         return self.classic + HEADER + 2 * (AREA_HEADER + 2 * self.capacity)
 
 
-def slots_for_native(classic_bounds: int, config: NativeConfig) -> int:
-    return NativeLayout.of(classic_bounds, config).size
-
-
 def read_run(
     view: Any, start: int, layout: NativeLayout
 ) -> tuple[list[float], NativeSnapshot, bool]:
@@ -162,5 +158,4 @@ __all__ = [
     "NativeConfig",
     "NativeLayout",
     "read_run",
-    "slots_for_native",
 ]

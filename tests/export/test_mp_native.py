@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,60 @@ def test_a_torn_read_is_taken_and_counted(mpdir: Path, monkeypatch: pytest.Monke
         assert errors == 1
     finally:
         view.close()
+
+
+async def test_the_instrumentator_preset_keeps_its_high_resolution_histogram(
+    mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The instrumentator preset with native histograms, multi-worker: the label-less
+    high-resolution histogram stays classic (as in one process), the duration one is native."""
+    registry = shared_registry(
+        mpdir, monkeypatch, NativeHistograms(), compat="prometheus-fastapi-instrumentator"
+    )
+    await _get(PerfMiddleware(_ok, registry=registry), "/a", 3)
+    view = mp.enable_multiprocess(registry, mpdir, interval=3600)
+    try:
+        metrics = {m.name: m for m in view.view.collect()}
+    finally:
+        view.close()
+    highr = metrics["http_request_duration_highr_seconds"]
+    assert not hasattr(highr, "native")
+    counts = [s.value for s in highr.samples if s.name.endswith("_count")]
+    assert counts == [3]
+    (snap,) = metrics[DURATION].native.series.values()  # type: ignore[attr-defined]
+    assert snap.observations == 3
+    # This worker's own view (what its summary reads) has both too.
+    own = {m.name: m for m in registry.prometheus.collect()}
+    assert own["http_request_duration_highr_seconds"].samples[-1].value > 0
+    assert hasattr(own[DURATION], "native")
+
+
+def test_timers_keep_native_buckets_and_exemplars(
+    mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timers of a multi-worker registry with native histograms and an exemplar source: the
+    merged timer histogram has native buckets, the +Inf bucket this worker's exemplar (native
+    only), and the timer statistics read the native buckets."""
+    registry = shared_registry(
+        mpdir,
+        monkeypatch,
+        NativeHistograms(classic=False),
+        exemplars=lambda: {"trace_id": "t1"},
+    )
+    for ms in (1, 2, 4, 8, 16, 32, 64, 128):
+        with registry.timer("job"):
+            time.sleep(ms / 1000)
+    view = mp.enable_multiprocess(registry, mpdir, interval=3600)
+    try:
+        (metric,) = [m for m in view.view.collect() if m.name == "app_timer_duration_seconds"]
+    finally:
+        view.close()
+    (snap,) = metric.native.series.values()  # type: ignore[attr-defined]
+    assert snap.observations == 8
+    (inf,) = [s for s in metric.samples if s.name.endswith("_bucket")]
+    assert inf.labels["le"] == "+Inf"
+    assert inf.exemplar is not None
+    assert inf.exemplar.labels == {"trace_id": "t1"}
+    stats = registry.stats("job")
+    assert stats["p99"] is not None
+    assert 0.06 < stats["p99"] < 0.5
