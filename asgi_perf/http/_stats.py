@@ -13,7 +13,7 @@ from .._exemplars import ExemplarSource
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW, STANDARD_METHODS
 from .._native import NativeHistograms, add_histogram
-from .._rows import FamilyRows
+from .._rows import FamilyRows, current_request
 from .._shared import HISTOGRAM, SharedNativeHistogram, SharedStore
 from .._shared import expand as expand_slots
 from ..compat import HIGHR_METRIC
@@ -722,7 +722,13 @@ class SharedNativeHttpStats(SharedHttpStats):
         req_size = f["http_request_size_bytes"]
         resp_size = f["http_response_size_bytes"]
         values = self.store.values
-        for key, by_method in list(self.native_routes.items()):
+        request = current_request()
+        skip = request.skip if request is not None else ()
+        # The publish of multi-worker mode skips what every scrape reads from shared memory:
+        # building those series (a native snapshot each) only to drop them would cost more than
+        # the publish itself.
+        routes = self.native_routes if any(name not in skip for name in _PER_ROUTE) else {}
+        for key, by_method in list(routes.items()):
             route, extra = self.expand(key)
             for method, series in list(by_method.items()):
                 for status, hist in list(series.histograms.items()):

@@ -349,3 +349,36 @@ def test_timers_keep_native_buckets_and_exemplars(
     stats = registry.stats("job")
     assert stats["p99"] is not None
     assert 0.06 < stats["p99"] < 0.5
+
+
+async def test_the_publish_leaves_shared_native_series_to_the_scrape(
+    mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's publish takes no snapshot of the native series every scrape reads from shared
+    memory (their families are not published), and still publishes the rest; this worker's own
+    view, read without the publish's request, keeps them."""
+    registry = shared_registry(mpdir, monkeypatch, NativeHistograms())
+    await _get(PerfMiddleware(_ok, registry=registry), "/a", 3)
+    view = mp.enable_multiprocess(registry, mpdir, interval=3600)
+    taken: list[object] = []
+    original = shared.SharedNativeHistogram.snapshot
+
+    def counting(self: shared.SharedNativeHistogram) -> NativeSnapshot:
+        taken.append(self)
+        return original(self)
+
+    monkeypatch.setattr(shared.SharedNativeHistogram, "snapshot", counting)
+    try:
+        assert view.publish()
+        assert taken == []
+        published = store.decode(view.path.read_bytes())
+        names = {family[0] for family in published.families}
+        assert "http_requests_in_progress" in names
+        assert DURATION not in names
+        assert published.native == []
+        own = {m.name: m for m in registry.prometheus.collect()}
+        (snap,) = own[DURATION].native.series.values()  # type: ignore[attr-defined]
+        assert snap.observations == 3
+        assert taken
+    finally:
+        view.close()
