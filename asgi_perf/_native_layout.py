@@ -29,14 +29,15 @@ stops lowering there), that many plus one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._native import (
     MIN_SCHEMA,
+    NativeParts,
     NativeSnapshot,
     buckets_at_min_schema,
-    make_snapshot,
+    merged_snapshot,
 )
 
 #: The index line's native configuration: ``(schema, zero threshold, max_buckets)``.
@@ -53,7 +54,7 @@ SCHEMA_BIAS = 1 - MIN_SCHEMA
 READ_RETRIES = 100
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NativeLayout:
     """Where each part of a native series' run is, relative to its first slot."""
 
@@ -71,22 +72,28 @@ class NativeLayout:
         capacity = max(max_buckets, buckets_at_min_schema(zero_threshold)) + 1
         return cls(classic_bounds + 1, schema, zero_threshold, max_buckets, capacity)
 
-    @property
-    def classic(self) -> int:
-        """Slots of the classic part (buckets, then the sum)."""
-        return self.buckets + 1
+    #: Offsets (relative) worked out once: a scrape reads thousands of runs.
+    #: Slots of the classic part (buckets, then the sum).
+    classic: int = field(init=False)
+    seq: int = field(init=False)
+    zero: int = field(init=False)
+    area: int = field(init=False)
+    #: The end of the header (the first area's first slot).
+    head_end: int = field(init=False)
+    #: The second area's first slot.
+    second: int = field(init=False)
 
-    @property
-    def seq(self) -> int:
-        return self.classic + SEQ
-
-    @property
-    def zero(self) -> int:
-        return self.classic + ZERO
-
-    @property
-    def area(self) -> int:
-        return self.classic + AREA
+    def __post_init__(self) -> None:
+        classic = self.buckets + 1
+        for name, value in (
+            ("classic", classic),
+            ("seq", classic + SEQ),
+            ("zero", classic + ZERO),
+            ("area", classic + AREA),
+            ("head_end", classic + HEADER),
+            ("second", classic + HEADER + AREA_HEADER + 2 * self.capacity),
+        ):
+            object.__setattr__(self, name, value)
 
     def area_at(self, area: int) -> int:
         """The first slot (relative) of area 0 or 1."""
@@ -100,22 +107,46 @@ class NativeLayout:
 def read_run(
     view: Any, start: int, layout: NativeLayout
 ) -> tuple[list[float], NativeSnapshot, bool]:
-    """``(classic slots, native snapshot, torn)`` of the series at ``start``, copied consistently.
+    """``(classic slots, native snapshot, torn)`` of the series at ``start``: :func:`read_parts`
+    with the native part as a snapshot."""
+    classic, parts, torn = read_parts(view, start, layout)
+    return classic, merged_snapshot([parts]), torn
+
+
+def read_parts(
+    view: Any, start: int, layout: NativeLayout
+) -> tuple[list[float], NativeParts, bool]:
+    """``(classic slots, native parts, torn)`` of the series at ``start``, copied consistently.
 
     The copy is retried while the writer is rewriting (odd sequence) or rewrote meanwhile
     (sequence moved), :data:`READ_RETRIES` times at most; then the last copy is used as it is and
     ``torn`` is ``True``. That copy is still whole unless the writer rewrote *twice* while it was
     taken (the area it names is only reused by the rewrite after next), and it is exactly right
     when the writer died in the middle of a rewrite (the sequence then stays odd for good).
+
+    The parts keep the bucket codes as stored (no spans): a scrape merging many workers builds
+    spans once per merged series (:func:`asgi_perf._native.merged_snapshot`).
     """
     seq_at = start + layout.seq
-    head_end = start + layout.classic + HEADER
-    for attempt in range(READ_RETRIES + 1):
+    # The first area starts right after the header: one copy takes the header and its header.
+    first = start + layout.head_end
+    head_end = first + AREA_HEADER
+    second = start + layout.second
+    flag = layout.area
+    capacity = layout.capacity
+    attempt = 0
+    while True:
         before = view[seq_at]
         head = view[start:head_end].tolist()
-        area = start + layout.area_at(1 if head[layout.area] else 0)
-        schema, used = view[area : area + AREA_HEADER].tolist()
-        used = min(max(int(used), 0), layout.capacity)
+        if head[flag]:
+            area = second
+            schema, used = view[second : second + AREA_HEADER].tolist()
+        else:
+            area = first
+            schema, used = head[-AREA_HEADER:]
+        used = int(used)
+        if not 0 <= used <= capacity:
+            used = min(max(used, 0), capacity)
         pairs = view[area + AREA_HEADER : area + AREA_HEADER + 2 * used].tolist()
         if before == view[seq_at] and not int(before) & 1:
             torn = False
@@ -123,31 +154,42 @@ def read_run(
         if attempt == READ_RETRIES:
             torn = True
             break
+        attempt += 1
         time.sleep(0)  # let the writer (another thread or process) finish its rewrite
-    return head[: layout.classic], _snapshot(head, schema, pairs, layout), torn
-
-
-def _snapshot(
-    head: list[float], schema: float, pairs: list[float], layout: NativeLayout
-) -> NativeSnapshot:
-    positive: dict[int, int] = {}
-    negative: dict[int, int] = {}
-    for i in range(0, len(pairs), 2):
-        count = int(pairs[i + 1])
-        if count > 0:
-            code = int(pairs[i])
-            side = negative if code & 1 else positive
-            index = code >> 1
-            side[index] = side.get(index, 0) + count
     stored = int(schema)
-    return make_snapshot(
-        stored - SCHEMA_BIAS if stored else layout.schema,
-        layout.zero_threshold,
-        int(head[layout.zero]),
-        float(head[layout.buckets]),
-        positive,
-        negative,
+    parts = _new_parts(
+        NativeParts,
+        (
+            stored - SCHEMA_BIAS if stored else layout.schema,
+            layout.zero_threshold,
+            int(head[layout.zero]),
+            float(head[layout.buckets]),
+            _pairs(pairs),
+        ),
     )
+    return head[: layout.classic], parts, torn
+
+
+#: ``NativeParts(...)`` without its generated ``__new__`` (a Python call): a scrape makes one per
+#: worker and series.
+_new_parts = tuple.__new__
+
+
+_is_whole = float.is_integer
+
+
+def _pairs(stored: list[float]) -> list[float]:
+    """The stored ``(code, count)`` pairs as :class:`~asgi_perf._native.NativeParts` takes them:
+    as they are when every value is a whole number and every count at least 1 (checked in C),
+    else converted pair by pair, pairs with no count left out."""
+    if not stored or (min(stored[1::2]) >= 1 and all(map(_is_whole, stored))):
+        return stored
+    pairs: list[float] = []
+    for i in range(0, len(stored), 2):
+        count = int(stored[i + 1])
+        if count > 0:
+            pairs += (int(stored[i]), count)
+    return pairs
 
 
 __all__ = [
@@ -157,5 +199,6 @@ __all__ = [
     "SCHEMA_BIAS",
     "NativeConfig",
     "NativeLayout",
+    "read_parts",
     "read_run",
 ]

@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 from asgi_perf import NativeHistograms
 from asgi_perf import _native_layout as layout_mod
 from asgi_perf import _shared as shared
-from asgi_perf._native import MIN_SCHEMA, NativeSnapshot, buckets_at_min_schema
+from asgi_perf._native import (
+    MIN_SCHEMA,
+    NativeParts,
+    NativeSnapshot,
+    buckets_at_min_schema,
+    make_snapshot,
+    merged_snapshot,
+)
 from asgi_perf._native_layout import NativeLayout, read_run
 
 BOUNDS = (0.1, 0.5, 1.0)
@@ -356,3 +363,59 @@ def test_a_bad_native_index_line_is_refused(mpdir: Path) -> None:
     line = b'[0, "lat", "native", "L.", [], [], [], [], ["3", 0.0, 160]]\n'
     with pytest.raises(ValueError, match="native configuration"):
         shared.parse_index(line)
+
+
+# -- what a reader takes from the stored pairs ----------------------------------------------------
+def _stored_buckets(stored: list[float]) -> tuple[dict[int, int], dict[int, int]]:
+    """The reader's rule, pair by pair: a count is truncated, a pair whose count is not above
+    zero is left out, a repeated bucket adds up (codes are only converted for the pairs kept)."""
+    positive: dict[int, int] = {}
+    negative: dict[int, int] = {}
+    for i in range(0, len(stored), 2):
+        count = int(stored[i + 1])
+        if count > 0:
+            code = int(stored[i])
+            side = negative if code & 1 else positive
+            side[code >> 1] = side.get(code >> 1, 0) + count
+    return positive, negative
+
+
+STORED = st.lists(
+    st.tuples(
+        st.one_of(st.integers(-400, 400).map(float), st.sampled_from([0.5, -3.25, 1e6])),
+        st.one_of(
+            st.integers(1, 50).map(float),
+            st.sampled_from([0.0, -1.0, 0.5, 2.75, 1e15]),
+        ),
+    ),
+    max_size=30,
+).map(lambda pairs: [x for pair in pairs for x in pair])
+
+
+@settings(max_examples=300, deadline=None)
+@given(stored=STORED, schema=st.integers(MIN_SCHEMA, 8))
+def test_any_stored_pairs_read_as_the_pair_by_pair_rule(stored: list[float], schema: int) -> None:
+    """Whatever the pairs hold (repeated codes, counts of zero, negative or not whole, codes
+    that are not whole), the series reads as taking them pair by pair would."""
+    taken = layout_mod._pairs(stored)
+    snap = merged_snapshot([NativeParts(schema, 0.0, 0, 0.0, taken)])
+    positive, negative = _stored_buckets(stored)
+    assert snap == make_snapshot(schema, 0.0, 0, 0.0, positive, negative)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [[1.0, math.nan], [math.nan, 1.0], [2.0, math.inf], [math.inf, 3.0], [4.0, 1.0, math.nan, 2.0]],
+)
+def test_stored_pairs_that_are_no_numbers_fail_as_pair_by_pair(stored: list[float]) -> None:
+    """A NaN or infinite value where the rule converts it fails the read with the error the
+    rule raises (the scrape then leaves that worker's file out and reports it)."""
+    with pytest.raises((ValueError, OverflowError)) as want:
+        _stored_buckets(stored)
+    with pytest.raises(want.type):
+        layout_mod._pairs(stored)
+
+
+def test_a_stored_nan_code_without_a_count_is_left_out() -> None:
+    """A pair with no count is left out without its code being read, as pair by pair."""
+    assert layout_mod._pairs([math.nan, 0.0, 4.0, 2.0]) == [4, 2]

@@ -16,9 +16,11 @@ and write their slots in place.
 
 Native histograms travel beside the samples: a snapshot file (the compacted one included) lists
 each native series' buckets under ``native``, and the merge gathers every worker's native parts
-of one series (:data:`Natives`) and adds them with :func:`asgi_perf._native.merge`, at the
-lowest schema among them; :func:`to_metrics` attaches the result to its family as the protobuf
-encoder expects (``family.native``).
+of one series (:data:`Natives`) and adds them at the lowest schema among them; :func:`to_metrics`
+attaches the result to its family as the protobuf encoder expects (``family.native``). Each
+worker's part is read as bucket counts by code (:class:`~asgi_perf._native.NativeParts`, straight
+from the shared-memory run or the snapshot file's lists), so the spans the exposition needs are
+built once per merged series, not once per worker and then expanded again.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ from prometheus_client.samples import Sample
 
 from .. import _native
 from .. import _shared as shared
-from .._native import NativeFamily, NativeSnapshot
-from .._native_layout import read_run
+from .._native import NativeFamily, NativeParts, NativeSnapshot
+from .._native_layout import read_parts
 from ..catalogue import STANDARD_METRICS
 
 PREFIX = "asgi_perf_"
@@ -64,7 +66,7 @@ LabelKey = tuple[tuple[str, str], ...]
 # family name -> (type, help, {(sample name, labels): value}); insertion-ordered.
 Families = dict[str, tuple[str, str, dict[tuple[str, LabelKey], float]]]
 #: family name -> {sorted series labels: every worker's native part of that series}.
-Natives = dict[str, dict[LabelKey, list[NativeSnapshot]]]
+Natives = dict[str, dict[LabelKey, list[NativeParts]]]
 
 
 @dataclass
@@ -74,8 +76,8 @@ class Snapshot:
     pid: int
     token: str
     families: list[Any] = field(default_factory=list)
-    #: ``[family, sorted label pairs, native snapshot]`` per native histogram series.
-    native: list[tuple[str, LabelKey, NativeSnapshot]] = field(default_factory=list)
+    #: ``[family, sorted label pairs, native parts]`` per native histogram series.
+    native: list[tuple[str, LabelKey, NativeParts]] = field(default_factory=list)
 
 
 def snapshot_name(pid: int, token: str) -> str:
@@ -133,7 +135,7 @@ def decode(data: bytes) -> Snapshot:
             for name, typ, help_text, samples in _array(raw["families"])
         ]
         native = [
-            (_text(name), tuple((k, v) for k, v in _labels(labels)), _native.from_json(snap))
+            (_text(name), tuple((k, v) for k, v in _labels(labels)), _native.parts_from_json(snap))
             for name, labels, snap in _array(raw.get("native", []))
         ]
         return Snapshot(int(raw["pid"]), _text(raw["token"]), families, native)
@@ -285,11 +287,10 @@ def to_metrics(families: Families, natives: Natives | None = None) -> Iterator[M
         yield metric
 
 
-def merged_natives(parts: dict[LabelKey, list[NativeSnapshot]]) -> dict[LabelKey, NativeSnapshot]:
-    """One snapshot per series: its workers' parts added up."""
-    return {
-        key: snaps[0] if len(snaps) == 1 else _native.merge(snaps) for key, snaps in parts.items()
-    }
+def merged_natives(parts: dict[LabelKey, list[NativeParts]]) -> dict[LabelKey, NativeSnapshot]:
+    """One snapshot per series: its workers' parts added up (spans built once, here)."""
+    merged = _native.merged_snapshot
+    return {key: merged(each) for key, each in parts.items()}
 
 
 def summed_snapshot(families: Families) -> list[Any]:
@@ -304,9 +305,9 @@ def summed_snapshot(families: Families) -> list[Any]:
 def native_snapshot(natives: Natives) -> list[Any]:
     """``natives`` merged, in snapshot form (what compaction keeps)."""
     return [
-        [name, [list(pair) for pair in key], _native.to_json(snap)]
+        [name, [list(pair) for pair in key], _native.parts_to_json(_native.merge_parts(each))]
         for name, parts in natives.items()
-        for key, snap in merged_natives(parts).items()
+        for key, each in parts.items()
     ]
 
 
@@ -505,6 +506,8 @@ class SharedReader:
         seen: dict[Path, _Parsed] = {}
         # One entry per distinct series, in order of first appearance: worker by worker.
         gathered: dict[_Plan, list[list[float]]] = {}
+        #: Each series' list of native parts in ``natives``, by plan.
+        parts: dict[_Plan, list[NativeParts]] = {}
         for keys in shared.worker_files(directory):
             if keys.name in skip:
                 continue
@@ -525,7 +528,12 @@ class SharedReader:
                     vectors.append(slots)
             if natives is not None:
                 for plan, snap in snaps:
-                    natives.setdefault(plan.family, {}).setdefault(plan.native_key, []).append(snap)
+                    into = parts.get(plan)
+                    if into is None:
+                        # Plans that name one series share its list: parts stay in worker order.
+                        series = natives.setdefault(plan.family, {})
+                        into = parts[plan] = series.setdefault(plan.native_key, [])
+                    into.append(snap)
         if seen.keys() != self._files.keys():
             # Files were compacted away: forget the series only they named.
             self._plans = {
@@ -545,7 +553,7 @@ class SharedReader:
 
     def _read(
         self, keys: Path
-    ) -> tuple[_Parsed | None, list[list[float]], list[tuple[_Plan, NativeSnapshot]]]:
+    ) -> tuple[_Parsed | None, list[list[float]], list[tuple[_Plan, NativeParts]]]:
         try:
             with open(keys, "rb") as f:
                 stat = os.fstat(f.fileno())
@@ -559,7 +567,7 @@ class SharedReader:
         mapped = shared.map_slots(keys)
         if mapped is None:
             return None, [], []
-        snaps: list[tuple[_Plan, NativeSnapshot]] = []
+        snaps: list[tuple[_Plan, NativeParts]] = []
         try:
             complete = shared.complete_lines(raw)
             if complete:
@@ -580,7 +588,7 @@ class SharedReader:
                     if layout is None:
                         values.append(view[start : start + size].tolist())
                         continue
-                    part, snap, torn = read_run(view, start, layout)
+                    part, snap, torn = read_parts(view, start, layout)
                     self.torn += torn
                     values.append(part)
                     snaps.append((plan, snap))
@@ -655,7 +663,8 @@ def _read_shared(keys: Path) -> tuple[Families, Natives]:
         _add_series(part, series)
         if series.native is not None:
             key = tuple(sorted(series.labels))
-            natives.setdefault(series.family, {}).setdefault(key, []).append(series.native)
+            parts = _native.parts_of(series.native)
+            natives.setdefault(series.family, {}).setdefault(key, []).append(parts)
     return part, natives
 
 

@@ -278,7 +278,7 @@ class Multiprocess:
         for path, error in failed:
             self.registry.report_error(COMPONENT, OSError(f"{path.name}: {error}"))
         if self._reader.torn > torn:
-            # A native series still mid-rewrite after every retry: taken as read (see read_run).
+            # A native series still mid-rewrite after every retry: taken as read (see read_parts).
             self.registry.report_error(
                 COMPONENT, RuntimeError(ERR_TORN.format(self._reader.torn - torn)), log=False
             )

@@ -118,7 +118,8 @@ def test_snapshot_files_carry_native_parts_both_ways() -> None:
     _native.add_histogram(family, ["/a"], hist)
     data = store.encode(7, "1", [family])
     snap = store.decode(data)
-    assert snap.native == [("lat", (("route", "/a"),), hist.snapshot())]
+    assert snap.native == [("lat", (("route", "/a"),), _native.parts_of(hist.snapshot()))]
+    assert _native.merged_snapshot([snap.native[0][2]]) == hist.snapshot()
     raw = json.loads(data)
     for bad in (
         [99, 0.0, 0, 0.0, [], []],
