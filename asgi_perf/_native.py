@@ -27,7 +27,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import frexp
-from operator import sub
+from operator import itemgetter, sub
 from typing import Any, NamedTuple
 
 from prometheus_client.utils import floatToGoString
@@ -600,21 +600,25 @@ def parts_from_json(raw: Any) -> NativeParts:
     schema, threshold, zero, total, positive, negative = raw
     if type(schema) is not int or not MIN_SCHEMA <= schema <= MAX_SCHEMA:
         raise ValueError(f"bad schema {schema!r}")
-    buckets: dict[int, int] = {}
+    flat: list[int] = []
+    repeated = False
     for side, pairs in ((0, positive), (1, negative)):
         for index, count in pairs:
             if type(index) is not int or type(count) is not int or count < 0:
                 raise TypeError(f"bad bucket {index!r}: {count!r}")
-            # A repeated index keeps its last count, as from_json keeps it.
-            buckets[index << 1 | side] = count
+            if count:
+                flat += (index << 1 | side, count)
+        repeated = repeated or len(set(map(itemgetter(0), pairs))) != len(pairs)
+    if repeated:
+        # Not as written: a repeated index keeps its last count, as from_json keeps it.
+        buckets: dict[int, int] = {}
+        for side, pairs in ((0, positive), (1, negative)):
+            buckets.update((index << 1 | side, count) for index, count in pairs)
+        flat = [x for code, count in buckets.items() if count for x in (code, count)]
     if type(zero) is not int or zero < 0:
         raise TypeError(f"bad zero count {zero!r}")
     if isinstance(threshold, bool) or isinstance(total, bool):
         raise TypeError("expected numbers")
-    flat: list[int] = []
-    for code, count in buckets.items():
-        if count:
-            flat += (code, count)
     return NativeParts(schema, float(threshold), zero, float(total), flat)
 
 

@@ -31,6 +31,7 @@ from asgi_perf._native import (
     add_histogram,
     downscale,
     expand,
+    from_json,
     merge,
     merge_parts,
     merged_snapshot,
@@ -439,3 +440,14 @@ def test_merged_parts_add_a_repeated_code() -> None:
     assert expand(snap.positive) == {2: 5}
     assert expand(snap.negative) == {2: 1}
     assert snap.observations == 7
+
+
+@pytest.mark.parametrize(
+    "positive",
+    [[[3, 2], [3, 5]], [[3, 2], [3, 0]], [[3, 0], [4, 1], [3, 7]], [[1, 1], [2, 0]]],
+)
+def test_parts_from_json_read_as_from_json(positive: list[list[int]]) -> None:
+    """A snapshot file's bucket lists read as parts as from_json() reads them: a repeated index
+    keeps its last count, and a count of zero is no bucket."""
+    raw = [1, 0.0, 2, 1.5, positive, [[-2, 4]]]
+    assert merged_snapshot([parts_from_json(raw)]) == from_json(raw)
