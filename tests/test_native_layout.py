@@ -419,3 +419,24 @@ def test_stored_pairs_that_are_no_numbers_fail_as_pair_by_pair(stored: list[floa
 def test_a_stored_nan_code_without_a_count_is_left_out() -> None:
     """A pair with no count is left out without its code being read, as pair by pair."""
     assert layout_mod._pairs([math.nan, 0.0, 4.0, 2.0]) == [4, 2]
+
+
+@pytest.mark.parametrize("used", [-5.0, 1e9])
+def test_a_used_count_out_of_range_is_clamped(mpdir: Path, used: float) -> None:
+    """A run whose count of used pairs is negative or past its capacity (a foreign or corrupt
+    file) reads none of them, or every pair its area holds (never past it: the empty pairs
+    after the real ones have no count and are left out)."""
+    store = shared.SharedStore(mpdir)
+    hist = new(store, NativeHistograms(schema=0))
+    for v in (1.0, 4.0, 16.0):
+        hist.observe(v)
+    want = hist.snapshot()
+    lay = hist._layout
+    area = hist._slot + lay.area_at(0)
+    store.values[area + 1] = used
+    _, parts, torn = layout_mod.read_parts(store.values, hist._slot, lay)
+    assert not torn
+    if used < 0:
+        assert list(parts.pairs) == []
+    else:
+        assert merged_snapshot([parts]) == want
