@@ -61,10 +61,19 @@ def frac_bounds(schema: int) -> tuple[float, ...]:
     return _FRAC_BOUNDS.get(schema, ())
 
 
+#: Infinity has no bucket of its own (``frexp`` gives no exponent for it): it is counted in the
+#: bucket of the largest finite float, the highest any series can have, so a series never holds
+#: more buckets than :func:`buckets_at_min_schema` counts.
+INF = math.inf
+MAX_FRAC_EXP = frexp(sys.float_info.max)
+
+
 def bucket_key(value: float, schema: int) -> int:
     """The index of the bucket a positive ``value`` falls in at ``schema`` (what
     :meth:`NativeHistogram.observe` computes inline)."""
     frac, exp = frexp(value)
+    if frac == INF:
+        frac, exp = MAX_FRAC_EXP
     if schema > 0:
         return bisect_left(_FRAC_BOUNDS[schema], frac) + (exp - 1) * (1 << schema)
     if frac == 0.5:
@@ -264,6 +273,8 @@ class NativeHistogram(PlainHistogram):
             self.zero_count += 1  # NaN too: it has no bucket, and the count must include it
             return
         frac, exp = frexp(value)
+        if frac == INF:  # frexp(inf) is (inf, 0): infinity counts in the highest finite bucket
+            frac, exp = MAX_FRAC_EXP
         per_power = self._per_power
         if per_power:
             key = bisect_left(self._frac_bounds, frac) + (exp - 1) * per_power

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._native import (
+    MAX_SCHEMA,
     MIN_SCHEMA,
     NativeParts,
     NativeSnapshot,
@@ -50,6 +51,7 @@ HEADER = 3
 AREA_HEADER = 2
 #: A stored schema is ``schema + SCHEMA_BIAS`` (so never 0: 0 means "the configured one").
 SCHEMA_BIAS = 1 - MIN_SCHEMA
+ERR_SCHEMA = "the native series at slot {} holds schema {}, outside -4..8: the file is corrupt"
 #: How often a reader re-copies a run it found mid-rewrite before it takes the copy as it is.
 READ_RETRIES = 100
 
@@ -157,10 +159,13 @@ def read_parts(
         attempt += 1
         time.sleep(0)  # let the writer (another thread or process) finish its rewrite
     stored = int(schema)
+    schema = stored - SCHEMA_BIAS if stored else layout.schema
+    if not MIN_SCHEMA <= schema <= MAX_SCHEMA:
+        raise ValueError(ERR_SCHEMA.format(start, schema))
     parts = _new_parts(
         NativeParts,
         (
-            stored - SCHEMA_BIAS if stored else layout.schema,
+            schema,
             layout.zero_threshold,
             int(head[layout.zero]),
             float(head[layout.buckets]),

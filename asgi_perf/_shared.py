@@ -44,6 +44,8 @@ from typing import Any
 
 from ._histogram import PlainHistogram, bucket_labels
 from ._native import (
+    INF,
+    MAX_FRAC_EXP,
     MIN_SCHEMA,
     NativeHistograms,
     NativeSnapshot,
@@ -69,6 +71,7 @@ DEFAULT_CAPACITY = 1 << 21
 #: default (the bucket areas: pages are only touched as buckets fill).
 NATIVE_CAPACITY = 1 << 23
 
+ERR_AREA_FULL = "a native series has no room left for a new bucket ({} pairs); not counted"
 ERR_FULL = "the shared-memory file of this worker is full ({} slots); the series is kept locally"
 
 #: How many slots a series of each type takes, given its bucket count.
@@ -355,6 +358,8 @@ class SharedNativeHistogram(SharedPlainHistogram):
             return
         # NativeHistogram.observe's bucket index, inlined likewise.
         frac, exp = frexp(value)
+        if frac == INF:  # infinity: the highest finite bucket, as NativeHistogram counts it
+            frac, exp = MAX_FRAC_EXP
         per_power = self._per_power
         if per_power:
             key = bisect_left(self._frac_bounds, frac) + (exp - 1) * per_power
@@ -375,6 +380,8 @@ class SharedNativeHistogram(SharedPlainHistogram):
         layout = self._layout
         area = self._slot + layout.area_at(self._area)
         used = self._used
+        if used >= layout.capacity:  # cannot happen (see NativeLayout.of): never write past it
+            raise StoreFull(ERR_AREA_FULL.format(layout.capacity))
         at = area + AREA_HEADER + 2 * used
         values[at] = code
         values[at + 1] = 1

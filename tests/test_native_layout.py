@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -23,6 +24,7 @@ from asgi_perf._native import (
     MIN_SCHEMA,
     NativeParts,
     NativeSnapshot,
+    bucket_key,
     buckets_at_min_schema,
     make_snapshot,
     merged_snapshot,
@@ -440,3 +442,57 @@ def test_a_used_count_out_of_range_is_clamped(mpdir: Path, used: float) -> None:
         assert list(parts.pairs) == []
     else:
         assert merged_snapshot([parts]) == want
+
+
+# -- infinities ----------------------------------------------------------------------------------
+
+
+def test_infinity_counts_in_the_highest_finite_bucket() -> None:
+    """``frexp`` gives infinity no exponent: it is counted in the bucket of the largest finite
+    float (either sign), not in the bucket around 1."""
+    hist = NativeHistograms(schema=3).histogram(())
+    hist.observe(math.inf)
+    hist.observe(-math.inf)
+    top = bucket_key(sys.float_info.max, 3)
+    assert hist.positive == {top: 1}
+    assert hist.negative == {top: 1}
+    assert top > bucket_key(1.0, 3) + 1000
+
+
+def test_infinities_stay_inside_the_run(mpdir: Path) -> None:
+    """Infinities and the largest floats at the lowest schema with a zero threshold above 1 and a
+    one-bucket limit: every bucket fits the run, the series equals the in-process histogram,
+    and the series allocated after it is untouched."""
+    store = shared.SharedStore(mpdir)
+    native = NativeHistograms(schema=-3, zero_threshold=1e300, max_buckets=1, classic=False)
+    first = shared.SharedNativeHistogram((), store, "lat", "L.", [("s", "a")], native=native)
+    second = shared.SharedNativeHistogram((), store, "lat", "L.", [("s", "b")], native=native)
+    reference = native.histogram(())
+    first.observe(1e301)
+    reference.observe(1e301)
+    second.observe(5e300)
+    second.observe(5e300)
+    for value in (1e308, -2e300, -1e308, math.inf, -math.inf):
+        first.observe(value)
+        reference.observe(value)
+        assert first._used <= first._layout.capacity
+    got, want = first.snapshot(), reference.snapshot()
+    assert math.isnan(got.sum) and math.isnan(want.sum)  # inf + -inf, as in one process
+    assert got._replace(sum=0.0) == want._replace(sum=0.0)
+    after = second.snapshot()
+    assert (after.observations, after.sum) == (2, 1e301)
+    by_label = {dict(series.labels)["s"]: series for series in read(store)}
+    assert by_label["b"].native.observations == 2
+    assert by_label["a"].native.observations == 6
+
+
+def test_a_run_never_writes_past_its_area(mpdir: Path) -> None:
+    """Should a series ever need more pairs than its area holds (the layout sizes areas so that
+    it cannot), the writer refuses the bucket rather than write into the next series."""
+    store = shared.SharedStore(mpdir)
+    hist = new(store, NativeHistograms(schema=3, max_buckets=100))
+    hist.observe(1.0)
+    hist._layout = dataclasses.replace(hist._layout, capacity=1)
+    with pytest.raises(shared.StoreFull):
+        hist.observe(1000.0)
+    assert hist._used == 1

@@ -651,7 +651,8 @@ def _add_gathered(families: Families, plan: _Plan, vectors: list[list[float]]) -
             counts_of[plan.count_key] = counts_of.get(plan.count_key, 0.0) + count
 
 
-_SHARED_ERRORS = (ValueError, TypeError, IndexError, OSError)
+# OverflowError: int() of an infinity where a count or bucket code was expected.
+_SHARED_ERRORS = (ValueError, TypeError, IndexError, OSError, OverflowError)
 
 
 def _read_shared(keys: Path) -> tuple[Families, Natives]:

@@ -5,6 +5,7 @@ exposition of the merged view."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from prometheus_client.metrics_core import HistogramMetricFamily
 from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry, _native
 from asgi_perf import _shared as shared
 from asgi_perf._native import NativeSnapshot
+from asgi_perf._native_layout import SCHEMA_BIAS
 from asgi_perf.export import _mp_store as store
 from asgi_perf.export import _multiprocess as mp
 from asgi_perf.export import metrics_app
@@ -383,3 +385,34 @@ async def test_the_publish_leaves_shared_native_series_to_the_scrape(
         assert taken
     finally:
         view.close()
+
+
+@pytest.mark.parametrize("slot", ["zero count", "pairs used", "bucket code", "schema"])
+def test_a_corrupt_native_run_is_skipped_and_reported(mpdir: Path, slot: str) -> None:
+    """A slot of a worker's native run holding what no writer writes (an infinity where a count
+    or a bucket code goes, a schema outside -4..8): that worker's file is skipped and reported,
+    the other workers' series still merge, and compaction leaves the file in place rather than
+    writing a compacted file it could not read back."""
+    native = NativeHistograms(classic=False)
+    bad, _ = worker(mpdir, native, spread(20))
+    worker(mpdir, native, spread(30))
+    layout = bad._layout
+    area = bad._slot + layout.area_at(0)
+    where = {
+        "zero count": (bad._slot + layout.zero, math.inf),
+        "pairs used": (area + 1, math.inf),
+        "bucket code": (area + 2, math.inf),
+        "schema": (area, 40.0 + SCHEMA_BIAS),
+    }[slot]
+    bad._store.values[where[0]] = where[1]
+    families: store.Families = {}
+    natives: store.Natives = {}
+    failed = store.merge_shared(families, mpdir, natives=natives)
+    assert len(failed) == 1
+    [(_, parts)] = natives[DURATION].items()
+    assert _native.merged_snapshot(list(parts)).observations == 30  # the good worker's
+    assert store.compact(mpdir, [], shared.worker_files(mpdir)) == 1  # the good one only
+    assert bad._store.keys_path.exists()  # left for every scrape to skip and report
+    compacted = store.load(mpdir / store.COMPACTED)  # readable: nothing corrupt went in
+    assert compacted is not None
+    assert "native" in json.loads((mpdir / store.COMPACTED).read_text())
