@@ -30,7 +30,7 @@ from prometheus_client.samples import Exemplar
 
 from ._histogram import PlainHistogram, bucket_labels
 from ._native import NativeHistogram, NativeHistograms
-from ._shared import SharedPlainHistogram, SharedStore
+from ._shared import SharedNativeHistogram, SharedPlainHistogram, SharedStore
 
 if TYPE_CHECKING:
     from .registry import PerfRegistry
@@ -335,6 +335,36 @@ class SharedExemplarHistogram(SharedPlainHistogram):
             self._exemplars.put(self._family, self._labels, self.bounds, value, labels)
 
 
+class SharedNativeExemplarHistogram(SharedNativeHistogram):
+    """:class:`~asgi_perf._shared.SharedNativeHistogram` of a registry with an exemplar source:
+    the exemplar goes to this worker's :class:`WorkerExemplars`, on the classic bucket (``+Inf``
+    when classic buckets are off), as for :class:`SharedExemplarHistogram`."""
+
+    __slots__ = ("_exemplars", "_source")
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        store: SharedStore,
+        family: str,
+        help_text: str,
+        labels: Sequence[tuple[str, str]],
+        *,
+        native: NativeHistograms,
+        source: ExemplarSource,
+        exemplars: WorkerExemplars,
+    ) -> None:
+        super().__init__(bounds, store, family, help_text, labels, native=native)
+        self._source = source
+        self._exemplars = exemplars
+
+    def observe(self, value: float) -> None:
+        super().observe(value)
+        labels = self._source()
+        if labels is not None:
+            self._exemplars.put(self._family, self._labels, self.bounds, value, labels)
+
+
 SharedHistogramFactory = Callable[
     [tuple[float, ...], SharedStore, str, str, Sequence[tuple[str, str]]], SharedPlainHistogram
 ]
@@ -343,6 +373,16 @@ SharedHistogramFactory = Callable[
 def shared_histogram_class(registry: PerfRegistry) -> SharedHistogramFactory:
     """:func:`histogram_class` for multi-worker mode."""
     source = registry.exemplar_source
+    native = registry.native
+    if native is not None:
+        if source is None:
+            return partial(SharedNativeHistogram, native=native)
+        return partial(
+            SharedNativeExemplarHistogram,
+            native=native,
+            source=source,
+            exemplars=registry.worker_exemplars,
+        )
     if source is None:
         return SharedPlainHistogram
     return partial(SharedExemplarHistogram, source=source, exemplars=registry.worker_exemplars)
@@ -360,6 +400,7 @@ __all__ = [
     "LabelSource",
     "SharedExemplarHistogram",
     "SharedHistogramFactory",
+    "SharedNativeExemplarHistogram",
     "WorkerExemplars",
     "check_labels",
     "checked_source",

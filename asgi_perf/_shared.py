@@ -10,9 +10,14 @@ cost one indexed store:
   series gets a fixed run of slots on first use (a counter 1; a histogram one per bucket,
   non-cumulative, then its sum; a summary its count then its sum) and keeps it for its life.
 * ``asgi_perf_<pid>_<token>.keys``: the append-only index, one JSON line per series giving its
-  first slot, its family, type, help, label names and values (and a histogram's bounds). A line
-  is written (one ``write`` to an ``O_APPEND`` file) before the series' first increment, so every
-  value a reader can miss is still zero.
+  first slot, its family, type, help, label names and values (and a histogram's bounds; a native
+  histogram's schema, zero threshold and bucket limit). A line is written (one ``write`` to an
+  ``O_APPEND`` file) before the series' first increment, so every value a reader can miss is
+  still zero.
+
+A native histogram (kind ``native``) keeps its classic part as a histogram does, then its sparse
+buckets in a run of fixed size, rewritten under a sequence lock when its schema drops (see
+:mod:`asgi_perf._native_layout`).
 
 Readers (any worker's scrape, see :mod:`asgi_perf.export`) read every worker's pair, alive or
 dead, and sum: a dead worker's counts stay in the total, like prometheus_client's files of dead
@@ -33,29 +38,62 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
+from math import frexp
 from pathlib import Path
 from typing import Any
 
 from ._histogram import PlainHistogram, bucket_labels
+from ._native import (
+    INF,
+    MAX_FRAC_EXP,
+    MIN_SCHEMA,
+    NativeHistograms,
+    NativeSnapshot,
+    downscale,
+    frac_bounds,
+    make_snapshot,
+    native_cumulative,
+)
+from ._native_layout import (
+    AREA_HEADER,
+    SCHEMA_BIAS,
+    NativeConfig,
+    NativeLayout,
+    read_run,
+)
 
 PREFIX = "asgi_perf_"
 SLOTS_SUFFIX = ".slots"
 KEYS_SUFFIX = ".keys"
 #: Slots per worker file (float64 each; the file is sparse: only pages in use take memory).
 DEFAULT_CAPACITY = 1 << 21
+#: ... for a registry with native histograms, whose series take a run of ~666 slots each by
+#: default (the bucket areas: pages are only touched as buckets fill).
+NATIVE_CAPACITY = 1 << 23
 
+ERR_AREA_FULL = "a native series has no room left for a new bucket ({} pairs); not counted"
 ERR_FULL = "the shared-memory file of this worker is full ({} slots); the series is kept locally"
 
 #: How many slots a series of each type takes, given its bucket count.
 COUNTER, HISTOGRAM, SUMMARY = "counter", "histogram", "summary"
+#: A histogram with native buckets (exposed as a histogram).
+NATIVE = "native"
 
 
-def slots_for(kind: str, bounds: Sequence[float] = ()) -> int:
+def slots_for(kind: str, bounds: Sequence[float] = (), native: NativeConfig | None = None) -> int:
     if kind == HISTOGRAM:
         return len(bounds) + 2  # one per bucket (+Inf included), then the sum
+    if kind == NATIVE:
+        assert native is not None
+        return NativeLayout.of(len(bounds), native).size
     if kind == SUMMARY:
         return 2  # count, sum
     return 1
+
+
+def family_type(kind: str) -> str:
+    """The exposition type of a series kind (a native histogram is a histogram)."""
+    return HISTOGRAM if kind == NATIVE else kind
 
 
 class StoreFull(RuntimeError):
@@ -77,6 +115,9 @@ class SharedStore:
         #: Taken by the catalogue metrics' increments (the HTTP path is lock-free, on one loop).
         self.write_lock = threading.Lock()
         self._records: list[str] = []  # the index lines written so far, replayed after fork
+        #: Writers that keep in-process state about their slots (native histograms): reset in a
+        #: forked child, whose files start from zero.
+        self.forked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._next = 0
         self._opened = False
         # A float64 memoryview over the mapped file once open (``Any``: typeshed types a
@@ -112,13 +153,15 @@ class SharedStore:
         labels: Sequence[tuple[str, str]],
         bounds: Sequence[float] = (),
         count_as: Sequence[str] = (),
+        native: NativeConfig | None = None,
     ) -> int:
         """The first slot of a new series; ``StoreFull`` when the file has no room left.
 
         ``count_as``: ``(counter family, help)`` for a histogram whose count is also exposed as
-        that counter (``http_requests_total`` is the duration histogram's count).
+        that counter (``http_requests_total`` is the duration histogram's count). ``native``: a
+        native histogram's configuration (kind :data:`NATIVE`).
         """
-        size = slots_for(kind, bounds)
+        size = slots_for(kind, bounds, native)
         with self._lock:
             if not self._opened:
                 # On first use: a registry that never records leaves no files behind.
@@ -129,7 +172,18 @@ class SharedStore:
                 raise StoreFull(ERR_FULL.format(self.capacity))
             names = [k for k, _ in labels]
             values = [v for _, v in labels]
-            record = [start, family, kind, help_text, names, values, list(bounds), list(count_as)]
+            record: list[Any] = [
+                start,
+                family,
+                kind,
+                help_text,
+                names,
+                values,
+                list(bounds),
+                list(count_as),
+            ]
+            if native is not None:
+                record.append(list(native))
             line = json.dumps(record) + "\n"
             if self._keys_fd >= 0:  # -1: a forked child that could not open files of its own
                 os.write(self._keys_fd, line.encode())
@@ -146,6 +200,8 @@ def _after_fork(ref: weakref.ref[SharedStore]) -> None:
     # same offsets, starting from zero.
     store._lock = threading.Lock()
     store.write_lock = threading.Lock()
+    for writer in list(store.forked):
+        writer.forked()
     if store._opened:
         os.close(store._keys_fd)
         store._keys_fd = -1
@@ -198,12 +254,195 @@ class SharedPlainHistogram(PlainHistogram):
     def count(self) -> int:
         return self.cumulative()[2]
 
+    @property
+    def allocated(self) -> bool:
+        """Whether the series has its slots (it has been observed)."""
+        return self._slot >= 0
+
     def cumulative(self) -> tuple[list[tuple[str, float]], float, int]:
         if self._slot < 0:
             return super().cumulative()
         samples = list(expand(self._family, HISTOGRAM, self.bounds, self._store.values, self._slot))
         buckets = [(extra["le"], value) for _, extra, value in samples[:-2]]
         return buckets, samples[-1][2], int(samples[-2][2])
+
+
+class SharedNativeHistogram(SharedPlainHistogram):
+    """A native histogram (:class:`~asgi_perf._native.NativeHistogram`) in shared memory.
+
+    The classic part is :class:`SharedPlainHistogram`'s; the native buckets are appended as
+    ``(code, count)`` pairs in first-use order (see :mod:`asgi_perf._native_layout`), with an
+    in-process index code -> slot so an observation into a known bucket is one dict lookup and
+    one store. Past ``max_buckets`` the schema drops and the buckets are rewritten into the spare
+    area under the sequence lock. One writer per file (this process); writers within it
+    serialise as for the plain class.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_area",
+        "_config",
+        "_count_as",
+        "_frac_bounds",
+        "_layout",
+        "_per_power",
+        "_positions",
+        "_schema",
+        "_used",
+        "_zero_threshold",
+    )
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        store: SharedStore,
+        family: str,
+        help_text: str,
+        labels: Sequence[tuple[str, str]],
+        *,
+        native: NativeHistograms,
+        count_as: Sequence[str] = (),
+    ) -> None:
+        super().__init__(bounds if native.classic else (), store, family, help_text, labels)
+        assert native.schema is not None
+        self._config: NativeConfig = (native.schema, native.zero_threshold, native.max_buckets)
+        self._layout = NativeLayout.of(len(self.bounds), self._config)
+        self._zero_threshold = native.zero_threshold
+        self._count_as = tuple(count_as)
+        self.forked()
+
+    def forked(self) -> None:
+        """Start over as a new series: a forked child's file is zeroed (and so at the start)."""
+        self._positions: dict[int, int] = {}  # bucket code -> its count's slot
+        self._used = 0
+        self._area = 0
+        self._set_schema(self._config[0])
+
+    def _set_schema(self, schema: int) -> None:
+        self._frac_bounds = frac_bounds(schema)
+        self._per_power = len(self._frac_bounds)
+        self._schema = schema
+
+    def allocate(self) -> int:
+        """The series' first slot, allocated now if it was not (``StoreFull`` if no room)."""
+        slot = self._slot
+        if slot < 0:
+            slot = self._slot = self._store.allocate(
+                self._family,
+                NATIVE,
+                self._help,
+                self._labels,
+                self.bounds,
+                self._count_as,
+                self._config,
+            )
+            self._store.forked.add(self)
+        return slot
+
+    def observe(self, value: float) -> None:
+        slot = self._slot
+        if slot < 0:
+            slot = self.allocate()
+        values = self._store.values
+        layout = self._layout
+        values[slot + bisect_left(self.bounds, value)] += 1
+        values[slot + layout.buckets] += value
+        threshold = self._zero_threshold
+        if value > threshold:
+            side = 0
+        elif value < -threshold:
+            side = 1
+            value = -value
+        else:
+            values[slot + layout.zero] += 1  # NaN too, as NativeHistogram counts it
+            return
+        # NativeHistogram.observe's bucket index, inlined likewise.
+        frac, exp = frexp(value)
+        if frac == INF:  # infinity: the highest finite bucket, as NativeHistogram counts it
+            frac, exp = MAX_FRAC_EXP
+        per_power = self._per_power
+        if per_power:
+            key = bisect_left(self._frac_bounds, frac) + (exp - 1) * per_power
+        else:
+            if frac == 0.5:
+                exp -= 1
+            shift = -self._schema
+            key = (exp + (1 << shift) - 1) >> shift
+        code = (key << 1) | side
+        at = self._positions.get(code)
+        if at is None:
+            self._append(code)
+        else:
+            values[at] += 1
+
+    def _append(self, code: int) -> None:
+        values = self._store.values
+        layout = self._layout
+        area = self._slot + layout.area_at(self._area)
+        used = self._used
+        if used >= layout.capacity:  # cannot happen (see NativeLayout.of): never write past it
+            raise StoreFull(ERR_AREA_FULL.format(layout.capacity))
+        at = area + AREA_HEADER + 2 * used
+        values[at] = code
+        values[at + 1] = 1
+        # The pair first, then the count of pairs: a reader sees the bucket whole or not at all.
+        values[area + 1] = used + 1
+        self._used = used + 1
+        self._positions[code] = at + 1
+        if used + 1 > layout.max_buckets:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        """Lower the schema until the buckets fit (or -4), rewriting them into the spare area."""
+        values = self._store.values
+        positive: dict[int, int] = {}
+        negative: dict[int, int] = {}
+        for code, at in self._positions.items():
+            (negative if code & 1 else positive)[code >> 1] = int(values[at])
+        schema = self._schema
+        limit = self._layout.max_buckets
+        while len(positive) + len(negative) > limit and schema > MIN_SCHEMA:
+            positive = downscale(positive, 1)
+            negative = downscale(negative, 1)
+            schema -= 1
+        if schema == self._schema:
+            return  # at -4 already: the run has room for every bucket there (see the layout)
+        slot = self._slot
+        layout = self._layout
+        spare = 1 - self._area
+        area = slot + layout.area_at(spare)
+        positions: dict[int, int] = {}
+        values[slot + layout.seq] += 1  # odd: readers retry until the rewrite is done
+        values[area] = schema + SCHEMA_BIAS
+        at = area + AREA_HEADER
+        for side, buckets in ((0, positive), (1, negative)):
+            for index, count in buckets.items():
+                code = (index << 1) | side
+                values[at] = code
+                values[at + 1] = count
+                positions[code] = at + 1
+                at += 2
+        values[area + 1] = len(positions)
+        values[slot + layout.area] = spare  # the flip: one store
+        values[slot + layout.seq] += 1  # even again
+        self._positions = positions
+        self._used = len(positions)
+        self._area = spare
+        self._set_schema(schema)
+
+    def snapshot(self) -> NativeSnapshot:
+        """The native part as it is now, read as any reader reads it (a scrape may race
+        observations on another thread, or a rewrite)."""
+        if self._slot < 0:
+            return make_snapshot(self._config[0], self._zero_threshold, 0, 0.0, {}, {})
+        return read_run(self._store.values, self._slot, self._layout)[1]
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float, int]:
+        """As :meth:`asgi_perf._native.NativeHistogram.cumulative`: native only, the native
+        buckets' upper bounds as ``le`` pairs."""
+        if self.bounds:
+            return super().cumulative()
+        return native_cumulative(self.snapshot())
 
 
 class SharedCounterDict(MutableMapping[tuple[str, ...], float]):
@@ -354,7 +593,7 @@ def expand(
     """The exposition samples ``(name, extra labels, value)`` of the series at ``slot``."""
     if kind == COUNTER:
         yield f"{family}_total", {}, float(values[slot])
-    elif kind == HISTOGRAM:
+    elif kind in (HISTOGRAM, NATIVE):  # a native one: its classic part
         running = 0.0
         les = bucket_labels(tuple(bounds))
         for i, le in enumerate(les):
@@ -380,6 +619,8 @@ class Series:
     bounds: tuple[float, ...]
     values: list[float]
     count_as: tuple[str, ...] = ()
+    #: A native histogram's native part (``values`` then hold its classic part).
+    native: NativeSnapshot | None = None
 
 
 def worker_files(directory: Path) -> list[Path]:
@@ -409,10 +650,17 @@ class IndexEntry:
     labels: tuple[tuple[str, str], ...]
     bounds: tuple[float, ...]
     count_as: tuple[str, ...] = ()
+    native: NativeConfig | None = None
 
     @property
     def size(self) -> int:
-        return slots_for(self.kind, self.bounds)
+        return slots_for(self.kind, self.bounds, self.native)
+
+    def layout(self) -> NativeLayout | None:
+        """A native histogram's layout (``None`` for any other kind)."""
+        if self.kind != NATIVE or self.native is None:
+            return None
+        return NativeLayout.of(len(self.bounds), self.native)
 
 
 def parse_index(complete: bytes) -> list[IndexEntry]:
@@ -420,7 +668,15 @@ def parse_index(complete: bytes) -> list[IndexEntry]:
     one (the file is then not one of asgi-perf's, or corrupt)."""
     out = []
     for line in complete.splitlines():
-        start, family, kind, help_text, names, labelvalues, bounds, count_as = json.loads(line)
+        start, family, kind, help_text, names, labelvalues, bounds, count_as, *rest = json.loads(
+            line
+        )
+        native: NativeConfig | None = None
+        if kind == NATIVE:
+            schema, threshold, max_buckets = rest[0]
+            if type(schema) is not int or type(max_buckets) is not int or max_buckets < 1:
+                raise ValueError(f"bad native configuration {rest[0]!r}")
+            native = (schema, float(threshold), max_buckets)
         out.append(
             IndexEntry(
                 int(start),
@@ -430,6 +686,7 @@ def parse_index(complete: bytes) -> list[IndexEntry]:
                 tuple(zip(map(str, names), map(str, labelvalues), strict=True)),
                 tuple(float(b) for b in bounds),
                 tuple(map(str, count_as)),
+                native,
             )
         )
     return out
@@ -471,8 +728,15 @@ def read_worker(keys_path: Path) -> Iterator[Series]:
     view = memoryview(mapped).cast("d")
     try:
         for e in parse_index(complete_lines(raw)):
-            values = list(view[e.start : e.start + e.size])
-            yield Series(e.family, e.kind, e.help, e.labels, e.bounds, values, e.count_as)
+            if e.start + e.size > len(view):
+                raise IndexError(f"slot {e.start + e.size} is past the end of the file")
+            layout = e.layout()
+            snapshot = None
+            if layout is None:
+                values = list(view[e.start : e.start + e.size])
+            else:
+                values, snapshot, _ = read_run(view, e.start, layout)
+            yield Series(e.family, e.kind, e.help, e.labels, e.bounds, values, e.count_as, snapshot)
     finally:
         view.release()
         mapped.close()
@@ -482,6 +746,8 @@ __all__ = [
     "COUNTER",
     "DEFAULT_CAPACITY",
     "HISTOGRAM",
+    "NATIVE",
+    "NATIVE_CAPACITY",
     "SUMMARY",
     "IndexEntry",
     "Series",
@@ -489,11 +755,13 @@ __all__ = [
     "SharedCounterDict",
     "SharedHistogramChild",
     "SharedMetric",
+    "SharedNativeHistogram",
     "SharedPlainHistogram",
     "SharedStore",
     "StoreFull",
     "complete_lines",
     "expand",
+    "family_type",
     "map_slots",
     "parse_index",
     "read_worker",

@@ -50,7 +50,7 @@ from ._exemplars import (
 from ._labels import OVERFLOW, SeriesCap
 from ._native import NativeHistograms
 from ._rows import FamilyRows, attach, current_request, to_metric
-from ._shared import HISTOGRAM, SharedMetric, SharedStore
+from ._shared import DEFAULT_CAPACITY, HISTOGRAM, NATIVE_CAPACITY, SharedMetric, SharedStore
 from .catalogue import CATALOGUE, MetricSpec
 from .compat import Compat, resolve
 
@@ -58,10 +58,6 @@ if TYPE_CHECKING:
     from .operations import Summary, Timer, TimerStats
 
 logger = logging.getLogger("asgi_perf")
-WARN_NATIVE_SHARED = (
-    "native histograms are not kept in multi-worker mode (PROMETHEUS_MULTIPROC_DIR is set): "
-    "the duration histograms keep their classic buckets only"
-)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -252,11 +248,7 @@ class PerfRegistry:
         self.shared_families: set[str] = set()
         directory = os.environ.get(MULTIPROC_ENV)
         if directory:
-            self.shared = SharedStore(directory)
-            if self.native is not None:
-                # Shared-memory slots have a fixed size; sparse buckets do not fit them (yet).
-                logger.warning(WARN_NATIVE_SHARED)
-                self.native = None
+            self.shared = SharedStore(directory, self.shared_capacity())
         # Self-metrics exist from the start so a dashboard can alert on them before they move.
         self._errors = self.counter("asgi_perf_instrumentation_errors_total")
         self._overflows = self.counter("asgi_perf_series_overflow_total")
@@ -273,6 +265,11 @@ class PerfRegistry:
                 GCCollector(registry=self.prometheus)
             except ValueError as exc:
                 raise ValueError(ERR_PROCESS_DUPLICATE.format(exc)) from None
+
+    def shared_capacity(self) -> int:
+        """Slots of this registry's shared-memory file in multi-worker mode: native histogram
+        series take a larger run each (the file is sparse either way)."""
+        return DEFAULT_CAPACITY if self.native is None else NATIVE_CAPACITY
 
     # -- names and specs -------------------------------------------------------------------------
     def metric_name(self, name: str) -> str:

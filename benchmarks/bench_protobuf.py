@@ -46,10 +46,21 @@ from starlette.routing import Route
 
 from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry
 from asgi_perf._histogram import PlainHistogram
+from asgi_perf._shared import (
+    NATIVE_CAPACITY,
+    SharedNativeHistogram,
+    SharedPlainHistogram,
+    SharedStore,
+)
 from asgi_perf.catalogue import LATENCY_BUCKETS
 from asgi_perf.export._protobuf import ProtobufRenderer
 from asgi_perf.export._render import FastRenderer
-from asgi_perf.http._stats import HttpStats, NativeHttpStats
+from asgi_perf.http._stats import (
+    HttpStats,
+    NativeHttpStats,
+    SharedHttpStats,
+    SharedNativeHttpStats,
+)
 from asgi_perf.testing import scrape
 
 PROTO = Path(__file__).resolve().parent.parent / "tests" / "export" / "data" / "metrics.proto"
@@ -218,6 +229,15 @@ def recorders() -> dict[str, Callable[[float], object]]:
     native_only = NativeHistograms(classic=False).histogram(bounds)
     classic_store = HttpStats(PerfRegistry(), bounds, bounds)
     native_store = NativeHttpStats(PerfRegistry(), bounds, bounds, NativeHistograms())
+    # Multi-worker mode: the same stores in shared memory (a scratch directory per process).
+    scratch = _SCRATCH.setdefault("dir", tempfile.TemporaryDirectory())
+    store = SharedStore(scratch.name, NATIVE_CAPACITY)
+    shared_plain = SharedPlainHistogram(bounds, store, "p", "P.", [])
+    shared_native = SharedNativeHistogram(bounds, store, "n", "N.", [], native=NativeHistograms())
+    shared_classic_store = SharedHttpStats(PerfRegistry(), bounds, bounds, store)
+    shared_native_store = SharedNativeHttpStats(
+        PerfRegistry(), bounds, bounds, store, NativeHistograms()
+    )
 
     def record(store: HttpStats) -> Callable[[float], object]:
         def call(v: float) -> None:
@@ -231,7 +251,16 @@ def recorders() -> dict[str, Callable[[float], object]]:
         "NativeHistogram.observe (native only)": native_only.observe,
         "HttpStats.record (classic)": record(classic_store),
         "NativeHttpStats.record (classic + native)": record(native_store),
+        "SharedPlainHistogram.observe (multi-worker)": shared_plain.observe,
+        "SharedNativeHistogram.observe (multi-worker, classic + native)": shared_native.observe,
+        "SharedHttpStats.record (multi-worker, classic)": record(shared_classic_store),
+        "SharedNativeHttpStats.record (multi-worker, classic + native)": record(
+            shared_native_store
+        ),
     }
+
+
+_SCRATCH: dict[str, tempfile.TemporaryDirectory[str]] = {}
 
 
 VALUES = [0.0005 * (1.07**i) for i in range(100)]

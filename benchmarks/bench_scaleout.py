@@ -1,7 +1,7 @@
 """Multi-worker mode: scrape time of the merged view, and req/s with 2 uvicorn workers vs 1.
 
 Usage: ./scripts/bench scaleout [--rounds N]
-       ./scripts/bench scaleout --mode merge [--rounds N] [--routes 10,100,400]
+       ./scripts/bench scaleout --mode merge [--rounds N] [--routes 10,100,400] [--native]
        ./scripts/bench scaleout --mode throughput [--rounds N] [--seconds S] [--pin-wrk CPU]
        [--close]
 
@@ -10,7 +10,9 @@ series); time to collect the merged view with 4 live workers, then after 200 wor
 
 ``merge``: 4 real worker processes (this one and 3 children) in multi-worker mode, each with
 ``routes`` x 3 statuses of HTTP series in shared memory: time of the merged collect, then of
-rendering the whole ``/metrics`` body from it (what a scrape of any worker costs).
+rendering the whole ``/metrics`` body from it (what a scrape of any worker costs). ``--native``:
+native histograms on (10 durations per series, one native bucket each), the body in protobuf
+(what Prometheus asks for with native histograms on).
 
 ``throughput``: ``examples/multiworker_app.py`` (multi-worker mode on, a fresh
 PROMETHEUS_MULTIPROC_DIR each) and its bare twin without asgi-perf (``benchmarks/_scale_apps.py``),
@@ -37,6 +39,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 from prometheus_client import generate_latest
@@ -44,6 +47,7 @@ from prometheus_client import generate_latest
 from asgi_perf import PerfMiddleware, PerfRegistry
 from asgi_perf.export import Multiprocess, enable_multiprocess
 from asgi_perf.export import _mp_store as store
+from asgi_perf.export._protobuf import ProtobufRenderer
 from asgi_perf.export._render import Renderers
 from asgi_perf.http._stats import HTTP_STATS
 
@@ -125,32 +129,43 @@ def scrape_mode(rounds: int) -> None:
 
 
 # -- merge: the merged view of 4 real workers in shared memory, by route count -------------------
+#: --native: durations per series, one native bucket each (schema 3).
+NATIVE_DURATIONS = tuple(0.001 * 1.5**k for k in range(10))
+
+
 def record_routes(registry: PerfRegistry, routes: int) -> None:
     PerfMiddleware(lambda s, r, se: None, registry=registry)  # type: ignore[arg-type,return-value]
     stats = registry.find_component(HTTP_STATS)
     assert stats is not None
+    durations = NATIVE_DURATIONS if registry.native is not None else (0.01,)
     for i in range(routes):
         for status in ("200", "404", "500"):
-            stats.record("GET", f"/r{i}/{{id}}", status, 0.01, 0.005, 10, 100)
+            for duration in durations:
+                stats.record("GET", f"/r{i}/{{id}}", status, duration, duration / 2, 10, 100)
 
 
-def merge_worker(routes: int) -> None:
+def merge_worker(routes: int, native: bool) -> None:
     """One worker of ``--mode merge``: its series in shared memory, its snapshot published; it
     stays alive until its stdin closes."""
-    registry = PerfRegistry()
+    registry = PerfRegistry(native_histograms=native)
     record_routes(registry, routes)
     enable_multiprocess(registry, interval=3600).publish()
     print("ready", flush=True)
     sys.stdin.read()
 
 
-def merge_cost(routes: int, rounds: int) -> tuple[float, float, int]:
-    """Best ms of the merged collect and of the whole /metrics body, 4 workers, ``routes``."""
+def merge_cost(routes: int, rounds: int, native: bool) -> tuple[float, float, int]:
+    """Best ms of the merged collect and of the whole /metrics body (protobuf with ``native``),
+    4 workers, ``routes``."""
+    flags = ["--native"] if native else []
     with tempfile.TemporaryDirectory() as directory:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
         others = [
             subprocess.Popen(
-                [sys.executable, __file__, "--mode", "merge-worker", "--routes", str(routes)],
+                [
+                    *(sys.executable, __file__, "--mode", "merge-worker"),
+                    *("--routes", str(routes), *flags),
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env=env,
@@ -163,12 +178,14 @@ def merge_cost(routes: int, rounds: int) -> tuple[float, float, int]:
                 assert proc.stdout.readline() == b"ready\n"
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
             try:
-                registry = PerfRegistry()
+                registry = PerfRegistry(native_histograms=native)
             finally:
                 del os.environ["PROMETHEUS_MULTIPROC_DIR"]
             record_routes(registry, routes)
             mp = enable_multiprocess(registry, directory, interval=3600)
-            render = Renderers().for_encoder(generate_latest)
+            render: Any = Renderers().for_encoder(generate_latest)
+            if native:
+                render = ProtobufRenderer()
             assert render is not None
             collect, whole = [], []
             samples = 0
@@ -189,13 +206,14 @@ def merge_cost(routes: int, rounds: int) -> tuple[float, float, int]:
     return min(collect), min(whole), samples
 
 
-def merge_mode(rounds: int, route_counts: list[int]) -> None:
-    print("Merged view of 4 workers (3 statuses per route; best of the rounds)")
+def merge_mode(rounds: int, route_counts: list[int], native: bool) -> None:
+    kind = "native histograms, protobuf body" if native else "text body"
+    print(f"Merged view of 4 workers (3 statuses per route; {kind}; best of the rounds)")
     print()
     print("| routes | samples | merged collect | whole /metrics body |")
     print("|---:|---:|---:|---:|")
     for routes in route_counts:
-        collect, whole, samples = merge_cost(routes, rounds)
+        collect, whole, samples = merge_cost(routes, rounds, native)
         print(f"| {routes} | {samples:,} | {collect:.1f} ms | {whole:.1f} ms |")
 
 
@@ -396,6 +414,9 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=None, help="default 15 (scrape), 5 (throughput)"
     )
+    parser.add_argument(
+        "--native", action="store_true", help="native histograms on (merge; protobuf body)"
+    )
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per run (throughput)")
     parser.add_argument("--pin-wrk", default=None, help="taskset CPU list for wrk (throughput)")
     parser.add_argument(
@@ -410,9 +431,9 @@ def main() -> None:
     if args.mode == "scrape":
         scrape_mode(args.rounds or 15)
     elif args.mode == "merge":
-        merge_mode(args.rounds or 15, args.routes)
+        merge_mode(args.rounds or 15, args.routes, args.native)
     elif args.mode == "merge-worker":
-        merge_worker(args.routes[0])
+        merge_worker(args.routes[0], args.native)
     else:
         throughput_mode(
             args.rounds or 5, args.seconds, args.pin_wrk, args.stock_uvicorn, args.close

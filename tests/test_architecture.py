@@ -38,6 +38,7 @@ CORE = frozenset(
         "_labels",
         "_histogram",
         "_native",
+        "_native_layout",
         "_shared",
         "_rows",
         "_types",

@@ -25,16 +25,24 @@ from asgi_perf._native import (
     ERR_ZERO,
     MIN_SCHEMA,
     NativeHistogram,
+    NativeParts,
     NativeSnapshot,
     Spans,
     add_histogram,
     downscale,
     expand,
+    from_json,
     merge,
+    merge_parts,
+    merged_snapshot,
+    parts_from_json,
+    parts_of,
+    parts_to_json,
     schema_for_factor,
     spans_of,
+    to_json,
 )
-from asgi_perf.registry import WARN_NATIVE_SHARED
+from asgi_perf._shared import NATIVE_CAPACITY
 
 POSITIVE = st.floats(1e-9, 1e9)
 VALUES = st.lists(st.one_of(POSITIVE, POSITIVE.map(lambda v: -v), st.just(0.0)), max_size=80)
@@ -120,16 +128,18 @@ def test_registry_setting() -> None:
     assert ERR_NATIVE.startswith("native_histograms must be")
 
 
-def test_multi_worker_mode_keeps_classic_buckets_only(
+def test_multi_worker_mode_keeps_native_histograms(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR set, native buckets are not kept (shared-memory slots have a
-    fixed size): one warning, and the classic histograms as before."""
+    """With PROMETHEUS_MULTIPROC_DIR set, native buckets are kept in shared memory: no warning,
+    the configuration as given, and a shared-memory file sized for native series."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="asgi_perf"):
         registry = PerfRegistry(native_histograms=True)
-    assert registry.native is None
-    assert WARN_NATIVE_SHARED in caplog.messages
+    assert registry.native == NativeHistograms()
+    assert registry.shared is not None
+    assert registry.shared.capacity == NATIVE_CAPACITY
+    assert not caplog.messages
 
 
 # -- indexing ------------------------------------------------------------------------------------
@@ -374,3 +384,70 @@ def test_native_only_timer_stats() -> None:
     p50 = stats["p50"]
     assert p50 is not None
     assert 0.045 <= p50 <= 0.055
+
+
+# -- the scrape's merge of parts: equal to merge() -------------------------------------------------
+WORKER = st.tuples(
+    st.integers(MIN_SCHEMA, 8),
+    st.sampled_from([DEFAULT_ZERO_THRESHOLD, 0.0, 1e-3]),
+    st.integers(1, 40),  # max_buckets: small ones lower the schema as it fills
+    VALUES,  # empty for an idle worker; negative values and zeros too
+)
+
+
+def _worker_snapshot(worker: tuple[int, float, int, list[float]]) -> NativeSnapshot:
+    schema, threshold, max_buckets, values = worker
+    hist = NativeHistogram((), schema, threshold, max_buckets)
+    for v in values:
+        hist.observe(v)
+    return hist.snapshot()
+
+
+def _as_stored(parts: NativeParts, order: list[int]) -> NativeParts:
+    """``parts`` as a shared-memory run holds them: float pairs in first-use order."""
+    pairs = list(parts.pairs)
+    flat = [float(pairs[2 * i + k]) for i in order for k in (0, 1)]
+    return parts._replace(pairs=flat)
+
+
+@settings(max_examples=300, deadline=None)
+@given(workers=st.lists(WORKER, min_size=1, max_size=5), data=st.data())
+def test_merged_parts_equal_the_reference_merge(
+    workers: list[tuple[int, float, int, list[float]]], data: st.DataObject
+) -> None:
+    """Workers of different schemas and zero thresholds (negative, zero and no observations
+    included), read as the scrape reads them (float pairs in any order): their merged snapshot
+    is exactly merge() of their snapshots, and the compacted file's form is to_json() of it."""
+    snaps = [_worker_snapshot(w) for w in workers]
+    parts = []
+    for snap in snaps:
+        own = parts_of(snap)
+        order = data.draw(st.permutations(range(len(own.pairs) // 2)))
+        parts.append(_as_stored(own, order))
+    want = merge(snaps)
+    assert merged_snapshot(parts) == want
+    assert merged_snapshot([parts_of(s) for s in snaps]) == want
+    assert parts_to_json(merge_parts(parts)) == to_json(want)
+    assert merged_snapshot([parts_from_json(to_json(want))]) == want
+    for snap, part in zip(snaps, parts, strict=True):
+        assert merged_snapshot([part]) == snap
+
+
+def test_merged_parts_add_a_repeated_code() -> None:
+    """Parts that name a bucket twice (a part as a reader may get it) add both counts."""
+    parts = NativeParts(0, 0.0, 1, 7.0, [4.0, 2.0, 5.0, 1.0, 4.0, 3.0])
+    snap = merged_snapshot([parts])
+    assert expand(snap.positive) == {2: 5}
+    assert expand(snap.negative) == {2: 1}
+    assert snap.observations == 7
+
+
+@pytest.mark.parametrize(
+    "positive",
+    [[[3, 2], [3, 5]], [[3, 2], [3, 0]], [[3, 0], [4, 1], [3, 7]], [[1, 1], [2, 0]]],
+)
+def test_parts_from_json_read_as_from_json(positive: list[list[int]]) -> None:
+    """A snapshot file's bucket lists read as parts as from_json() reads them: a repeated index
+    keeps its last count, and a count of zero is no bucket."""
+    raw = [1, 0.0, 2, 1.5, positive, [[-2, 4]]]
+    assert merged_snapshot([parts_from_json(raw)]) == from_json(raw)

@@ -13,6 +13,14 @@ Readers take a shared ``flock`` on ``asgi_perf.lock``, compaction an exclusive o
 never sees a dead worker's counts both folded and still in its own file (or in neither): totals
 never go backwards. Live workers replace their own snapshot without the lock (rename is atomic)
 and write their slots in place.
+
+Native histograms travel beside the samples: a snapshot file (the compacted one included) lists
+each native series' buckets under ``native``, and the merge gathers every worker's native parts
+of one series (:data:`Natives`) and adds them at the lowest schema among them; :func:`to_metrics`
+attaches the result to its family as the protobuf encoder expects (``family.native``). Each
+worker's part is read as bucket counts by code (:class:`~asgi_perf._native.NativeParts`, straight
+from the shared-memory run or the snapshot file's lists), so the spans the exposition needs are
+built once per merged series, not once per worker and then expanded again.
 """
 
 from __future__ import annotations
@@ -30,7 +38,10 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
+from .. import _native
 from .. import _shared as shared
+from .._native import NativeFamily, NativeParts, NativeSnapshot
+from .._native_layout import read_parts
 from ..catalogue import STANDARD_METRICS
 
 PREFIX = "asgi_perf_"
@@ -54,6 +65,8 @@ GAUGE_MODES = frozenset({"livesum", "livemax", "livemin", "liveall"})
 LabelKey = tuple[tuple[str, str], ...]
 # family name -> (type, help, {(sample name, labels): value}); insertion-ordered.
 Families = dict[str, tuple[str, str, dict[tuple[str, LabelKey], float]]]
+#: family name -> {sorted series labels: every worker's native part of that series}.
+Natives = dict[str, dict[LabelKey, list[NativeParts]]]
 
 
 @dataclass
@@ -63,6 +76,8 @@ class Snapshot:
     pid: int
     token: str
     families: list[Any] = field(default_factory=list)
+    #: ``[family, sorted label pairs, native parts]`` per native histogram series.
+    native: list[tuple[str, LabelKey, NativeParts]] = field(default_factory=list)
 
 
 def snapshot_name(pid: int, token: str) -> str:
@@ -70,17 +85,29 @@ def snapshot_name(pid: int, token: str) -> str:
 
 
 def encode(pid: int, token: str, metrics: Iterable[Metric]) -> bytes:
-    """Serialise collected metric families (timestamps and exemplars are not carried over)."""
-    families = [
-        [
-            m.name,
-            m.type,
-            m.documentation,
-            [[s.name, sorted(s.labels.items()), s.value] for s in m.samples],
-        ]
-        for m in metrics
-    ]
-    return json.dumps({"pid": pid, "token": token, "families": families}).encode()
+    """Serialise collected metric families (timestamps and exemplars are not carried over; the
+    native part of a histogram is)."""
+    families = []
+    native: list[Any] = []
+    for m in metrics:
+        families.append(
+            [
+                m.name,
+                m.type,
+                m.documentation,
+                [[s.name, sorted(s.labels.items()), s.value] for s in m.samples],
+            ]
+        )
+        parts: NativeFamily | None = getattr(m, "native", None)
+        if parts is not None and m.type == "histogram":
+            native.extend(
+                [m.name, [list(pair) for pair in key], _native.to_json(snap)]
+                for key, snap in parts.series.items()
+            )
+    body: dict[str, Any] = {"pid": pid, "token": token, "families": families}
+    if native:
+        body["native"] = native
+    return json.dumps(body).encode()
 
 
 class CorruptSnapshot(ValueError):
@@ -107,7 +134,11 @@ def decode(data: bytes) -> Snapshot:
             ]
             for name, typ, help_text, samples in _array(raw["families"])
         ]
-        return Snapshot(int(raw["pid"]), _text(raw["token"]), families)
+        native = [
+            (_text(name), tuple((k, v) for k, v in _labels(labels)), _native.parts_from_json(snap))
+            for name, labels, snap in _array(raw.get("native", []))
+        ]
+        return Snapshot(int(raw["pid"]), _text(raw["token"]), families, native)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptSnapshot(f"{type(exc).__name__}: {exc}") from exc
 
@@ -195,8 +226,13 @@ def merge_into(
     snapshot: Snapshot,
     live: bool,
     gauge_modes: dict[str, str],
+    natives: Natives | None = None,
 ) -> None:
-    """Add one worker's families to ``families`` (gauges only when the worker is ``live``)."""
+    """Add one worker's families to ``families`` (gauges only when the worker is ``live``), and
+    its native histogram parts to ``natives``."""
+    if natives is not None:
+        for family, series, snap in snapshot.native:
+            natives.setdefault(family, {}).setdefault(series, []).append(snap)
     for name, typ, help_text, samples in snapshot.families:
         per_worker = name in PER_WORKER
         summed = typ in SUMMED_TYPES and not per_worker
@@ -232,7 +268,9 @@ _new_sample = tuple.__new__
 _SAMPLE_TAIL = (None,) * (len(Sample._fields) - 3)
 
 
-def to_metrics(families: Families) -> Iterator[Metric]:
+def to_metrics(families: Families, natives: Natives | None = None) -> Iterator[Metric]:
+    """The merged families as metrics; a histogram with native parts carries them merged (every
+    worker's, at the lowest schema among them) as its ``native`` attribute."""
     for name, (typ, help_text, values) in families.items():
         metric = Metric(name, help_text, typ)
         # What add_sample() appends, without a Python-level call per sample: Sample is a named
@@ -241,7 +279,18 @@ def to_metrics(families: Families) -> Iterator[Metric]:
             _new_sample(Sample, (s, dict(labels), value, *_SAMPLE_TAIL))
             for (s, labels), value in values.items()
         ]
+        parts = natives.get(name) if natives and typ == "histogram" else None
+        if parts:
+            native = NativeFamily()
+            native.series = merged_natives(parts)
+            metric.native = native  # type: ignore[attr-defined]
         yield metric
+
+
+def merged_natives(parts: dict[LabelKey, list[NativeParts]]) -> dict[LabelKey, NativeSnapshot]:
+    """One snapshot per series: its workers' parts added up (spans built once, here)."""
+    merged = _native.merged_snapshot
+    return {key: merged(each) for key, each in parts.items()}
 
 
 def summed_snapshot(families: Families) -> list[Any]:
@@ -250,6 +299,15 @@ def summed_snapshot(families: Families) -> list[Any]:
         [name, typ, help_text, [[s, list(labels), v] for (s, labels), v in values.items()]]
         for name, (typ, help_text, values) in families.items()
         if typ in SUMMED_TYPES
+    ]
+
+
+def native_snapshot(natives: Natives) -> list[Any]:
+    """``natives`` merged, in snapshot form (what compaction keeps)."""
+    return [
+        [name, [list(pair) for pair in key], _native.parts_to_json(_native.merge_parts(each))]
+        for name, parts in natives.items()
+        for key, each in parts.items()
     ]
 
 
@@ -280,9 +338,10 @@ def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ())
     compacted_path = directory / COMPACTED
     base = load(compacted_path)  # CorruptSnapshot: nothing is folded until it is repaired
     families: Families = {}
+    natives: Natives = {}
     done: list[str] = []
     if base is not None:
-        merge_into(families, base, live=False, gauge_modes={})
+        merge_into(families, base, live=False, gauge_modes={}, natives=natives)
         done = [n for n in base.token.split("/") if n and (directory / n).exists()]
     folded = []
     for path in dead:
@@ -294,21 +353,27 @@ def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ())
             continue  # left in place: the reader skips it and reports it
         if snap is None:
             continue
-        merge_into(families, snap, live=False, gauge_modes={})
+        merge_into(families, snap, live=False, gauge_modes={}, natives=natives)
         folded.append(path.name)
     for keys in dead_shared:
         if keys.name in done:
             continue
         try:
-            part = _read_shared(keys)
+            part, part_natives = _read_shared(keys)
         except _SHARED_ERRORS:
             continue  # left in place: every scrape skips it and counts the error
         _fold(families, part)
+        for name, series in part_natives.items():
+            into = natives.setdefault(name, {})
+            for key, snaps in series.items():
+                into.setdefault(key, []).extend(snaps)
         folded.append(keys.name)
     if folded:
         # The "token" field of the compacted file lists the files it holds until they are gone.
         listed = "/".join([*done, *folded])
-        body = {"pid": 0, "token": listed, "families": summed_snapshot(families)}
+        body: dict[str, Any] = {"pid": 0, "token": listed, "families": summed_snapshot(families)}
+        if natives:
+            body["native"] = native_snapshot(natives)
         write_atomic(compacted_path, json.dumps(body).encode())
     for name in [*done, *folded]:
         with contextlib.suppress(FileNotFoundError):
@@ -339,15 +404,17 @@ def merge_shared(
     directory: Path,
     skip: frozenset[str] = frozenset(),
     reader: SharedReader | None = None,
+    natives: Natives | None = None,
 ) -> list[tuple[Path, Exception]]:
     """Add every worker's shared-memory series (dead workers' not yet compacted included).
 
     These are read as they are at this instant: nothing a worker counted is missing or stale.
     ``skip``: index files the compacted file already holds. ``reader``: the one that read the
-    previous scrape, so each index line is parsed once. Returns the index files that could not be
-    read (skipped), with their errors.
+    previous scrape, so each index line is parsed once. ``natives``: where native histogram
+    parts go (left out without it). Returns the index files that could not be read (skipped),
+    with their errors.
     """
-    return (reader or SharedReader()).merge(families, directory, skip)
+    return (reader or SharedReader()).merge(families, directory, skip, natives)
 
 
 class _Plan:
@@ -364,11 +431,17 @@ class _Plan:
         "ident",
         "keys",
         "kind",
+        "layout",
+        "native_key",
     )
 
     def __init__(self, entry: shared.IndexEntry) -> None:
         self.ident = _identity(entry)
-        self.family, self.kind, self.help = entry.family, entry.kind, entry.help
+        self.family, self.help = entry.family, entry.help
+        self.kind = shared.family_type(entry.kind)
+        #: A native histogram's run layout (its native part is read under the sequence lock).
+        self.layout = entry.layout()
+        self.native_key: LabelKey = tuple(sorted(entry.labels))
         labels = dict(entry.labels)
         self.keys = tuple(
             (name, tuple(sorted({**labels, **extra}.items())))
@@ -378,13 +451,21 @@ class _Plan:
         )
         self.count_family = self.count_help = ""
         self.count_key: tuple[str, LabelKey] = ("", ())
-        if entry.count_as and entry.kind == shared.HISTOGRAM:
+        if entry.count_as and self.kind == shared.HISTOGRAM:
             self.count_family, self.count_help = entry.count_as[0], entry.count_as[1]
             self.count_key = (f"{self.count_family}_total", tuple(sorted(labels.items())))
 
 
 def _identity(entry: shared.IndexEntry) -> tuple[Any, ...]:
-    return (entry.family, entry.kind, entry.help, entry.labels, entry.bounds, entry.count_as)
+    return (
+        entry.family,
+        entry.kind,
+        entry.help,
+        entry.labels,
+        entry.bounds,
+        entry.count_as,
+        entry.native,
+    )
 
 
 class _Parsed:
@@ -411,20 +492,28 @@ class SharedReader:
     def __init__(self) -> None:
         self._files: dict[Path, _Parsed] = {}
         self._plans: dict[tuple[Any, ...], _Plan] = {}
+        #: Native series read mid-rewrite after every retry (taken as read), since created.
+        self.torn = 0
 
     def merge(
-        self, families: Families, directory: Path, skip: frozenset[str] = frozenset()
+        self,
+        families: Families,
+        directory: Path,
+        skip: frozenset[str] = frozenset(),
+        natives: Natives | None = None,
     ) -> list[tuple[Path, Exception]]:
         failed: list[tuple[Path, Exception]] = []
         seen: dict[Path, _Parsed] = {}
         # One entry per distinct series, in order of first appearance: worker by worker.
         gathered: dict[_Plan, list[list[float]]] = {}
+        #: Each series' list of native parts in ``natives``, by plan.
+        parts: dict[_Plan, list[NativeParts]] = {}
         for keys in shared.worker_files(directory):
             if keys.name in skip:
                 continue
             # Read whole before merging: a file that fails part-way adds nothing, as reported.
             try:
-                parsed, values = self._read(keys)
+                parsed, values, snaps = self._read(keys)
             except _SHARED_ERRORS as exc:
                 failed.append((keys, exc))
                 continue
@@ -437,6 +526,14 @@ class SharedReader:
                     gathered[plan] = [slots]
                 else:
                     vectors.append(slots)
+            if natives is not None:
+                for plan, snap in snaps:
+                    into = parts.get(plan)
+                    if into is None:
+                        # Plans that name one series share its list: parts stay in worker order.
+                        series = natives.setdefault(plan.family, {})
+                        into = parts[plan] = series.setdefault(plan.native_key, [])
+                    into.append(snap)
         if seen.keys() != self._files.keys():
             # Files were compacted away: forget the series only they named.
             self._plans = {
@@ -454,7 +551,9 @@ class SharedReader:
             plan = self._plans[ident] = _Plan(entry)
         return plan
 
-    def _read(self, keys: Path) -> tuple[_Parsed | None, list[list[float]]]:
+    def _read(
+        self, keys: Path
+    ) -> tuple[_Parsed | None, list[list[float]], list[tuple[_Plan, NativeParts]]]:
         try:
             with open(keys, "rb") as f:
                 stat = os.fstat(f.fileno())
@@ -464,10 +563,11 @@ class SharedReader:
                 f.seek(parsed.offset)
                 raw = f.read()
         except FileNotFoundError:
-            return None, []
+            return None, [], []
         mapped = shared.map_slots(keys)
         if mapped is None:
-            return None, []
+            return None, [], []
+        snaps: list[tuple[_Plan, NativeParts]] = []
         try:
             complete = shared.complete_lines(raw)
             if complete:
@@ -480,16 +580,23 @@ class SharedReader:
             view: Any = memoryview(mapped).cast("d")
             try:
                 values: list[list[float]] = []
-                for start, size, _ in parsed.entries:
-                    part = view[start : start + size].tolist()
-                    if len(part) != size:
+                end = len(view)
+                for start, size, plan in parsed.entries:
+                    if start + size > end:
                         raise IndexError(f"slot {start + size} is past the end of the file")
+                    layout = plan.layout
+                    if layout is None:
+                        values.append(view[start : start + size].tolist())
+                        continue
+                    part, snap, torn = read_parts(view, start, layout)
+                    self.torn += torn
                     values.append(part)
+                    snaps.append((plan, snap))
             finally:
                 view.release()
         finally:
             mapped.close()
-        return parsed, values
+        return parsed, values, snaps
 
 
 def _add_gathered(families: Families, plan: _Plan, vectors: list[list[float]]) -> None:
@@ -544,15 +651,22 @@ def _add_gathered(families: Families, plan: _Plan, vectors: list[list[float]]) -
             counts_of[plan.count_key] = counts_of.get(plan.count_key, 0.0) + count
 
 
-_SHARED_ERRORS = (ValueError, TypeError, IndexError, OSError)
+# OverflowError: int() of an infinity where a count or bucket code was expected.
+_SHARED_ERRORS = (ValueError, TypeError, IndexError, OSError, OverflowError)
 
 
-def _read_shared(keys: Path) -> Families:
-    """One worker's shared-memory series as families; raises if any part cannot be read."""
+def _read_shared(keys: Path) -> tuple[Families, Natives]:
+    """One worker's shared-memory series as families (and native parts); raises if any part
+    cannot be read."""
     part: Families = {}
+    natives: Natives = {}
     for series in shared.read_worker(keys):
         _add_series(part, series)
-    return part
+        if series.native is not None:
+            key = tuple(sorted(series.labels))
+            parts = _native.parts_of(series.native)
+            natives.setdefault(series.family, {}).setdefault(key, []).append(parts)
+    return part, natives
 
 
 def _fold(families: Families, part: Families) -> None:
@@ -565,8 +679,9 @@ def _fold(families: Families, part: Families) -> None:
 def _add_series(families: Families, series: shared.Series) -> None:
     labels = dict(series.labels)
     samples = list(shared.expand(series.family, series.kind, series.bounds, series.values, 0))
-    _add(families, series.family, series.kind, series.help, labels, samples)
-    if series.count_as and series.kind == shared.HISTOGRAM:
+    kind = shared.family_type(series.kind)
+    _add(families, series.family, kind, series.help, labels, samples)
+    if series.count_as and kind == shared.HISTOGRAM:
         name, help_text = series.count_as[0], series.count_as[1]
         count = samples[-2][2]  # the histogram's _count
         _add(families, name, "counter", help_text, labels, [(f"{name}_total", {}, count)])

@@ -62,6 +62,8 @@ ERR_SKIPPED = (
     "asgi-perf multi-worker snapshot %s is left out of every scrape until it is removed or "
     "repaired: %s"
 )
+#: Counted when native histogram series stayed mid-rewrite through every read retry.
+ERR_TORN = "{} native histogram series read while their writer was rewriting them"
 _MAX_LOGGED = 1000
 
 logger = logging.getLogger("asgi_perf")
@@ -121,7 +123,7 @@ class Multiprocess:
             # Enabled explicitly (no PROMETHEUS_MULTIPROC_DIR at the registry's construction):
             # components built from now on keep their counters in shared memory; those built
             # before stay in process memory and are published with the snapshot.
-            registry.shared = SharedStore(directory)
+            registry.shared = SharedStore(directory, registry.shared_capacity())
         self._reader = store.SharedReader()
         self._skip: frozenset[str] = frozenset()
         self._skip_for = -1
@@ -222,14 +224,14 @@ class Multiprocess:
                         # The dead workers' own files stay and are merged as they are.
                         self.skipped(self.directory / store.COMPACTED, exc)
             with store.locked(self.directory, exclusive=False):
-                families = self._merge()
+                families, natives = self._merge()
         except Exception as exc:
             # The scrape fails (Prometheus shows up == 0): serving one worker's numbers as the
             # total would make every counter jump backwards.
             self.registry.report_error(COMPONENT, exc)
             raise
         # Exemplars are this worker's own: each scrape shows those of the worker that served it.
-        return self.registry.worker_exemplars.attach(store.to_metrics(families))
+        return self.registry.worker_exemplars.attach(store.to_metrics(families, natives))
 
     def skipped(self, path: Path, exc: BaseException) -> None:
         """A snapshot left out of a scrape: counted every time, logged once per file.
@@ -246,7 +248,7 @@ class Multiprocess:
         self._logged.add(key)
         logger.warning(ERR_SKIPPED, path, exc)
 
-    def _merge(self) -> store.Families:
+    def _merge(self) -> tuple[store.Families, store.Natives]:
         modes = {self.registry.metric_name(k): v for k, v in DEFAULT_GAUGE_MODES.items()}
         modes.update(self.gauge_modes)
         try:
@@ -258,6 +260,7 @@ class Multiprocess:
         files = [p for p in store.snapshot_files(self.directory) if p.name not in skip]
         dead = set(store.dead_files(self.directory, files, self.pid))
         families: store.Families = {}
+        natives: store.Natives = {}
         # This worker first, so the families keep its (the registry's) order.
         files.sort(key=lambda p: p != self.path)
         for path in files:
@@ -267,12 +270,19 @@ class Multiprocess:
                 self.skipped(path, exc)
                 continue
             if snap is not None:
-                store.merge_into(families, snap, path not in dead, modes)
+                store.merge_into(families, snap, path not in dead, modes, natives)
         if compacted is not None:
-            store.merge_into(families, compacted, live=False, gauge_modes=modes)
-        for path, error in store.merge_shared(families, self.directory, skip, self._reader):
+            store.merge_into(families, compacted, live=False, gauge_modes=modes, natives=natives)
+        torn = self._reader.torn
+        failed = store.merge_shared(families, self.directory, skip, self._reader, natives)
+        for path, error in failed:
             self.registry.report_error(COMPONENT, OSError(f"{path.name}: {error}"))
-        return families
+        if self._reader.torn > torn:
+            # A native series still mid-rewrite after every retry: taken as read (see read_parts).
+            self.registry.report_error(
+                COMPONENT, RuntimeError(ERR_TORN.format(self._reader.torn - torn)), log=False
+            )
+        return families, natives
 
 
 #: The worker's multi-worker state: what its scrapes and pushes serve instead of its own registry.

@@ -50,6 +50,8 @@ from ._stats import (
     NativeHttpStats,
     SharedHighrHttpStats,
     SharedHttpStats,
+    SharedNativeHighrHttpStats,
+    SharedNativeHttpStats,
     keep_exemplars,
 )
 
@@ -250,9 +252,18 @@ class PerfMiddleware:
             created = True
             # Decided once, here: the request path never asks which store it writes to.
             source = registry.exemplar_source
-            if registry.shared is not None:
+            if registry.shared is not None and registry.native is not None:
                 if highr:
-                    stats: HttpStats = SharedHighrHttpStats(
+                    stats: HttpStats = SharedNativeHighrHttpStats(
+                        registry, duration_b, ttfb_b, registry.shared, registry.native, highr, extra
+                    )
+                else:
+                    stats = SharedNativeHttpStats(
+                        registry, duration_b, ttfb_b, registry.shared, registry.native, extra
+                    )
+            elif registry.shared is not None:
+                if highr:
+                    stats = SharedHighrHttpStats(
                         registry, duration_b, ttfb_b, registry.shared, highr, extra
                     )
                 else:

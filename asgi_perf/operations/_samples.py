@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .. import _native
 from .._histogram import bucket_labels, quantile
+from .._native import NativeFamily, NativeSnapshot
 from .._rows import FamilyRows, RowsRequest, reading_rows
 from ..registry import PerfRegistry
 from ._system import system_collector_skipped
@@ -25,14 +27,23 @@ def clean(value: float | None, digits: int = 6) -> float | None:
 
 
 class SampledHistogram:
-    """A histogram aggregated over some label combinations: cumulative buckets, sum, count."""
+    """A histogram aggregated over some label combinations: cumulative buckets, sum, count, and
+    the native buckets of series that keep them (merged at the lowest schema).
 
-    __slots__ = ("buckets", "count", "sum")
+    Quantiles come from the classic buckets; from the native ones when there are no classic
+    buckets but ``+Inf`` (native-only histograms)."""
+
+    __slots__ = ("buckets", "count", "native", "sum")
 
     def __init__(self) -> None:
         self.buckets: dict[float, float] = {}
         self.sum = 0.0
         self.count = 0.0
+        self.native: NativeSnapshot | None = None
+
+    def add_native(self, snap: NativeSnapshot) -> None:
+        native = self.native
+        self.native = snap if native is None else _native.merge([native, snap])
 
     def minus(self, old: SampledHistogram | None) -> SampledHistogram:
         """The observations since ``old`` (all of them if ``old`` is missing or was reset)."""
@@ -42,11 +53,18 @@ class SampledHistogram:
         out.sum = self.sum - old.sum
         out.count = self.count - old.count
         out.buckets = {le: n - old.buckets.get(le, 0.0) for le, n in self.buckets.items()}
+        if self.native is not None:
+            out.native = (
+                self.native if old.native is None else _native.subtract(self.native, old.native)
+            )
         return out
 
     def q(self, q: float) -> float | None:
         if self.count <= 0:
             return None
+        if self.native is not None and len(self.buckets) <= 1:
+            # Native only: the one classic bucket is +Inf, the native buckets hold the shape.
+            return clean(quantile(q, _native.quantile_points(self.native)))
         return clean(quantile(q, sorted(self.buckets.items())))
 
     def avg(self) -> float | None:
@@ -70,10 +88,24 @@ class Samples:
         self.by_name: dict[str, list[tuple[Labels, float]]] = {}
         #: histogram name -> [(labels, cumulative counts keyed by upper bound, sum, count)]
         self.hists: dict[str, list[tuple[Labels, list[tuple[float, float]], float, float]]] = {}
+        #: histogram name -> [(labels, native buckets)] of the series that keep native buckets
+        self.natives: dict[str, list[tuple[Labels, NativeSnapshot]]] = {}
         sink: list[FamilyRows] = []
         request = RowsRequest(sink=sink) if rows else None
         with system_collector_skipped(), reading_rows(request):
             for family in registry.prometheus.collect():
+                native: NativeFamily | None = getattr(family, "native", None)
+                # Only native-only histograms need theirs (their first bucket is +Inf): merging
+                # native buckets is kept off the summaries that have classic ones to read.
+                if (
+                    native is not None
+                    and family.name.startswith(prefix)
+                    and family.samples
+                    and family.samples[0].labels.get("le") == "+Inf"
+                ):
+                    self.natives.setdefault(family.name[len(prefix) :], []).extend(
+                        (dict(key), snap) for key, snap in native.series.items()
+                    )
                 for s in family.samples:
                     if not s.name.startswith(prefix):
                         continue
@@ -155,6 +187,13 @@ class Samples:
                     hist.sum += value
                 else:
                     hist.count += value
+        for labels, snap in self.natives.get(name, ()):
+            k = key(labels)
+            if k is not None:
+                found = out.get(k)
+                if found is None:
+                    found = out[k] = SampledHistogram()
+                found.add_native(snap)
         return out
 
 
@@ -216,6 +255,8 @@ def merge(into: SampledHistogram, other: SampledHistogram) -> None:
     into.sum += other.sum
     for le, n in other.buckets.items():
         into.buckets[le] = into.buckets.get(le, 0.0) + n
+    if other.native is not None:
+        into.add_native(other.native)
 
 
 def ratio(part: float, whole: float) -> float | None:

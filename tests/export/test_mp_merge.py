@@ -33,7 +33,7 @@ def _reference(families: store.Families, directory: Path) -> list[Path]:
     failed = []
     for keys in shared.worker_files(directory):
         try:
-            part = store._read_shared(keys)
+            part, _ = store._read_shared(keys)
         except store._SHARED_ERRORS:
             failed.append(keys)
             continue
@@ -208,7 +208,7 @@ def test_families_of_another_type_are_left_alone_alike(
 def test_missing_files_read_as_nothing(tmp_path: Path) -> None:
     """An index gone before it is opened, or one without its slot file, adds nothing."""
     reader = store.SharedReader()
-    assert reader._read(tmp_path / "asgi_perf_1_1.keys") == (None, [])
+    assert reader._read(tmp_path / "asgi_perf_1_1.keys") == (None, [], [])
     assert list(shared.read_worker(tmp_path / "asgi_perf_1_1.keys")) == []
     keys = tmp_path / "asgi_perf_1_00000000000000000001.keys"
     keys.write_bytes(b'[0, "jobs", "counter", "Jobs.", [], [], [], []]\n')
@@ -228,5 +228,5 @@ def test_files_the_compacted_file_holds_are_skipped(
     families: store.Families = {}
     assert store.merge_shared(families, tmp_path, frozenset({first.name})) == []
     expected: store.Families = {}
-    store._fold(expected, store._read_shared(second))
+    store._fold(expected, store._read_shared(second)[0])
     assert families == expected
