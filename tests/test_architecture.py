@@ -39,6 +39,7 @@ CORE = frozenset(
         "_histogram",
         "_native",
         "_native_layout",
+        "_native_snapshots",
         "_shared",
         "_rows",
         "_types",

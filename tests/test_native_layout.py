@@ -22,14 +22,13 @@ from asgi_perf import _native_layout as layout_mod
 from asgi_perf import _shared as shared
 from asgi_perf._native import (
     MIN_SCHEMA,
-    NativeParts,
     NativeSnapshot,
     bucket_key,
     buckets_at_min_schema,
     make_snapshot,
-    merged_snapshot,
 )
 from asgi_perf._native_layout import NativeLayout, read_run
+from asgi_perf._native_snapshots import NativeParts, merged_snapshot
 
 BOUNDS = (0.1, 0.5, 1.0)
 VALUES = st.lists(

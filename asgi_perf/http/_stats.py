@@ -12,7 +12,8 @@ from prometheus_client.metrics_core import Metric
 from .._exemplars import ExemplarSource, span_gate
 from .._histogram import PlainHistogram
 from .._labels import OTHER_METHOD, OVERFLOW, STANDARD_METHODS
-from .._native import NativeHistograms, add_histogram
+from .._native import NativeHistograms
+from .._native_snapshots import add_histogram
 from .._rows import FamilyRows, current_request
 from .._shared import HISTOGRAM, SharedNativeHistogram, SharedStore
 from .._shared import expand as expand_slots
