@@ -41,6 +41,7 @@ CORE = frozenset(
         "_native_layout",
         "_native_snapshots",
         "_shared",
+        "_shared_native",
         "_rows",
         "_types",
         "_checks",

@@ -15,8 +15,9 @@ from .._labels import OTHER_METHOD, OVERFLOW, STANDARD_METHODS
 from .._native import NativeHistograms
 from .._native_snapshots import add_histogram
 from .._rows import FamilyRows, current_request
-from .._shared import HISTOGRAM, SharedNativeHistogram, SharedStore
+from .._shared import HISTOGRAM, SharedStore
 from .._shared import expand as expand_slots
+from .._shared_native import SharedNativeHistogram
 from ..compat import HIGHR_METRIC
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry
 

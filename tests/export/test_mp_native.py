@@ -23,6 +23,7 @@ from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry, _native_sn
 from asgi_perf import _shared as shared
 from asgi_perf._native import NativeSnapshot
 from asgi_perf._native_layout import SCHEMA_BIAS
+from asgi_perf._shared_native import SharedNativeHistogram
 from asgi_perf.export import _mp_store as store
 from asgi_perf.export import _multiprocess as mp
 from asgi_perf.export import metrics_app
@@ -47,9 +48,9 @@ def mpdir(tmp_path: Path) -> Path:
 
 def worker(
     directory: Path, native: NativeHistograms, values: list[float]
-) -> tuple[shared.SharedNativeHistogram, Any]:
+) -> tuple[SharedNativeHistogram, Any]:
     """One worker's duration series in a store of its own, and the in-process twin."""
-    hist = shared.SharedNativeHistogram(
+    hist = SharedNativeHistogram(
         (0.1, 1.0),
         shared.SharedStore(directory, shared.NATIVE_CAPACITY),
         DURATION,
@@ -364,13 +365,13 @@ async def test_the_publish_leaves_shared_native_series_to_the_scrape(
     await _get(PerfMiddleware(_ok, registry=registry), "/a", 3)
     view = mp.enable_multiprocess(registry, mpdir, interval=3600)
     taken: list[object] = []
-    original = shared.SharedNativeHistogram.snapshot
+    original = SharedNativeHistogram.snapshot
 
-    def counting(self: shared.SharedNativeHistogram) -> NativeSnapshot:
+    def counting(self: SharedNativeHistogram) -> NativeSnapshot:
         taken.append(self)
         return original(self)
 
-    monkeypatch.setattr(shared.SharedNativeHistogram, "snapshot", counting)
+    monkeypatch.setattr(SharedNativeHistogram, "snapshot", counting)
     try:
         assert view.publish()
         assert taken == []
