@@ -30,7 +30,8 @@ from prometheus_client.samples import Exemplar
 
 from ._histogram import PlainHistogram, bucket_labels
 from ._native import NativeHistogram, NativeHistograms
-from ._shared import SharedNativeHistogram, SharedPlainHistogram, SharedStore
+from ._shared import SharedPlainHistogram, SharedStore
+from ._shared_native import SharedNativeHistogram
 
 if TYPE_CHECKING:
     from .registry import PerfRegistry
@@ -307,9 +308,28 @@ class WorkerExemplars:
             yield metric
 
 
-class SharedExemplarHistogram(SharedPlainHistogram):
-    """:class:`SharedPlainHistogram` of a registry with an exemplar source: the counts go to
-    shared memory, the exemplar to this worker's :class:`WorkerExemplars`."""
+class _SharedExemplars:
+    """What a shared histogram of a registry with an exemplar source adds to its base: the counts
+    go to shared memory as the base writes them, the exemplar to this worker's
+    :class:`WorkerExemplars`. Listed before the base class, so ``observe`` wraps the base's."""
+
+    __slots__ = ()
+
+    _source: ExemplarSource
+    _exemplars: WorkerExemplars
+    _family: str
+    _labels: list[tuple[str, str]]
+    bounds: tuple[float, ...]
+
+    def observe(self, value: float) -> None:
+        super().observe(value)  # type: ignore[misc]
+        labels = self._source()
+        if labels is not None:
+            self._exemplars.put(self._family, self._labels, self.bounds, value, labels)
+
+
+class SharedExemplarHistogram(_SharedExemplars, SharedPlainHistogram):
+    """:class:`SharedPlainHistogram` of a registry with an exemplar source."""
 
     __slots__ = ("_exemplars", "_source")
 
@@ -328,17 +348,10 @@ class SharedExemplarHistogram(SharedPlainHistogram):
         self._source = source
         self._exemplars = exemplars
 
-    def observe(self, value: float) -> None:
-        super().observe(value)
-        labels = self._source()
-        if labels is not None:
-            self._exemplars.put(self._family, self._labels, self.bounds, value, labels)
 
-
-class SharedNativeExemplarHistogram(SharedNativeHistogram):
-    """:class:`~asgi_perf._shared.SharedNativeHistogram` of a registry with an exemplar source:
-    the exemplar goes to this worker's :class:`WorkerExemplars`, on the classic bucket (``+Inf``
-    when classic buckets are off), as for :class:`SharedExemplarHistogram`."""
+class SharedNativeExemplarHistogram(_SharedExemplars, SharedNativeHistogram):
+    """:class:`~asgi_perf._shared_native.SharedNativeHistogram` of a registry with an exemplar
+    source; the exemplar goes on the classic bucket (``+Inf`` when classic buckets are off)."""
 
     __slots__ = ("_exemplars", "_source")
 
@@ -357,12 +370,6 @@ class SharedNativeExemplarHistogram(SharedNativeHistogram):
         super().__init__(bounds, store, family, help_text, labels, native=native)
         self._source = source
         self._exemplars = exemplars
-
-    def observe(self, value: float) -> None:
-        super().observe(value)
-        labels = self._source()
-        if labels is not None:
-            self._exemplars.put(self._family, self._labels, self.bounds, value, labels)
 
 
 SharedHistogramFactory = Callable[

@@ -35,11 +35,10 @@ from typing import Any
 from ._native import (
     MAX_SCHEMA,
     MIN_SCHEMA,
-    NativeParts,
     NativeSnapshot,
     buckets_at_min_schema,
-    merged_snapshot,
 )
+from ._native_snapshots import NativeParts, merged_snapshot
 
 #: The index line's native configuration: ``(schema, zero threshold, max_buckets)``.
 NativeConfig = tuple[int, float, int]
@@ -127,7 +126,7 @@ def read_parts(
     when the writer died in the middle of a rewrite (the sequence then stays odd for good).
 
     The parts keep the bucket codes as stored (no spans): a scrape merging many workers builds
-    spans once per merged series (:func:`asgi_perf._native.merged_snapshot`).
+    spans once per merged series (:func:`asgi_perf._native_snapshots.merged_snapshot`).
     """
     seq_at = start + layout.seq
     # The first area starts right after the header: one copy takes the header and its header.

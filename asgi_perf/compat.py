@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 
 from ._histogram import check_buckets
 from ._labels import UNMATCHED
-from ._native import NativeFamily
+from ._native_snapshots import NativeFamily
 from ._rows import materialize
 from .catalogue import CATALOGUE, HIGHR_BUCKETS, STANDARD_METRICS
 

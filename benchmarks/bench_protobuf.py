@@ -46,12 +46,8 @@ from starlette.routing import Route
 
 from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry
 from asgi_perf._histogram import PlainHistogram
-from asgi_perf._shared import (
-    NATIVE_CAPACITY,
-    SharedNativeHistogram,
-    SharedPlainHistogram,
-    SharedStore,
-)
+from asgi_perf._shared import NATIVE_CAPACITY, SharedPlainHistogram, SharedStore
+from asgi_perf._shared_native import SharedNativeHistogram
 from asgi_perf.catalogue import LATENCY_BUCKETS
 from asgi_perf.export._protobuf import ProtobufRenderer
 from asgi_perf.export._render import FastRenderer

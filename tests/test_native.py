@@ -25,12 +25,16 @@ from asgi_perf._native import (
     ERR_ZERO,
     MIN_SCHEMA,
     NativeHistogram,
-    NativeParts,
     NativeSnapshot,
     Spans,
-    add_histogram,
     downscale,
     expand,
+    schema_for_factor,
+    spans_of,
+)
+from asgi_perf._native_snapshots import (
+    NativeParts,
+    add_histogram,
     from_json,
     merge,
     merge_parts,
@@ -38,8 +42,6 @@ from asgi_perf._native import (
     parts_from_json,
     parts_of,
     parts_to_json,
-    schema_for_factor,
-    spans_of,
     to_json,
 )
 from asgi_perf._shared import NATIVE_CAPACITY

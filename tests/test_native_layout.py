@@ -1,5 +1,5 @@
 """Native histograms in shared memory: the run layout, its writer and its lock-free reader
-(asgi_perf._native_layout, and SharedNativeHistogram in asgi_perf._shared)."""
+(asgi_perf._native_layout, and its writer SharedNativeHistogram in asgi_perf._shared_native)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from asgi_perf import _native_layout as layout_mod
 from asgi_perf import _shared as shared
 from asgi_perf._native import (
     MIN_SCHEMA,
-    NativeParts,
     NativeSnapshot,
     bucket_key,
     buckets_at_min_schema,
     make_snapshot,
-    merged_snapshot,
 )
 from asgi_perf._native_layout import NativeLayout, read_run
+from asgi_perf._native_snapshots import NativeParts, merged_snapshot
+from asgi_perf._shared_native import SharedNativeHistogram
 
 BOUNDS = (0.1, 0.5, 1.0)
 VALUES = st.lists(
@@ -50,8 +50,8 @@ def mpdir(tmp_path: Path) -> Path:
 
 def new(
     store: shared.SharedStore, native: NativeHistograms, labels: tuple[str, str] = ("k", "v")
-) -> shared.SharedNativeHistogram:
-    return shared.SharedNativeHistogram(BOUNDS, store, "lat", "Latency.", [labels], native=native)
+) -> SharedNativeHistogram:
+    return SharedNativeHistogram(BOUNDS, store, "lat", "Latency.", [labels], native=native)
 
 
 def read(store: shared.SharedStore) -> list[shared.Series]:
@@ -161,7 +161,7 @@ class MidRewrite:
         return self.view[item]
 
 
-def wide(hist: shared.SharedNativeHistogram, start: int, n: int) -> None:
+def wide(hist: SharedNativeHistogram, start: int, n: int) -> None:
     """``n`` observations, each in a new bucket at schema 3 (they force rewrites)."""
     for i in range(start, start + n):
         hist.observe(1.1 ** (i * 3))
@@ -221,8 +221,9 @@ def test_a_worker_killed_inside_a_rewrite_loses_nothing(mpdir: Path) -> None:
 import os, signal, sys
 from asgi_perf import NativeHistograms
 from asgi_perf import _shared as shared
+from asgi_perf._shared_native import SharedNativeHistogram
 store = shared.SharedStore({str(mpdir)!r})
-hist = shared.SharedNativeHistogram(
+hist = SharedNativeHistogram(
     (0.1,), store, "lat", "Latency.", [], native=NativeHistograms(schema=3, max_buckets=4)
 )
 for i in range(4):
@@ -267,10 +268,11 @@ def test_a_second_process_reading_during_rewrites_never_sees_a_torn_histogram(
     script = f"""
 from asgi_perf import NativeHistograms
 from asgi_perf import _shared as shared
+from asgi_perf._shared_native import SharedNativeHistogram
 store = shared.SharedStore({str(mpdir)!r})
 native = NativeHistograms(schema=8, max_buckets=2)
 for s in range(60):
-    hist = shared.SharedNativeHistogram((0.1,), store, "lat", "L.", [("s", str(s))], native=native)
+    hist = SharedNativeHistogram((0.1,), store, "lat", "L.", [("s", str(s))], native=native)
     for i in range(300):
         hist.observe(1.01 ** (i * 37 % 2000) * (-1) ** i)
 print("done", flush=True)
@@ -465,8 +467,8 @@ def test_infinities_stay_inside_the_run(mpdir: Path) -> None:
     and the series allocated after it is untouched."""
     store = shared.SharedStore(mpdir)
     native = NativeHistograms(schema=-3, zero_threshold=1e300, max_buckets=1, classic=False)
-    first = shared.SharedNativeHistogram((), store, "lat", "L.", [("s", "a")], native=native)
-    second = shared.SharedNativeHistogram((), store, "lat", "L.", [("s", "b")], native=native)
+    first = SharedNativeHistogram((), store, "lat", "L.", [("s", "a")], native=native)
+    second = SharedNativeHistogram((), store, "lat", "L.", [("s", "b")], native=native)
     reference = native.histogram(())
     first.observe(1e301)
     reference.observe(1e301)

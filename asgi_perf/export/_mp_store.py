@@ -18,9 +18,10 @@ Native histograms travel beside the samples: a snapshot file (the compacted one 
 each native series' buckets under ``native``, and the merge gathers every worker's native parts
 of one series (:data:`Natives`) and adds them at the lowest schema among them; :func:`to_metrics`
 attaches the result to its family as the protobuf encoder expects (``family.native``). Each
-worker's part is read as bucket counts by code (:class:`~asgi_perf._native.NativeParts`, straight
-from the shared-memory run or the snapshot file's lists), so the spans the exposition needs are
-built once per merged series, not once per worker and then expanded again.
+worker's part is read as bucket counts by code
+(:class:`~asgi_perf._native_snapshots.NativeParts`, straight from the shared-memory run or the
+snapshot file's lists), so the spans the exposition needs are built once per merged series, not
+once per worker and then expanded again.
 """
 
 from __future__ import annotations
@@ -38,10 +39,19 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
-from .. import _native
 from .. import _shared as shared
-from .._native import NativeFamily, NativeParts, NativeSnapshot
+from .._native import NativeSnapshot
 from .._native_layout import read_parts
+from .._native_snapshots import (
+    NativeFamily,
+    NativeParts,
+    merge_parts,
+    merged_snapshot,
+    parts_from_json,
+    parts_of,
+    parts_to_json,
+    to_json,
+)
 from ..catalogue import STANDARD_METRICS
 
 PREFIX = "asgi_perf_"
@@ -101,7 +111,7 @@ def encode(pid: int, token: str, metrics: Iterable[Metric]) -> bytes:
         parts: NativeFamily | None = getattr(m, "native", None)
         if parts is not None and m.type == "histogram":
             native.extend(
-                [m.name, [list(pair) for pair in key], _native.to_json(snap)]
+                [m.name, [list(pair) for pair in key], to_json(snap)]
                 for key, snap in parts.series.items()
             )
     body: dict[str, Any] = {"pid": pid, "token": token, "families": families}
@@ -135,7 +145,7 @@ def decode(data: bytes) -> Snapshot:
             for name, typ, help_text, samples in _array(raw["families"])
         ]
         native = [
-            (_text(name), tuple((k, v) for k, v in _labels(labels)), _native.parts_from_json(snap))
+            (_text(name), tuple((k, v) for k, v in _labels(labels)), parts_from_json(snap))
             for name, labels, snap in _array(raw.get("native", []))
         ]
         return Snapshot(int(raw["pid"]), _text(raw["token"]), families, native)
@@ -289,7 +299,7 @@ def to_metrics(families: Families, natives: Natives | None = None) -> Iterator[M
 
 def merged_natives(parts: dict[LabelKey, list[NativeParts]]) -> dict[LabelKey, NativeSnapshot]:
     """One snapshot per series: its workers' parts added up (spans built once, here)."""
-    merged = _native.merged_snapshot
+    merged = merged_snapshot
     return {key: merged(each) for key, each in parts.items()}
 
 
@@ -305,7 +315,7 @@ def summed_snapshot(families: Families) -> list[Any]:
 def native_snapshot(natives: Natives) -> list[Any]:
     """``natives`` merged, in snapshot form (what compaction keeps)."""
     return [
-        [name, [list(pair) for pair in key], _native.parts_to_json(_native.merge_parts(each))]
+        [name, [list(pair) for pair in key], parts_to_json(merge_parts(each))]
         for name, parts in natives.items()
         for key, each in parts.items()
     ]
@@ -664,7 +674,7 @@ def _read_shared(keys: Path) -> tuple[Families, Natives]:
         _add_series(part, series)
         if series.native is not None:
             key = tuple(sorted(series.labels))
-            parts = _native.parts_of(series.native)
+            parts = parts_of(series.native)
             natives.setdefault(series.family, {}).setdefault(key, []).append(parts)
     return part, natives
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from .._native import NativeFamily, NativeSnapshot, Spans
+from .._native import NativeSnapshot, Spans
+from .._native_snapshots import NativeFamily
 from ._render import MAX_CACHED_SERIES, Collects, RenderError
 
 #: The content type Prometheus asks for (and this exposition answers with).

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .. import _native
+from .. import _native_snapshots as snapshots
 from .._histogram import bucket_labels, quantile
-from .._native import NativeFamily, NativeSnapshot
+from .._native import NativeSnapshot
+from .._native_snapshots import NativeFamily
 from .._rows import FamilyRows, RowsRequest, reading_rows
 from ..registry import PerfRegistry
 from ._system import system_collector_skipped
@@ -43,7 +44,7 @@ class SampledHistogram:
 
     def add_native(self, snap: NativeSnapshot) -> None:
         native = self.native
-        self.native = snap if native is None else _native.merge([native, snap])
+        self.native = snap if native is None else snapshots.merge([native, snap])
 
     def minus(self, old: SampledHistogram | None) -> SampledHistogram:
         """The observations since ``old`` (all of them if ``old`` is missing or was reset)."""
@@ -55,7 +56,7 @@ class SampledHistogram:
         out.buckets = {le: n - old.buckets.get(le, 0.0) for le, n in self.buckets.items()}
         if self.native is not None:
             out.native = (
-                self.native if old.native is None else _native.subtract(self.native, old.native)
+                self.native if old.native is None else snapshots.subtract(self.native, old.native)
             )
         return out
 
@@ -64,7 +65,7 @@ class SampledHistogram:
             return None
         if self.native is not None and len(self.buckets) <= 1:
             # Native only: the one classic bucket is +Inf, the native buckets hold the shape.
-            return clean(quantile(q, _native.quantile_points(self.native)))
+            return clean(quantile(q, snapshots.quantile_points(self.native)))
         return clean(quantile(q, sorted(self.buckets.items())))
 
     def avg(self) -> float | None:

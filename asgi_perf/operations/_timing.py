@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram, check_buckets, quantile
 from .._labels import NameLimiter
-from .._native import add_histogram
+from .._native_snapshots import add_histogram
 from .._shared import COUNTER, SharedCounterDict, SharedStore
 from ..catalogue import LATENCY_BUCKETS
 from ..registry import CatalogueCollector, PerfRegistry

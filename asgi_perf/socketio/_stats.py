@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
-from .._native import add_histogram
+from .._native_snapshots import add_histogram
 from .._shared import SharedCounterDict, SharedPlainHistogram
 from ..catalogue import COUNT_BUCKETS, LATENCY_BUCKETS
 from ..registry import CatalogueCollector, ComponentKey, PerfRegistry

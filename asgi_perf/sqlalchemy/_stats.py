@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 from .._exemplars import histogram_class, shared_histogram_class
 from .._histogram import PlainHistogram
 from .._labels import OVERFLOW
-from .._native import add_histogram
+from .._native_snapshots import add_histogram
 from .._shared import SharedPlainHistogram
 from ..catalogue import LATENCY_BUCKETS, QUERY_COUNT_BUCKETS
 from ..registry import SLOW_QUERIES, CatalogueCollector, ComponentKey, PerfRegistry

@@ -19,10 +19,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.metrics_core import HistogramMetricFamily
 
-from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry, _native
+from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry, _native_snapshots
 from asgi_perf import _shared as shared
 from asgi_perf._native import NativeSnapshot
 from asgi_perf._native_layout import SCHEMA_BIAS
+from asgi_perf._shared_native import SharedNativeHistogram
 from asgi_perf.export import _mp_store as store
 from asgi_perf.export import _multiprocess as mp
 from asgi_perf.export import metrics_app
@@ -47,9 +48,9 @@ def mpdir(tmp_path: Path) -> Path:
 
 def worker(
     directory: Path, native: NativeHistograms, values: list[float]
-) -> tuple[shared.SharedNativeHistogram, Any]:
+) -> tuple[SharedNativeHistogram, Any]:
     """One worker's duration series in a store of its own, and the in-process twin."""
-    hist = shared.SharedNativeHistogram(
+    hist = SharedNativeHistogram(
         (0.1, 1.0),
         shared.SharedStore(directory, shared.NATIVE_CAPACITY),
         DURATION,
@@ -86,7 +87,7 @@ def test_workers_at_different_schemas_merge_at_the_lowest(mpdir: Path) -> None:
     schemas = {h.snapshot().schema for h, _ in (one_worker, two, three)}
     assert len(schemas) == 2
     families, natives = merged(mpdir)
-    want = _native.merge([r.snapshot() for _, r in (one_worker, two, three)])
+    want = _native_snapshots.merge([r.snapshot() for _, r in (one_worker, two, three)])
     (metric,) = [m for m in store.to_metrics(families, natives) if m.name == DURATION]
     snap = metric.native.series[SERIES]  # type: ignore[attr-defined]
     assert snap == want
@@ -117,11 +118,11 @@ def test_snapshot_files_carry_native_parts_both_ways() -> None:
     for v in (0.001, 0.2, -3.0, 0.0):
         hist.observe(v)
     family = HistogramMetricFamily("lat", "L.", labels=["route"])
-    _native.add_histogram(family, ["/a"], hist)
+    _native_snapshots.add_histogram(family, ["/a"], hist)
     data = store.encode(7, "1", [family])
     snap = store.decode(data)
-    assert snap.native == [("lat", (("route", "/a"),), _native.parts_of(hist.snapshot()))]
-    assert _native.merged_snapshot([snap.native[0][2]]) == hist.snapshot()
+    assert snap.native == [("lat", (("route", "/a"),), _native_snapshots.parts_of(hist.snapshot()))]
+    assert _native_snapshots.merged_snapshot([snap.native[0][2]]) == hist.snapshot()
     raw = json.loads(data)
     for bad in (
         [99, 0.0, 0, 0.0, [], []],
@@ -364,13 +365,13 @@ async def test_the_publish_leaves_shared_native_series_to_the_scrape(
     await _get(PerfMiddleware(_ok, registry=registry), "/a", 3)
     view = mp.enable_multiprocess(registry, mpdir, interval=3600)
     taken: list[object] = []
-    original = shared.SharedNativeHistogram.snapshot
+    original = SharedNativeHistogram.snapshot
 
-    def counting(self: shared.SharedNativeHistogram) -> NativeSnapshot:
+    def counting(self: SharedNativeHistogram) -> NativeSnapshot:
         taken.append(self)
         return original(self)
 
-    monkeypatch.setattr(shared.SharedNativeHistogram, "snapshot", counting)
+    monkeypatch.setattr(SharedNativeHistogram, "snapshot", counting)
     try:
         assert view.publish()
         assert taken == []
@@ -410,7 +411,7 @@ def test_a_corrupt_native_run_is_skipped_and_reported(mpdir: Path, slot: str) ->
     failed = store.merge_shared(families, mpdir, natives=natives)
     assert len(failed) == 1
     [(_, parts)] = natives[DURATION].items()
-    assert _native.merged_snapshot(list(parts)).observations == 30  # the good worker's
+    assert _native_snapshots.merged_snapshot(list(parts)).observations == 30  # the good worker's
     assert store.compact(mpdir, [], shared.worker_files(mpdir)) == 1  # the good one only
     assert bad._store.keys_path.exists()  # left for every scrape to skip and report
     compacted = store.load(mpdir / store.COMPACTED)  # readable: nothing corrupt went in

@@ -15,7 +15,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.samples import Exemplar
 
 from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry, metrics_app
-from asgi_perf._native import NativeHistogram, add_histogram
+from asgi_perf._native import NativeHistogram
+from asgi_perf._native_snapshots import add_histogram
 from asgi_perf.catalogue import LATENCY_BUCKETS
 from asgi_perf.export._protobuf import (
     PROTOBUF_TYPE,

@@ -11,7 +11,7 @@ import pytest
 from asgi_perf import NativeHistograms, PerfMiddleware, PerfRegistry
 from asgi_perf._histogram import quantile
 from asgi_perf._native import NativeHistograms as Config
-from asgi_perf._native import quantile_points, subtract
+from asgi_perf._native_snapshots import quantile_points, subtract
 from asgi_perf.http._stats import HTTP_STATS, HttpStats
 from asgi_perf.operations import Summarizer
 

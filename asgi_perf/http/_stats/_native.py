@@ -10,7 +10,8 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from ..._histogram import PlainHistogram
-from ..._native import NativeHistograms, add_histogram
+from ..._native import NativeHistograms
+from ..._native_snapshots import add_histogram
 from ...registry import PerfRegistry
 from ._plain import NO_EXTRA_LABELS, ExtraLabels, HighrHttpStats, HttpStats
 

@@ -11,10 +11,12 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 
 from ..._labels import OVERFLOW
-from ..._native import NativeHistograms, add_histogram
+from ..._native import NativeHistograms
+from ..._native_snapshots import add_histogram
 from ..._rows import current_request
-from ..._shared import HISTOGRAM, SharedNativeHistogram, SharedStore
+from ..._shared import HISTOGRAM, SharedStore
 from ..._shared import expand as expand_slots
+from ..._shared_native import SharedNativeHistogram
 from ...compat import HIGHR_METRIC
 from ...registry import PerfRegistry
 from ._plain import _PER_ROUTE, NO_EXTRA_LABELS, ExtraLabels, HttpStats
