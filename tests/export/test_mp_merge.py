@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from asgi_perf import PerfMiddleware, PerfRegistry
 from asgi_perf import _shared as shared
+from asgi_perf.export import _mp_shared as mp_shared
 from asgi_perf.export import _mp_store as store
 from asgi_perf.export import enable_multiprocess
 from asgi_perf.http._stats import HTTP_STATS, HttpStats
@@ -33,11 +34,11 @@ def _reference(families: store.Families, directory: Path) -> list[Path]:
     failed = []
     for keys in shared.worker_files(directory):
         try:
-            part, _ = store._read_shared(keys)
-        except store._SHARED_ERRORS:
+            part, _ = mp_shared.read_shared(keys)
+        except mp_shared.SHARED_ERRORS:
             failed.append(keys)
             continue
-        store._fold(families, part)
+        mp_shared.fold(families, part)
     return failed
 
 
@@ -228,5 +229,5 @@ def test_files_the_compacted_file_holds_are_skipped(
     families: store.Families = {}
     assert store.merge_shared(families, tmp_path, frozenset({first.name})) == []
     expected: store.Families = {}
-    store._fold(expected, store._read_shared(second)[0])
+    mp_shared.fold(expected, mp_shared.read_shared(second)[0])
     assert families == expected
