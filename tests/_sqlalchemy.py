@@ -13,14 +13,18 @@ from ._time import FakeClock
 
 
 def add_sleep_function(
-    engine: Engine, started: threading.Event | None = None, clock: FakeClock | None = None
+    engine: Engine,
+    started: threading.Event | None = None,
+    clock: FakeClock | None = None,
+    release: threading.Event | None = None,
 ) -> None:
     """Give every SQLite connection of ``engine`` a ``sleep(seconds)`` SQL function.
 
     ``started`` is set when a sleep begins, so a test can cancel a statement that is really running.
     With ``clock`` (monkeypatched over the engine module's ``perf_counter``), the sleep advances
     that fake clock instead of waiting: ``SELECT sleep(0.02)`` then takes exactly 0.02 s and every
-    other statement exactly 0 s, however loaded the machine is.
+    other statement exactly 0 s, however loaded the machine is. With ``release``, the sleep ends
+    when the test sets it (``seconds`` is then only a bound against hanging).
     """
 
     def sleep(seconds: float) -> int:
@@ -28,6 +32,8 @@ def add_sleep_function(
             started.set()
         if clock is not None:
             clock.advance(seconds)
+        elif release is not None:
+            release.wait(seconds)
         else:
             time.sleep(seconds)
         return 1
@@ -48,11 +54,12 @@ def aiosqlite_engine(
     url: str = "sqlite+aiosqlite://",
     started: threading.Event | None = None,
     clock: FakeClock | None = None,
+    release: threading.Event | None = None,
     **kw: Any,
 ) -> AsyncEngine:
-    """An aiosqlite engine with ``sleep()`` (advancing ``clock`` when given)."""
+    """An aiosqlite engine with ``sleep()`` (advancing ``clock``, or ended by ``release``)."""
     engine = create_async_engine(url, **kw)
-    add_sleep_function(engine.sync_engine, started, clock)
+    add_sleep_function(engine.sync_engine, started, clock, release)
     return engine
 
 

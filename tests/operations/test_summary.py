@@ -445,7 +445,11 @@ async def test_summary_shows_a_redis_tier_from_the_real_redis(
     plain["x"] = 1
     tiers = [
         TieredCache(
-            TTLCache(100, 60, name=name, registry=registry), client, namespace=namespace, ttl=60
+            TTLCache(100, 60, name=name, registry=registry),
+            client,
+            namespace=namespace,
+            ttl=60,
+            timeout=5,  # a healthy command is never a timeout, however loaded the machine
         )
         for name in ("a", "b")
     ]

@@ -305,17 +305,23 @@ def test_double_handle_error_records_once(registry: PerfRegistry) -> None:
 @pytest.mark.anyio
 async def test_cancelled_async_query_is_cancelled_not_error(registry: PerfRegistry) -> None:
     """A statement whose task is cancelled mid-flight is recorded as `cancelled`, not an error."""
-    started = threading.Event()
-    engine = aiosqlite_engine(started=started)
+    started, release = threading.Event(), threading.Event()
+    engine = aiosqlite_engine(started=started, release=release)
     instrument_engine(engine, registry=registry, name="main")
 
     async def run() -> None:
         async with engine.connect() as conn:
-            await conn.execute(text("SELECT sleep(0.3)"))
+            # Runs until released (60 s is only a bound): the cancel always finds it running.
+            await conn.execute(text("SELECT sleep(60)"))
 
     task = asyncio.ensure_future(run())
-    await anyio.to_thread.run_sync(started.wait)
-    task.cancel()
+    try:
+        await anyio.to_thread.run_sync(started.wait)
+        # The statement is running: cancelling the task cancels the future it waits on, now.
+        task.cancel()
+    finally:
+        # Its thread stops sleeping (the connection can then close); its result is dropped.
+        release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert count(registry, "SELECT", "cancelled") == 1

@@ -63,8 +63,10 @@ def test_psycopg_sync_slow_error_executemany_and_pool(
         )
         assert sample(registry, "db_pool_checkout_timeouts_total", {"engine": "pg"}) == 1
         assert sample(registry, "db_pool_size", {"engine": "pg"}) == 1
+        # Any statement can be slow on a loaded machine (the failed INSERT is listed when it is):
+        # the SELECTs listed are pg_sleep alone.
         slow = slow_list(registry).recent()
-        assert slow[0]["sql"] == "SELECT pg_sleep(?)"
+        assert [e["sql"] for e in slow if e["operation"] == "SELECT"] == ["SELECT pg_sleep(?)"]
     finally:
         handle.detach()
         engine.dispose()

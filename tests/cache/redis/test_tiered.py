@@ -112,6 +112,9 @@ def dead_client() -> aioredis.Redis:
 def tier(
     registry: PerfRegistry, client: aioredis.Redis, ns: str, name: str = "users", **kw: Any
 ) -> TieredCache:
+    """A tier on a fresh local cache. Its per-command timeout is generous unless a test sets one:
+    a loaded machine must not turn a healthy command into a counted timeout."""
+    kw.setdefault("timeout", 5.0)
     local: TTLCache[str, Any] = TTLCache(1000, 60, name=name, registry=registry)
     return TieredCache(local, client, namespace=ns, ttl=300, **kw)
 
@@ -407,7 +410,7 @@ async def test_local_cache_with_a_lock_and_oversized_values(
     local: LRUCache[str, Any] = LRUCache(
         10, name="locked", registry=registry, lock=threading.RLock(), getsizeof=len
     )
-    t = TieredCache(local, client, namespace=ns, ttl=60)
+    t = TieredCache(local, client, namespace=ns, ttl=60, timeout=5)
     assert await t.get_or_load("small", loader_of("abc", [])) == "abc"
     assert await t.get_or_load("small", loader_of("x", [])) == "abc"
     assert await t.get_or_load("big", loader_of("x" * 50, [])) == "x" * 50
@@ -623,8 +626,10 @@ async def test_a_black_holed_redis_times_out_and_falls_back(
     """Redis accepts but never answers: each command gives up after ``timeout``, the loader
     answers, and the timeout counts towards the breaker."""
     c = aioredis.Redis.from_url(proxy.url)
-    t = tier(registry, c, ns, timeout=0.05, failure_threshold=2)
+    t = tier(registry, c, ns, timeout=5, failure_threshold=2)
     assert await t.get_or_load("k0", loader_of(0, [])) == 0  # connected while healthy
+    assert t.stats.errors["get"] == t.stats.errors["set"] == 0
+    t.timeout = 0.05  # short from here on: every command now meets the black hole
     proxy.freeze()
     assert await t.get_or_load("k1", loader_of(1, [])) == 1
     assert await t.get_or_load("k2", loader_of(2, [])) == 2
@@ -849,9 +854,10 @@ async def test_a_silent_connection_is_detected_by_ping(
     """A subscription whose connection stops answering (no reset) is declared dead after an
     unanswered PING and re-established once the network is back."""
     c = aioredis.Redis.from_url(proxy.url)
-    async with tier(registry, c, ns, ping_interval=0.05, timeout=0.05) as t:
-        await asyncio.sleep(0.2)  # a few idle windows: pings answered, nothing counted
+    async with tier(registry, c, ns, ping_interval=0.5, timeout=5) as t:
+        await asyncio.sleep(1.2)  # two idle windows and more: pings answered, nothing counted
         assert t.stats.errors["subscribe"] == 0
+        assert t.stats.subscribed == 1
         proxy.freeze()
         await eventually(lambda: t.stats.errors["subscribe"] >= 1, "the silence detected")
         proxy.forward()
