@@ -34,7 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,13 +234,49 @@ def load(path: Path) -> Snapshot | None:
     :class:`CorruptSnapshot` when the file cannot be read (a directory in its place, no
     permission, an I/O error) or is not a whole snapshot.
     """
+    data = _read(path)
+    return None if data is None else decode(data)
+
+
+def _read(path: Path) -> bytes | None:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CorruptSnapshot(f"cannot read: {type(exc).__name__}: {exc}") from exc
-    return decode(data)
+
+
+class SnapshotCache:
+    """:func:`load` for every scrape: a file's decoded snapshot is reused while it holds the same
+    bytes.
+
+    A live worker rewrites its file only when its snapshot changed, and dead workers' files and
+    the compacted one change only at compaction, so a scrape mostly reads what the previous one
+    read: comparing the bytes costs a fraction of decoding and checking them again. The key is
+    the content, never the inode or mtime (a rename frees an inode for the next file at once, and
+    mtimes are as coarse as the kernel's tick), so a changed file is never served stale; a file
+    that fails to decode is not kept, and fails (and is counted) at every scrape.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[Path, tuple[bytes, Snapshot]] = {}
+
+    def load(self, path: Path) -> Snapshot | None:
+        data = _read(path)
+        if data is None:
+            return None
+        kept = self._kept.get(path)
+        if kept is not None and kept[0] == data:
+            return kept[1]
+        snap = decode(data)
+        self._kept[path] = (data, snap)
+        return snap
+
+    def retain(self, paths: Collection[Path]) -> None:
+        """Forget every file but ``paths`` (those compacted or removed since)."""
+        if self._kept.keys() - paths:
+            self._kept = {path: kept for path, kept in self._kept.items() if path in paths}
 
 
 def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ()) -> int:
@@ -347,6 +383,7 @@ __all__ = [
     "Natives",
     "SharedReader",
     "Snapshot",
+    "SnapshotCache",
     "compact",
     "dead_files",
     "dead_shared_files",

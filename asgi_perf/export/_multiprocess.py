@@ -125,6 +125,7 @@ class Multiprocess:
             # before stay in process memory and are published with the snapshot.
             registry.shared = SharedStore(directory, registry.shared_capacity())
         self._reader = store.SharedReader()
+        self._snapshots = store.SnapshotCache()
         self._skip: frozenset[str] = frozenset()
         self._skip_for = -1
         self.view = CollectorRegistry(auto_describe=False)
@@ -251,8 +252,9 @@ class Multiprocess:
     def _merge(self) -> tuple[store.Families, store.Natives]:
         modes = {self.registry.metric_name(k): v for k, v in DEFAULT_GAUGE_MODES.items()}
         modes.update(self.gauge_modes)
+        load = self._snapshots.load
         try:
-            compacted = store.load(self.directory / store.COMPACTED)
+            compacted = load(self.directory / store.COMPACTED)
         except store.CorruptSnapshot as exc:
             self.skipped(self.directory / store.COMPACTED, exc)
             compacted = None
@@ -265,7 +267,7 @@ class Multiprocess:
         files.sort(key=lambda p: p != self.path)
         for path in files:
             try:
-                snap = store.load(path)
+                snap = load(path)
             except store.CorruptSnapshot as exc:
                 self.skipped(path, exc)
                 continue
@@ -273,6 +275,7 @@ class Multiprocess:
                 store.merge_into(families, snap, path not in dead, modes, natives)
         if compacted is not None:
             store.merge_into(families, compacted, live=False, gauge_modes=modes, natives=natives)
+        self._snapshots.retain({self.directory / store.COMPACTED, *files})
         torn = self._reader.torn
         failed = store.merge_shared(families, self.directory, skip, self._reader, natives)
         for path, error in failed:

@@ -593,3 +593,88 @@ async def test_a_corrupt_compacted_file_is_skipped_and_dead_workers_still_count(
     assert _errors(merged.registry) >= 3
     logged = [r for r in caplog.records if store.COMPACTED in r.getMessage()]
     assert len(logged) == 1
+
+
+# -- decoded snapshots kept between scrapes ------------------------------------------------------
+
+
+def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every snapshot decoded from now on (the scrape's own, not compaction's)."""
+    decoded: list[bytes] = []
+    real = store.decode
+
+    def decode(data: bytes) -> store.Snapshot:
+        decoded.append(data)
+        return real(data)
+
+    monkeypatch.setattr(store, "decode", decode)
+    return decoded
+
+
+def test_an_unchanged_snapshot_is_decoded_once(
+    merged: mp.Multiprocess, mpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scrape decodes only the files that changed since the previous one: the other live
+    worker's file and the compacted one are read as the same bytes and not decoded again; this
+    worker's own file is (its process figures move between scrapes)."""
+    merged.registry.count("jobs", 1)
+    with live_process() as live:
+        other = write_worker(mpdir, live, counting(10, entries=5))
+        write_worker(mpdir, dead_pid(), counting(100))
+        first = view(merged)  # compacts the dead worker's file, then merges
+        decoded = _counting_decodes(monkeypatch)
+        second = view(merged)
+        assert decoded == [merged.path.read_bytes()]
+        decoded.clear()
+        write_worker(mpdir, live, counting(20, entries=5))
+        third = view(merged)
+        assert decoded == [merged.path.read_bytes(), other.read_bytes()]
+    assert {k: v for k, v in second.items() if k[0].startswith("app_")} == {
+        k: v for k, v in first.items() if k[0].startswith("app_")
+    }
+    assert total(first, "app_events_total") == 111
+    assert total(third, "app_events_total") == 121
+
+
+def test_a_snapshot_rewritten_to_the_same_size_is_read_anew(
+    merged: mp.Multiprocess, mpdir: Path
+) -> None:
+    """A file replaced by one of the same size (and possibly the freed inode, within one mtime
+    tick) is decoded again: what is kept is keyed on the bytes, never on file metadata."""
+    with live_process() as live:
+        path = write_worker(mpdir, live, counting(5, entries=1))
+        size = path.stat().st_size
+        assert total(view(merged), "app_events_total") == 5
+        write_worker(mpdir, live, counting(6, entries=2))
+        assert path.stat().st_size == size
+        values = view(merged)
+    assert total(values, "app_events_total") == 6
+    assert values[("cache_entries", (("cache", "users"),))] == 2
+
+
+def test_a_kept_snapshot_that_turns_corrupt_is_skipped_every_scrape(
+    merged: mp.Multiprocess, mpdir: Path
+) -> None:
+    """A file read fine once and then corrupted is left out (and counted) at every scrape, not
+    served from what the earlier scrape decoded."""
+    merged.registry.count("jobs", 3)
+    with live_process() as live:
+        path = write_worker(mpdir, live, counting(5))
+        assert total(view(merged), "app_events_total") == 8
+        before = _errors(merged.registry)
+        path.write_bytes(path.read_bytes()[:-10])
+        for _ in range(2):
+            assert total(view(merged), "app_events_total") == 3
+    assert _errors(merged.registry) - before == 2
+
+
+def test_files_compacted_away_are_forgotten(merged: mp.Multiprocess, mpdir: Path) -> None:
+    """What a scrape keeps is bounded by the files it read: a dead worker's file, once folded
+    into the compacted one, is no longer held."""
+    dead = write_worker(mpdir, dead_pid(), counting(7))
+    assert total(view_without_compaction(merged), "app_events_total") == 7
+    assert dead in merged._snapshots._kept
+    assert total(view(merged), "app_events_total") == 7
+    assert not dead.exists()
+    assert dead not in merged._snapshots._kept
+    assert mpdir / store.COMPACTED in merged._snapshots._kept
