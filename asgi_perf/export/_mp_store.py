@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -251,18 +252,26 @@ class SnapshotCache:
     """:func:`load` for every scrape: a file's decoded snapshot is reused while it holds the same
     bytes.
 
-    A live worker rewrites its file only when its snapshot changed, and dead workers' files and
-    the compacted one change only at compaction, so a scrape mostly reads what the previous one
-    read: comparing the bytes costs a fraction of decoding and checking them again. The key is
-    the content, never the inode or mtime (a rename frees an inode for the next file at once, and
-    mtimes are as coarse as the kernel's tick), so a changed file is never served stale; a file
-    that fails to decode is not kept, and fails (and is counted) at every scrape.
+    A live worker rewrites its file only when its snapshot changed, and the compacted file
+    changes only at compaction, so a scrape mostly reads what the previous one read: comparing
+    the bytes costs a fraction of decoding and checking them again. The key is the content, never
+    the inode or mtime (a rename frees an inode for the next file at once, and mtimes are as
+    coarse as the kernel's tick), so a changed file is never served stale; a file that fails to
+    decode is not kept, and fails (and is counted) at every scrape.
+
+    Only what :meth:`retain` names is kept (the caller passes the live workers' files and the
+    compacted one, not dead workers' files waiting for compaction), so memory is bounded by
+    those: about ten times their size on disk, as decoded lists. Scrapes may run at once (each in
+    a thread): an entry is one ``(bytes, snapshot)`` tuple, read without a lock; adding one and
+    :meth:`retain` take the lock.
     """
 
     def __init__(self) -> None:
         self._kept: dict[Path, tuple[bytes, Snapshot]] = {}
+        self._lock = threading.Lock()
 
-    def load(self, path: Path) -> Snapshot | None:
+    def load(self, path: Path, keep: bool = True) -> Snapshot | None:
+        """:func:`load`, through what is kept; ``keep=False`` reads a file without keeping it."""
         data = _read(path)
         if data is None:
             return None
@@ -270,13 +279,17 @@ class SnapshotCache:
         if kept is not None and kept[0] == data:
             return kept[1]
         snap = decode(data)
-        self._kept[path] = (data, snap)
+        if keep:
+            with self._lock:
+                self._kept[path] = (data, snap)
         return snap
 
     def retain(self, paths: Collection[Path]) -> None:
-        """Forget every file but ``paths`` (those compacted or removed since)."""
-        if self._kept.keys() - paths:
-            self._kept = {path: kept for path, kept in self._kept.items() if path in paths}
+        """Forget every file but ``paths`` (those compacted, removed or dead since)."""
+        with self._lock:
+            kept = self._kept
+            if kept.keys() - paths:
+                self._kept = {path: kept[path] for path in paths if path in kept}
 
 
 def compact(directory: Path, dead: list[Path], dead_shared: Iterable[Path] = ()) -> int:

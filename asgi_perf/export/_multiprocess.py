@@ -267,7 +267,8 @@ class Multiprocess:
         files.sort(key=lambda p: p != self.path)
         for path in files:
             try:
-                snap = load(path)
+                # A dead worker's file is read until it is compacted: not worth keeping.
+                snap = load(path, path not in dead)
             except store.CorruptSnapshot as exc:
                 self.skipped(path, exc)
                 continue
@@ -275,7 +276,7 @@ class Multiprocess:
                 store.merge_into(families, snap, path not in dead, modes, natives)
         if compacted is not None:
             store.merge_into(families, compacted, live=False, gauge_modes=modes, natives=natives)
-        self._snapshots.retain({self.directory / store.COMPACTED, *files})
+        self._snapshots.retain({self.directory / store.COMPACTED, *(set(files) - dead)})
         torn = self._reader.torn
         failed = store.merge_shared(families, self.directory, skip, self._reader, natives)
         for path, error in failed:

@@ -598,6 +598,23 @@ async def test_a_corrupt_compacted_file_is_skipped_and_dead_workers_still_count(
 # -- decoded snapshots kept between scrapes ------------------------------------------------------
 
 
+@pytest.fixture
+def quiet(mpdir: Path) -> Iterator[mp.Multiprocess]:
+    """``merged`` without process figures: this worker's own file changes only when its counts
+    do, so which files a scrape decodes is known."""
+    m = mp.enable_multiprocess(PerfRegistry(process_metrics=False), mpdir, interval=60)
+    yield m
+    m.close()
+
+
+def fixed(n: float, entries: float = 0) -> PerfRegistry:
+    """:func:`counting` without process figures: the same arguments give the same file."""
+    reg = PerfRegistry(process_metrics=False)
+    reg.count("jobs", n)
+    reg.gauge("cache_entries").labels("users").set(entries)
+    return reg
+
+
 def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every snapshot decoded from now on (the scrape's own, not compaction's)."""
     decoded: list[bytes] = []
@@ -612,69 +629,112 @@ def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 def test_an_unchanged_snapshot_is_decoded_once(
-    merged: mp.Multiprocess, mpdir: Path, monkeypatch: pytest.MonkeyPatch
+    quiet: mp.Multiprocess, mpdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A scrape decodes only the files that changed since the previous one: the other live
-    worker's file and the compacted one are read as the same bytes and not decoded again; this
-    worker's own file is (its process figures move between scrapes)."""
-    merged.registry.count("jobs", 1)
+    """A scrape decodes only the files that changed since the previous one: with nothing
+    changed the second scrape decodes nothing (the compacted file, this worker's and the other
+    live worker's are the same bytes) and serves the same totals; a rewritten file is decoded."""
+    quiet.registry.count("jobs", 1)
     with live_process() as live:
-        other = write_worker(mpdir, live, counting(10, entries=5))
-        write_worker(mpdir, dead_pid(), counting(100))
-        first = view(merged)  # compacts the dead worker's file, then merges
+        other = write_worker(mpdir, live, fixed(10, entries=5))
+        write_worker(mpdir, dead_pid(), fixed(100))
+        first = view(quiet)  # compacts the dead worker's file, then merges
+        assert (mpdir / store.COMPACTED).exists()
         decoded = _counting_decodes(monkeypatch)
-        second = view(merged)
-        assert decoded == [merged.path.read_bytes()]
-        decoded.clear()
-        write_worker(mpdir, live, counting(20, entries=5))
-        third = view(merged)
-        assert decoded == [merged.path.read_bytes(), other.read_bytes()]
-    assert {k: v for k, v in second.items() if k[0].startswith("app_")} == {
-        k: v for k, v in first.items() if k[0].startswith("app_")
-    }
+        second = view(quiet)
+        assert decoded == []
+        write_worker(mpdir, live, fixed(20, entries=5))
+        third = view(quiet)
+        assert decoded == [other.read_bytes()]
+    assert second == first
     assert total(first, "app_events_total") == 111
     assert total(third, "app_events_total") == 121
 
 
 def test_a_snapshot_rewritten_to_the_same_size_is_read_anew(
-    merged: mp.Multiprocess, mpdir: Path
+    quiet: mp.Multiprocess, mpdir: Path
 ) -> None:
     """A file replaced by one of the same size (and possibly the freed inode, within one mtime
     tick) is decoded again: what is kept is keyed on the bytes, never on file metadata."""
     with live_process() as live:
-        path = write_worker(mpdir, live, counting(5, entries=1))
+        path = write_worker(mpdir, live, fixed(5, entries=1))
         size = path.stat().st_size
-        assert total(view(merged), "app_events_total") == 5
-        write_worker(mpdir, live, counting(6, entries=2))
+        assert total(view(quiet), "app_events_total") == 5
+        write_worker(mpdir, live, fixed(6, entries=2))
         assert path.stat().st_size == size
-        values = view(merged)
+        values = view(quiet)
     assert total(values, "app_events_total") == 6
     assert values[("cache_entries", (("cache", "users"),))] == 2
 
 
 def test_a_kept_snapshot_that_turns_corrupt_is_skipped_every_scrape(
-    merged: mp.Multiprocess, mpdir: Path
+    quiet: mp.Multiprocess, mpdir: Path
 ) -> None:
     """A file read fine once and then corrupted is left out (and counted) at every scrape, not
     served from what the earlier scrape decoded."""
-    merged.registry.count("jobs", 3)
+    quiet.registry.count("jobs", 3)
     with live_process() as live:
-        path = write_worker(mpdir, live, counting(5))
-        assert total(view(merged), "app_events_total") == 8
-        before = _errors(merged.registry)
+        path = write_worker(mpdir, live, fixed(5))
+        assert total(view(quiet), "app_events_total") == 8
+        before = _errors(quiet.registry)
         path.write_bytes(path.read_bytes()[:-10])
         for _ in range(2):
-            assert total(view(merged), "app_events_total") == 3
-    assert _errors(merged.registry) - before == 2
+            assert total(view(quiet), "app_events_total") == 3
+    assert _errors(quiet.registry) - before == 2
 
 
-def test_files_compacted_away_are_forgotten(merged: mp.Multiprocess, mpdir: Path) -> None:
-    """What a scrape keeps is bounded by the files it read: a dead worker's file, once folded
-    into the compacted one, is no longer held."""
-    dead = write_worker(mpdir, dead_pid(), counting(7))
-    assert total(view_without_compaction(merged), "app_events_total") == 7
-    assert dead in merged._snapshots._kept
-    assert total(view(merged), "app_events_total") == 7
-    assert not dead.exists()
-    assert dead not in merged._snapshots._kept
-    assert mpdir / store.COMPACTED in merged._snapshots._kept
+def test_only_live_workers_files_and_the_compacted_one_are_kept(
+    quiet: mp.Multiprocess, mpdir: Path
+) -> None:
+    """What a scrape keeps is bounded by the live workers' files and the compacted one: a dead
+    worker's file waiting for compaction is read, not kept, and once folded it is gone."""
+    dead = write_worker(mpdir, dead_pid(), fixed(7))
+    with live_process() as live:
+        other = write_worker(mpdir, live, fixed(1))
+        assert total(view_without_compaction(quiet), "app_events_total") == 8
+        kept = quiet._snapshots._kept
+        assert set(kept) == {quiet.path, other}
+        assert total(view(quiet), "app_events_total") == 8
+        assert not dead.exists()
+        assert set(quiet._snapshots._kept) == {quiet.path, other, mpdir / store.COMPACTED}
+    # The live worker has gone: its file is dead now and no longer kept.
+    view_without_compaction(quiet)
+    assert set(quiet._snapshots._kept) == {quiet.path, mpdir / store.COMPACTED}
+
+
+def test_concurrent_scrapes_keep_their_totals_while_workers_come_and_go(
+    quiet: mp.Multiprocess, mpdir: Path
+) -> None:
+    """Scrapes run at once (each rendered in a thread) while workers publish, die and are
+    compacted: none fails, and the total never goes backwards."""
+    import threading
+
+    quiet.registry.count("jobs", 1)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    seen: list[list[float]] = [[], []]
+
+    def scrape(into: list[float]) -> None:
+        while not stop.is_set():
+            try:
+                into.append(total(view(quiet), "app_events_total"))
+            except BaseException as exc:
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=scrape, args=(into,)) for into in seen]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(40):
+            write_worker(mpdir, dead_pid(), fixed(1))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    final = total(view(quiet), "app_events_total")
+    assert final == 41
+    for totals in seen:
+        assert totals == sorted(totals)
+        assert all(1 <= value <= final for value in totals)
