@@ -183,9 +183,9 @@ _is_whole = float.is_integer
 
 
 def _pairs(stored: list[float]) -> list[float]:
-    """The stored ``(code, count)`` pairs as :class:`~asgi_perf._native.NativeParts` takes them:
-    as they are when every value is a whole number and every count at least 1 (checked in C),
-    else converted pair by pair, pairs with no count left out."""
+    """The stored ``(code, count)`` pairs as :class:`~asgi_perf._native_snapshots.NativeParts`
+    takes them: as they are when every value is a whole number and every count at least 1
+    (checked in C), else converted pair by pair, pairs with no count left out."""
     if not stored or (min(stored[1::2]) >= 1 and all(map(_is_whole, stored))):
         return stored
     pairs: list[float] = []
