@@ -13,7 +13,7 @@ from ..._histogram import PlainHistogram
 from ..._native import NativeHistograms
 from ..._native_snapshots import add_histogram
 from ...registry import PerfRegistry
-from ._plain import NO_EXTRA_LABELS, ExtraLabels, HighrHttpStats, HttpStats
+from ._plain import NO_EXTRA_LABELS, ExtraLabels, HighrHttpStats, HttpStats, _Highr
 
 
 class NativeHttpStats(HttpStats):
@@ -90,7 +90,7 @@ class NativeHttpStats(HttpStats):
         series.response_bytes += response_bytes
 
 
-class NativeHighrHttpStats(NativeHttpStats):
+class NativeHighrHttpStats(_Highr, NativeHttpStats):
     """:class:`NativeHttpStats` with the label-less high-resolution histogram too (the
     instrumentator's preset on a registry with native histograms)."""
 
@@ -107,19 +107,6 @@ class NativeHighrHttpStats(NativeHttpStats):
     ) -> None:
         super().__init__(registry, duration_buckets, ttfb_buckets, native, labels)
         self.highr = PlainHistogram(highr_buckets)
-
-    def record(
-        self,
-        method: str,
-        route: str,
-        status: str,
-        duration: float,
-        ttfb: float | None,
-        request_bytes: int,
-        response_bytes: int,
-    ) -> None:
-        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
-        self.highr.observe(duration)
 
     def collect(self) -> Iterator[Metric]:
         # The parent fills every family it knows; the last one, the highr family, is left empty.

@@ -334,7 +334,30 @@ _PER_ROUTE = (
 HTTP_STATS: ComponentKey[HttpStats] = ComponentKey("http")
 
 
-class HighrHttpStats(HttpStats):
+class _Highr(HttpStats):
+    """The label-less high-resolution duration histogram, in process, on top of a store class
+    (plain, or native listed after this one), so ``record`` runs the store's, then one more
+    bucket search."""
+
+    highr: PlainHistogram
+
+    def record(
+        self,
+        method: str,
+        route: str,
+        status: str,
+        duration: float,
+        ttfb: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
+        h = self.highr
+        h.counts[bisect_left(h.bounds, duration)] += 1
+        h.sum += duration
+
+
+class HighrHttpStats(_Highr):
     """:class:`HttpStats` that also records the label-less high-resolution duration histogram
     (prometheus-fastapi-instrumentator's ``http_request_duration_highr_seconds``).
 
@@ -354,21 +377,6 @@ class HighrHttpStats(HttpStats):
     ) -> None:
         super().__init__(registry, duration_buckets, ttfb_buckets, labels)
         self.highr = PlainHistogram(highr_buckets)
-
-    def record(
-        self,
-        method: str,
-        route: str,
-        status: str,
-        duration: float,
-        ttfb: float | None,
-        request_bytes: int,
-        response_bytes: int,
-    ) -> None:
-        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
-        h = self.highr
-        h.counts[bisect_left(h.bounds, duration)] += 1
-        h.sum += duration
 
     def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
         out = super().rows(skip)

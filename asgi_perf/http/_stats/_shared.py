@@ -222,24 +222,19 @@ class SharedHttpStats(HttpStats):
         return rows
 
 
-class SharedHighrHttpStats(SharedHttpStats):
-    """:class:`HighrHttpStats` for multi-worker mode: the histogram lives in shared memory."""
+class _SharedHighr(SharedHttpStats):
+    """The label-less high-resolution duration histogram in shared memory, on top of a shared
+    store class (classic, or native listed after this one), so ``record`` runs the store's, then
+    writes the histogram's slots."""
 
-    metrics = HighrHttpStats.metrics
+    highr_buckets: tuple[float, ...]
+    highr_slot: int
+    _highr_sum: int
 
-    def __init__(
-        self,
-        registry: PerfRegistry,
-        duration_buckets: tuple[float, ...],
-        ttfb_buckets: tuple[float, ...],
-        store: SharedStore,
-        highr_buckets: tuple[float, ...],
-        labels: ExtraLabels = NO_EXTRA_LABELS,
-    ) -> None:
-        super().__init__(registry, duration_buckets, ttfb_buckets, store, labels)
-        self.highr_buckets = highr_buckets
-        self._highr_sum = len(highr_buckets) + 1
-        self.highr_slot = self._allocate(HIGHR_METRIC, "histogram", [], highr_buckets)
+    def _allocate_highr(self, buckets: tuple[float, ...]) -> None:
+        self.highr_buckets = buckets
+        self._highr_sum = len(buckets) + 1
+        self.highr_slot = self._allocate(HIGHR_METRIC, "histogram", [], buckets)
 
     def record(
         self,
@@ -256,6 +251,24 @@ class SharedHighrHttpStats(SharedHttpStats):
         slot = self.highr_slot
         values[slot + bisect_left(self.highr_buckets, duration)] += 1
         values[slot + self._highr_sum] += duration
+
+
+class SharedHighrHttpStats(_SharedHighr):
+    """:class:`HighrHttpStats` for multi-worker mode: the histogram lives in shared memory."""
+
+    metrics = HighrHttpStats.metrics
+
+    def __init__(
+        self,
+        registry: PerfRegistry,
+        duration_buckets: tuple[float, ...],
+        ttfb_buckets: tuple[float, ...],
+        store: SharedStore,
+        highr_buckets: tuple[float, ...],
+        labels: ExtraLabels = NO_EXTRA_LABELS,
+    ) -> None:
+        super().__init__(registry, duration_buckets, ttfb_buckets, store, labels)
+        self._allocate_highr(highr_buckets)
 
     def rows(self, skip: Container[str] = frozenset()) -> list[FamilyRows]:
         out = super().rows(skip)

@@ -4,7 +4,6 @@ histograms in the worker's shared-memory file (multi-worker mode with
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from ..._shared_native import SharedNativeHistogram
 from ...compat import HIGHR_METRIC
 from ...registry import PerfRegistry
 from ._plain import _PER_ROUTE, NO_EXTRA_LABELS, ExtraLabels, HttpStats
-from ._shared import SharedHttpStats, _SharedRouteSeries
+from ._shared import SharedHttpStats, _SharedHighr, _SharedRouteSeries
 
 
 class _NativeRouteSeries(_SharedRouteSeries):
@@ -176,7 +175,7 @@ class SharedNativeHttpStats(SharedHttpStats):
         return iter(f.values())
 
 
-class SharedNativeHighrHttpStats(SharedNativeHttpStats):
+class SharedNativeHighrHttpStats(_SharedHighr, SharedNativeHttpStats):
     """:class:`SharedNativeHttpStats` with the label-less high-resolution histogram (classic, in
     shared memory) too: the instrumentator's preset, multi-worker, native histograms on."""
 
@@ -193,25 +192,7 @@ class SharedNativeHighrHttpStats(SharedNativeHttpStats):
         labels: ExtraLabels = NO_EXTRA_LABELS,
     ) -> None:
         super().__init__(registry, duration_buckets, ttfb_buckets, store, native, labels)
-        self.highr_buckets = highr_buckets
-        self._highr_sum = len(highr_buckets) + 1
-        self.highr_slot = self._allocate(HIGHR_METRIC, "histogram", [], highr_buckets)
-
-    def record(
-        self,
-        method: str,
-        route: str,
-        status: str,
-        duration: float,
-        ttfb: float | None,
-        request_bytes: int,
-        response_bytes: int,
-    ) -> None:
-        super().record(method, route, status, duration, ttfb, request_bytes, response_bytes)
-        values: Any = self.store.values
-        slot = self.highr_slot
-        values[slot + bisect_left(self.highr_buckets, duration)] += 1
-        values[slot + self._highr_sum] += duration
+        self._allocate_highr(highr_buckets)
 
     def collect(self) -> Iterator[Metric]:
         # The parent fills every family it knows; the last one, the highr family, is left empty.
